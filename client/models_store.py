@@ -1,0 +1,332 @@
+"""The local models folder: list, validate, import, remove, pull from the Hugging Face hub, make-tiny.
+
+Light on purpose (stdlib + settings): checkpoints are validated by reading ``config.json``, the
+safetensors index and each shard's JSON header, never by loading tensors, so this runs in embedded
+Pythons without torch. ``huggingface_hub`` is imported lazily, only by :func:`pull_model`. The tiny
+model bundle is built by the model layer in a child process (``python -m unimoe_audio.model.tiny_bundle``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .settings import TINY_MODEL, Settings
+
+INDEX_NAME = "model.safetensors.index.json"
+SINGLE_NAME = "model.safetensors"
+# A safetensors header is JSON; anything this large is not a real header.
+_MAX_HEADER = 100 * 1024 * 1024
+_DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+}
+
+
+class ModelStoreError(Exception):
+    """A model folder is missing, invalid, or an operation on the store failed."""
+
+
+@dataclass
+class ModelCheck:
+    """What validating one checkpoint folder found."""
+
+    path: str
+    ok: bool
+    problems: list[str] = field(default_factory=list)
+    shards: int = 0
+    tensors: int = 0
+    parameters: int = 0
+    dtypes: list[str] = field(default_factory=list)
+    size_bytes: int = 0
+    model_type: str | None = None
+    has_tokenizer: bool = False
+    has_dac: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    path: str
+    ok: bool
+    selected: bool
+    size_bytes: int
+    shards: int
+    parameters: int
+    problems: list[str]
+    builtin: bool = False
+    link: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
+    """The JSON header of a safetensors file and the byte offset where tensor data starts."""
+    with path.open("rb") as fh:
+        raw = fh.read(8)
+        if len(raw) != 8:
+            raise ModelStoreError(f"{path.name}: too short to be a safetensors file")
+        (n,) = struct.unpack("<Q", raw)
+        if n <= 0 or n > _MAX_HEADER:
+            raise ModelStoreError(f"{path.name}: bad safetensors header length {n}")
+        body = fh.read(n)
+    if len(body) != n:
+        raise ModelStoreError(f"{path.name}: truncated safetensors header")
+    try:
+        header = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelStoreError(f"{path.name}: safetensors header is not JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise ModelStoreError(f"{path.name}: safetensors header is not an object")
+    return header, 8 + n
+
+
+def _check_shard(path: Path, check: ModelCheck) -> set[str]:
+    """Validate one shard's header against its size; return the tensor names it holds."""
+    header, data_start = read_safetensors_header(path)
+    size = path.stat().st_size
+    names: set[str] = set()
+    end_max = 0
+    dtypes = set(check.dtypes)
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = info["dtype"]
+            shape = [int(d) for d in info["shape"]]
+            start, end = (int(x) for x in info["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise ModelStoreError(f"{path.name}: tensor {name!r} has a malformed header entry") from None
+        count = 1
+        for d in shape:
+            count *= d
+        width = _DTYPE_BYTES.get(dtype)
+        if width is not None and end - start != count * width:
+            raise ModelStoreError(f"{path.name}: tensor {name!r} spans {end - start} bytes, wanted {count * width}")
+        names.add(name)
+        dtypes.add(dtype)
+        check.parameters += count
+        end_max = max(end_max, end)
+    if data_start + end_max > size:
+        raise ModelStoreError(
+            f"{path.name}: truncated ({size} bytes on disk, header needs {data_start + end_max}); "
+            "re-run 'unimoe-audio models pull' to resume"
+        )
+    check.dtypes = sorted(dtypes)
+    check.tensors += len(names)
+    check.shards += 1
+    return names
+
+
+def validate_model_dir(path: str | os.PathLike[str]) -> ModelCheck:
+    """Check that a folder looks like a loadable checkpoint, reading JSON and headers only."""
+    root = Path(path).expanduser()
+    check = ModelCheck(path=str(root), ok=False)
+    if not root.is_dir():
+        check.problems.append(f"{root} is not a folder")
+        return check
+    cfg_path = root / "config.json"
+    if not cfg_path.is_file():
+        check.problems.append("config.json is missing")
+    else:
+        try:
+            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+            if not isinstance(cfg, dict):
+                raise ValueError("not a JSON object")
+            check.model_type = cfg.get("model_type")
+        except (ValueError, UnicodeDecodeError) as exc:
+            check.problems.append(f"config.json is not valid JSON ({exc})")
+    check.has_tokenizer = any((root / n).is_file() for n in ("tokenizer.json", "vocab.json", "tokenizer_config.json")) or (
+        root / "tokenizer"
+    ).is_dir()
+    check.has_dac = (root / "dac").exists() or any(root.glob("weights_16khz*.pth"))
+    check.size_bytes = sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and ".cache" not in p.parts)
+
+    index_path = root / INDEX_NAME
+    try:
+        if index_path.is_file():
+            try:
+                index = json.loads(index_path.read_text(encoding="utf-8"))
+                weight_map = index["weight_map"]
+                if not isinstance(weight_map, dict) or not weight_map:
+                    raise ValueError("empty weight_map")
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+                raise ModelStoreError(f"{INDEX_NAME} is malformed ({exc})") from None
+            by_shard: dict[str, set[str]] = {}
+            for tensor, shard in weight_map.items():
+                by_shard.setdefault(str(shard), set()).add(tensor)
+            for shard, wanted in sorted(by_shard.items()):
+                shard_path = root / shard
+                if not shard_path.is_file():
+                    check.problems.append(f"shard {shard} named by the index is missing")
+                    continue
+                try:
+                    have = _check_shard(shard_path, check)
+                except ModelStoreError as exc:
+                    check.problems.append(str(exc))
+                    continue
+                missing = wanted - have
+                if missing:
+                    check.problems.append(
+                        f"shard {shard} lacks {len(missing)} tensor(s) the index names, e.g. {sorted(missing)[0]}"
+                    )
+        else:
+            shards = sorted(root.glob("*.safetensors"))
+            if not shards:
+                check.problems.append(f"no weights: neither {INDEX_NAME} nor any *.safetensors file")
+            for shard_path in shards:
+                try:
+                    _check_shard(shard_path, check)
+                except ModelStoreError as exc:
+                    check.problems.append(str(exc))
+    except ModelStoreError as exc:
+        check.problems.append(str(exc))
+    check.ok = not check.problems
+    return check
+
+
+def _model_dirs(settings: Settings) -> list[Path]:
+    root = settings.models_path
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def list_models(settings: Settings) -> list[ModelInfo]:
+    """Installed models, plus the built-in tiny model (always available, random weights)."""
+    out = []
+    for d in _model_dirs(settings):
+        chk = validate_model_dir(d)
+        out.append(
+            ModelInfo(
+                name=d.name, path=str(d), ok=chk.ok, selected=(settings.model == d.name or settings.model == str(d)),
+                size_bytes=chk.size_bytes, shards=chk.shards, parameters=chk.parameters, problems=chk.problems,
+                link=d.is_symlink(),
+            )
+        )
+    out.append(
+        ModelInfo(
+            name=TINY_MODEL, path="(built in)", ok=True, selected=settings.model == TINY_MODEL, size_bytes=0, shards=0,
+            parameters=0, problems=[], builtin=True,
+        )
+    )
+    return out
+
+
+def real_model_installed(settings: Settings) -> bool:
+    """True when the configured model resolves to a valid checkpoint (not the tiny fallback)."""
+    if settings.model == TINY_MODEL:
+        return False
+    candidate = Path(settings.model).expanduser()
+    if not candidate.is_absolute() or not candidate.exists():
+        candidate = settings.models_path / settings.model
+    return validate_model_dir(candidate).ok
+
+
+def _check_name(name: str) -> str:
+    if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
+        raise ModelStoreError(f"bad model name {name!r}: use a plain folder name")
+    if name == TINY_MODEL:
+        raise ModelStoreError(f"{TINY_MODEL!r} is the built-in model's name; pick another")
+    return name
+
+
+def import_model(
+    settings: Settings, src: str | os.PathLike[str], name: str | None = None, *, link: bool = False, force: bool = False
+) -> tuple[Path, ModelCheck]:
+    """Validate ``src`` and copy it (or symlink it with ``link``) into the models folder as ``name``."""
+    src_path = Path(src).expanduser().resolve()
+    chk = validate_model_dir(src_path)
+    if not chk.ok:
+        raise ModelStoreError(f"{src_path} is not a usable checkpoint: " + "; ".join(chk.problems))
+    name = _check_name(name or src_path.name)
+    dest = settings.models_path / name
+    if dest.exists() or dest.is_symlink():
+        if not force:
+            raise ModelStoreError(f"model {name!r} already exists at {dest} (use --force to replace it)")
+        remove_model(settings, name)
+    settings.models_path.mkdir(parents=True, exist_ok=True)
+    if link:
+        dest.symlink_to(src_path, target_is_directory=True)
+    else:
+        tmp = settings.models_path / f".import-{name}-{uuid.uuid4().hex[:8]}"
+        try:
+            shutil.copytree(src_path, tmp, ignore=shutil.ignore_patterns(".cache", ".git"))
+            os.replace(tmp, dest)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return dest, validate_model_dir(dest)
+
+
+def remove_model(settings: Settings, name: str) -> Path:
+    """Delete an installed model (a symlinked import only loses its link)."""
+    _check_name(name)
+    dest = settings.models_path / name
+    if dest.is_symlink():
+        dest.unlink()
+        return dest
+    if not dest.is_dir():
+        raise ModelStoreError(f"no model named {name!r} in {settings.models_path}")
+    root = settings.models_path.resolve()
+    if dest.resolve().parent != root:
+        raise ModelStoreError(f"refusing to delete {dest}: not directly inside {root}")
+    shutil.rmtree(dest)
+    return dest
+
+
+def pull_model(
+    settings: Settings,
+    repo: str | None = None,
+    name: str | None = None,
+    *,
+    revision: str | None = None,
+    token: str | None = None,
+    progress: bool = True,
+) -> tuple[Path, ModelCheck]:
+    """Download a checkpoint from the Hugging Face hub into the models folder.
+
+    Interrupted downloads resume: ``snapshot_download`` keeps partial files under
+    ``<dest>/.cache/huggingface`` and continues them on the next call.
+    """
+    repo = repo or settings.hf_repo
+    name = _check_name(name or repo.rstrip("/").split("/")[-1])
+    dest = settings.models_path / name
+    dest.mkdir(parents=True, exist_ok=True)
+    if not progress:
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as exc:  # pragma: no cover - huggingface_hub is a declared dependency
+        raise ModelStoreError("'models pull' needs huggingface_hub: pip install huggingface_hub") from exc
+    try:
+        snapshot_download(repo_id=repo, revision=revision, local_dir=str(dest), token=token)
+    except Exception as exc:  # network, auth, missing repo: report, keep partial files for resume
+        raise ModelStoreError(f"download of {repo} failed: {type(exc).__name__}: {exc} (run again to resume)") from None
+    return dest, validate_model_dir(dest)
+
+
+def make_tiny(directory: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
+    """Build the tiny random-weight model bundle in ``directory`` via the model layer, in a child process."""
+    cmd = [sys.executable, "-m", "unimoe_audio.model.tiny_bundle", str(Path(directory).expanduser())]
+    return subprocess.run(cmd, text=True, capture_output=True)
+
+
+def human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"

@@ -1,0 +1,649 @@
+"""The wire schema of unimoe-audio: every message the daemon and its clients exchange, defined once.
+
+Both ends import this module (the daemon imports it from the client package, as Ollama's server imports
+its ``api`` package). It is light on purpose: pydantic only, no torch, no numpy, no zmq.
+
+A message is a header plus a content object. The header names the message type (``msg_type``); the
+content is the pydantic model registered for that type in :data:`REQUESTS`, :data:`REPLIES` or
+:data:`EVENTS`. Framing and signing live in :mod:`unimoe_audio.client.wire`; the human description is
+``docs/protocol.md``.
+
+Compatibility rules (protocol 1.x):
+
+- Changes within major version 1 are additive: new optional fields, new message types, new error codes.
+- Request contents are strict (``extra="forbid"``): a misspelt field is an error naming that field, not
+  silently ignored. Replies and events are tolerant (``extra="ignore"``) so an older client can read a
+  newer daemon.
+- A client whose major version differs from the daemon's gets ``error{code="version_mismatch"}``.
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from fractions import Fraction
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+
+PROTOCOL_VERSION = "1.0"
+PROTOCOL_MAJOR = 1
+#: First frame of every message (after ROUTER identities / the PUB topic).
+IDENT = b"unimoe-audio/1"
+SIGNATURE_SCHEME = "hmac-sha256"
+
+# Limits the daemon enforces (also documented in docs/protocol.md).
+MAX_TEXT_CHARS = 20_000
+MAX_SECONDS = 600.0
+MAX_PRIORITY = 100
+
+JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+JOB_STATES: tuple[str, ...] = ("queued", "running", "done", "failed", "cancelled")
+FINAL_STATES: tuple[str, ...] = ("done", "failed", "cancelled")
+DaemonState = Literal["idle", "loading", "ready", "busy", "error", "unloaded"]
+TaskName = Literal["speech", "music", "video_score"]
+
+# Error codes (``ErrorReply.code``). New codes may be added within 1.x; treat unknown codes as "error".
+ERROR_CODES: dict[str, str] = {
+    "bad_message": "the frames could not be parsed (wrong frame count, not JSON, no header fields)",
+    "bad_signature": "the HMAC signature is missing or wrong (unsigned or wrongly keyed message)",
+    "version_mismatch": "the client speaks another major protocol version",
+    "unknown_type": "the msg_type is not a request this daemon knows",
+    "invalid_input": "a field has a wrong type or value (see field and wanted)",
+    "too_large": "a frame is larger than max_message_bytes",
+    "path_not_allowed": "a path lies outside the allowed roots",
+    "not_found": "the job, voice, model or file does not exist",
+    "busy": "the queue is full (max_queue); retry later",
+    "media_error": "an audio or video file could not be decoded",
+    "checkpoint_error": "the model files are missing, corrupt or do not match",
+    "model_error": "the model failed to load or to run",
+    "out_of_memory": "the device ran out of memory",
+    "cancelled": "the job was cancelled",
+    "shutting_down": "the daemon is stopping and accepts no new work",
+    "internal": "a bug in the daemon; the message is logged",
+}
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class _Loose(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Header
+# ---------------------------------------------------------------------------------------------------
+class Header(_Loose):
+    msg_id: str = Field(default_factory=new_id, min_length=1, max_length=128)
+    msg_type: str = Field(min_length=1, max_length=64)
+    protocol_version: str = PROTOCOL_VERSION
+    session: str = Field("", max_length=128, description="Client session id (one per client process).")
+    date: str = Field(default_factory=now_iso)
+    parent_id: str | None = Field(None, description="On replies: the msg_id of the request answered.")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Task specs (what to generate)
+# ---------------------------------------------------------------------------------------------------
+class LengthSpec(_Strict):
+    """Target length: seconds, or frames at a rational fps (timeline units). All empty: model decides."""
+
+    seconds: float | None = Field(None, gt=0, le=MAX_SECONDS)
+    frames: int | None = Field(None, gt=0)
+    fps: str | float | None = Field(None, description="Frame rate, a number or a ratio such as '24000/1001'.")
+    min_seconds: float | None = Field(None, ge=0, le=MAX_SECONDS)
+    max_seconds: float | None = Field(None, gt=0, le=MAX_SECONDS)
+
+    @field_validator("fps")
+    @classmethod
+    def _fps(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        try:
+            f = Fraction(str(v))
+        except (ValueError, ZeroDivisionError):
+            raise ValueError("wanted a positive number or a ratio like '24000/1001'") from None
+        if f <= 0:
+            raise ValueError("wanted a positive number or a ratio like '24000/1001'")
+        return v
+
+    @model_validator(mode="after")
+    def _frames_need_fps(self) -> "LengthSpec":
+        if (self.frames is None) != (self.fps is None):
+            raise ValueError("frames and fps go together")
+        if self.target_seconds() is not None and self.target_seconds() > MAX_SECONDS:
+            raise ValueError(f"target length over {MAX_SECONDS:g} s")
+        return self
+
+    def fps_fraction(self) -> Fraction | None:
+        return None if self.fps is None else Fraction(str(self.fps))
+
+    def target_seconds(self) -> float | None:
+        if self.frames is not None and self.fps is not None:
+            return float(Fraction(self.frames) / Fraction(str(self.fps)))
+        return self.seconds
+
+
+class SamplingSpec(_Strict):
+    cfg_scale: float | None = Field(None, ge=0, le=50)
+    temperature: float | None = Field(None, ge=0, le=10)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=0)
+    eos_factor: float | None = Field(None, gt=0)
+    seed: int | None = Field(None, ge=0, lt=2**63)
+
+
+class SpeechTask(_Strict):
+    task: Literal["speech"] = "speech"
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    voice: str | None = Field(None, description="A saved voice's name (see 'voices'); or give reference_audio.")
+    reference_audio: str | None = Field(None, description="Path of a reference recording (inside the allowed roots).")
+    reference_text: str | None = Field(None, max_length=MAX_TEXT_CHARS, description="Transcript of reference_audio.")
+    length: LengthSpec = Field(default_factory=LengthSpec)
+    sampling: SamplingSpec = Field(default_factory=SamplingSpec)
+
+    @model_validator(mode="after")
+    def _one_voice(self) -> "SpeechTask":
+        if self.voice is not None and self.reference_audio is not None:
+            raise ValueError("give either voice or reference_audio, not both")
+        if self.reference_audio is not None and not self.reference_text:
+            raise ValueError("reference_audio needs reference_text (its transcript)")
+        return self
+
+
+class MusicTask(_Strict):
+    task: Literal["music"] = "music"
+    caption: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    tempo_bpm: float | None = Field(None, gt=0, le=400)
+    key: str | None = Field(None, max_length=32)
+    bars: int | None = Field(None, gt=0, le=1024)
+    length: LengthSpec = Field(default_factory=LengthSpec)
+    sampling: SamplingSpec = Field(default_factory=SamplingSpec)
+
+
+class VideoScoreTask(_Strict):
+    task: Literal["video_score"] = "video_score"
+    video: str = Field(min_length=1, description="Path of the video (inside the allowed roots).")
+    caption: str = Field("", max_length=MAX_TEXT_CHARS)
+    in_seconds: float = Field(0.0, ge=0)
+    out_seconds: float | None = Field(None, gt=0)
+    mode: Literal["vision", "reference"] = "vision"
+    frames_per_second: float = Field(1.0, gt=0, le=30)
+    max_frames: int = Field(16, ge=1, le=256)
+    length: LengthSpec = Field(default_factory=LengthSpec)
+    sampling: SamplingSpec = Field(default_factory=SamplingSpec)
+
+    @model_validator(mode="after")
+    def _in_out(self) -> "VideoScoreTask":
+        if self.out_seconds is not None and self.out_seconds <= self.in_seconds:
+            raise ValueError("out_seconds must be after in_seconds")
+        return self
+
+
+TaskSpec = Annotated[Union[SpeechTask, MusicTask, VideoScoreTask], Field(discriminator="task")]
+
+
+class OutputOptions(_Strict):
+    """Where and how the finished audio is written. Empty fields take the daemon's settings."""
+
+    folder: str | None = Field(None, description="Folder inside the allowed roots (default: the output folder).")
+    name: str | None = Field(
+        None, max_length=200, description="File name stem (made unique; no path separators). Default: task-jobid."
+    )
+    sample_rate: int | None = Field(None, ge=8000, le=192000)
+    channels: int | None = Field(None, ge=1, le=2)
+    bit_depth: Literal[16, 24, 32] | None = None
+    normalize: bool = Field(True, description="Loudness-normalize to loudness_lufs with a true-peak ceiling.")
+    loudness_lufs: float | None = Field(None, ge=-70, le=0)
+    true_peak_db: float | None = Field(None, ge=-20, le=0)
+    fit_length: bool = Field(True, description="Trim/pad to the exact requested length (sample exact).")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v.strip() or "/" in v or "\\" in v or "\x00" in v or v.strip(".") == "":
+            raise ValueError("wanted a plain file name without path separators")
+        return v
+
+
+# ---------------------------------------------------------------------------------------------------
+# Requests
+# ---------------------------------------------------------------------------------------------------
+class PingRequest(_Strict):
+    pass
+
+
+class SubmitRequest(_Strict):
+    spec: TaskSpec
+    priority: int = Field(0, ge=-MAX_PRIORITY, le=MAX_PRIORITY, description="Higher runs first; FIFO within one priority.")
+    output: OutputOptions = Field(default_factory=OutputOptions)
+    stream_partial: bool = Field(False, description="Publish 'partial' events with a path to the audio so far.")
+    tag: str | None = Field(None, max_length=200, description="Free text echoed in the job (caller's own id).")
+
+
+class StatusRequest(_Strict):
+    pass
+
+
+class JobsRequest(_Strict):
+    states: list[JobState] | None = Field(None, description="Only jobs in these states (default: all).")
+    task: TaskName | None = None
+    limit: int = Field(100, ge=1, le=10_000)
+    newest_first: bool = True
+
+
+class JobRequest(_Strict):
+    job_id: str = Field(min_length=1, max_length=64)
+
+
+class SnapshotRequest(_Strict):
+    job_id: str = Field(min_length=1, max_length=64)
+
+
+class CancelRequest(_Strict):
+    job_id: str = Field(min_length=1, max_length=64)
+
+
+class VoicesRequest(_Strict):
+    action: Literal["list", "add", "remove"] = "list"
+    name: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.-]*$")
+    audio_path: str | None = Field(None, description="add: reference recording (inside the allowed roots).")
+    transcript: str | None = Field(None, max_length=MAX_TEXT_CHARS, description="add: what the recording says.")
+
+    @model_validator(mode="after")
+    def _need(self) -> "VoicesRequest":
+        if self.action in ("add", "remove") and not self.name:
+            raise ValueError(f"{self.action} needs name")
+        if self.action == "add" and (not self.audio_path or not self.transcript):
+            raise ValueError("add needs audio_path and transcript")
+        return self
+
+
+class ModelsRequest(_Strict):
+    pass
+
+
+class UnloadRequest(_Strict):
+    pass
+
+
+class ShutdownRequest(_Strict):
+    requeue_running: bool = Field(
+        True, description="Stop the running job now and run it again at next start (False: finish it first)."
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Replies and shared records
+# ---------------------------------------------------------------------------------------------------
+class ErrorReply(_Loose):
+    code: str = "internal"
+    message: str = ""
+    field: str | None = None
+    wanted: str | None = None
+
+
+class JobResult(_Loose):
+    path: str
+    sidecar: str
+    seconds: float
+    sample_rate: int
+    channels: int
+    bit_depth: int = 24
+    seed: int
+    loudness_lufs: float | None = None
+
+
+class JobInfo(_Loose):
+    job_id: str
+    task: str
+    state: JobState
+    priority: int = 0
+    tag: str | None = None
+    created: float = 0.0
+    started: float | None = None
+    finished: float | None = None
+    attempts: int = 0
+    position: int | None = Field(None, description="Queued jobs: 0 runs next.")
+    eta_s: float | None = Field(None, description="Seconds until done, from recent throughput.")
+    fraction: float = 0.0
+    stage: str | None = None
+    result: JobResult | None = None
+    error: ErrorReply | None = None
+    request: dict[str, Any] | None = Field(None, description="The SubmitRequest as received.")
+
+
+class PingReply(_Loose):
+    protocol_version: str = PROTOCOL_VERSION
+    version: str = ""
+    pid: int = 0
+    time: float = 0.0
+
+
+class SubmitReply(_Loose):
+    job_id: str
+    state: JobState = "queued"
+    position: int = 0
+    eta_s: float | None = None
+
+
+class MemoryInfo(_Loose):
+    rss_bytes: int | None = None
+    device_allocated_bytes: int | None = None
+    device_total_bytes: int | None = None
+
+
+class StatusReply(_Loose):
+    state: DaemonState
+    model: str = Field("", description="Model name or path as configured.")
+    model_dir: str | None = None
+    model_hash: str | None = None
+    tiny: bool = Field(False, description="True when the tiny random model (noise) is serving.")
+    tiny_reason: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    memory: MemoryInfo = Field(default_factory=MemoryInfo)
+    queue_length: int = 0
+    running: list[str] = Field(default_factory=list)
+    error: ErrorReply | None = None
+    keep_alive: float = 0.0
+    uptime_s: float = 0.0
+    protocol_version: str = PROTOCOL_VERSION
+    version: str = ""
+    pid: int = 0
+    output_dir: str = ""
+    osc_port: int | None = None
+
+
+class JobsReply(_Loose):
+    jobs: list[JobInfo] = Field(default_factory=list)
+
+
+class JobReply(_Loose):
+    job: JobInfo
+
+
+class SnapshotReply(_Loose):
+    job: JobInfo
+    last_event: dict[str, Any] | None = Field(None, description="The job's latest event content (any type).")
+    seq: int = Field(0, description="seq of the latest event published for this job.")
+
+
+class CancelReply(_Loose):
+    job_id: str
+    state: JobState = Field(description="State after the request: 'cancelled', or a final state it already had.")
+    was: JobState | None = None
+    pending: bool = Field(False, description="True for a running job: it stops at its next step; a 'cancelled' "
+                          "event follows.")
+
+
+class VoiceInfo(_Loose):
+    name: str
+    transcript: str = ""
+    frames: int = 0
+    seconds: float = 0.0
+    created: float = 0.0
+    source: str | None = None
+
+
+class VoicesReply(_Loose):
+    voices: list[VoiceInfo] = Field(default_factory=list)
+
+
+class ModelInfo(_Loose):
+    name: str
+    path: str
+    tiny: bool = False
+    active: bool = False
+    loaded: bool = False
+
+
+class ModelsReply(_Loose):
+    models: list[ModelInfo] = Field(default_factory=list)
+
+
+class UnloadReply(_Loose):
+    state: DaemonState
+
+
+class ShutdownReply(_Loose):
+    ok: bool = True
+
+
+# ---------------------------------------------------------------------------------------------------
+# Events (PUB). Topic frame: "job.<job_id>" or "daemon". Every job event carries job_id and seq
+# (1, 2, 3 ... per job, so a subscriber can check order and notice gaps).
+# ---------------------------------------------------------------------------------------------------
+class _JobEvent(_Loose):
+    job_id: str
+    seq: int = 0
+    tag: str | None = None
+
+
+class AcceptedEvent(_JobEvent):
+    task: str = ""
+    position: int = 0
+    eta_s: float | None = None
+
+
+class StartedEvent(_JobEvent):
+    attempt: int = 1
+    batch_size: int = 1
+
+
+class ProgressEvent(_JobEvent):
+    fraction: float
+    stage: str
+    frames: int = 0
+    frames_total: int = 0
+    eta_s: float | None = None
+
+
+class PartialEvent(_JobEvent):
+    path: str
+    seconds: float = 0.0
+
+
+class DoneEvent(_JobEvent):
+    path: str
+    sidecar: str
+    seconds: float
+    sample_rate: int
+    channels: int
+    bit_depth: int = 24
+    seed: int
+
+
+class FailedEvent(_JobEvent):
+    error: ErrorReply
+
+
+class CancelledEvent(_JobEvent):
+    pass
+
+
+class RequeuedEvent(_JobEvent):
+    reason: str = ""
+
+
+class DaemonEvent(_Loose):
+    """Topic "daemon": state changes (loading, ready, error, unloaded ...) and shutdown."""
+
+    state: DaemonState | Literal["stopping"]
+    model: str = ""
+    tiny: bool = False
+    error: ErrorReply | None = None
+    queue_length: int = 0
+
+
+REQUESTS: dict[str, type[BaseModel]] = {
+    "ping": PingRequest,
+    "submit": SubmitRequest,
+    "status": StatusRequest,
+    "jobs": JobsRequest,
+    "job": JobRequest,
+    "snapshot": SnapshotRequest,
+    "cancel": CancelRequest,
+    "voices": VoicesRequest,
+    "models": ModelsRequest,
+    "unload": UnloadRequest,
+    "shutdown": ShutdownRequest,
+}
+#: Requests the control socket answers (it stays responsive when the request socket is flooded).
+CONTROL_REQUESTS: frozenset[str] = frozenset({"ping", "status", "cancel", "shutdown", "unload"})
+
+REPLIES: dict[str, type[BaseModel]] = {
+    "ping_reply": PingReply,
+    "submit_reply": SubmitReply,
+    "status_reply": StatusReply,
+    "jobs_reply": JobsReply,
+    "job_reply": JobReply,
+    "snapshot_reply": SnapshotReply,
+    "cancel_reply": CancelReply,
+    "voices_reply": VoicesReply,
+    "models_reply": ModelsReply,
+    "unload_reply": UnloadReply,
+    "shutdown_reply": ShutdownReply,
+    "error": ErrorReply,
+}
+
+EVENTS: dict[str, type[BaseModel]] = {
+    "accepted": AcceptedEvent,
+    "started": StartedEvent,
+    "progress": ProgressEvent,
+    "partial": PartialEvent,
+    "done": DoneEvent,
+    "failed": FailedEvent,
+    "cancelled": CancelledEvent,
+    "requeued": RequeuedEvent,
+    "daemon": DaemonEvent,
+}
+FINAL_EVENTS: frozenset[str] = frozenset({"done", "failed", "cancelled"})
+
+
+def reply_type(request_type: str) -> str:
+    return f"{request_type}_reply"
+
+
+def job_topic(job_id: str) -> str:
+    return f"job.{job_id}"
+
+
+DAEMON_TOPIC = "daemon"
+
+
+class ProtocolError(Exception):
+    """A message that does not fit the schema; carries the ErrorReply fields."""
+
+    def __init__(self, code: str, message: str, field: str | None = None, wanted: str | None = None):
+        super().__init__(message if field is None else f"{field}: {message}")
+        self.code = code
+        self.message = message
+        self.field = field
+        self.wanted = wanted
+
+    def to_reply(self) -> ErrorReply:
+        return ErrorReply(code=self.code, message=self.message, field=self.field, wanted=self.wanted)
+
+
+def _loc(loc: tuple[Any, ...]) -> str | None:
+    # Drop discriminator tags pydantic inserts ("spec.music.caption" -> "spec.caption").
+    parts = [str(p) for p in loc if p not in ("speech", "music", "video_score")]
+    return ".".join(parts) or None
+
+
+def validation_error(exc: ValidationError) -> ProtocolError:
+    """The first problem of a pydantic ValidationError as a typed, field-naming ProtocolError."""
+    errs = exc.errors(include_url=False)
+    first = errs[0] if errs else {"loc": (), "msg": str(exc), "type": "value_error"}
+    field = _loc(tuple(first.get("loc", ())))
+    kind = first.get("type", "")
+    msg = str(first.get("msg", "invalid"))
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    wanted = None
+    ctx = first.get("ctx") or {}
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        field = f"{field}.task" if field else "task"
+        msg = "unknown task" if kind == "union_tag_invalid" else "task required"
+        wanted = "speech, music or video_score"
+    elif kind == "extra_forbidden":
+        msg = "unknown field"
+        wanted = "no such field in this message type (see docs/protocol.md)"
+    elif kind == "missing":
+        msg = "field required"
+        wanted = "a value"
+    elif kind.endswith("_type") or kind.endswith("_parsing"):
+        wanted = kind.replace("_parsing", "").replace("_type", "")
+    elif ctx:
+        wanted = ", ".join(f"{k} {v}" for k, v in ctx.items() if k != "error")
+    else:
+        wanted = None
+    if len(errs) > 1:
+        msg += f" (and {len(errs) - 1} more problem(s))"
+    return ProtocolError("invalid_input", msg, field=field, wanted=wanted or None)
+
+
+def parse_content(table: dict[str, type[BaseModel]], msg_type: str, content: Any) -> BaseModel:
+    """Validate ``content`` as the model registered for ``msg_type`` in ``table``."""
+    model = table.get(msg_type)
+    if model is None:
+        raise ProtocolError("unknown_type", f"unknown message type {msg_type!r}", field="msg_type",
+                            wanted=", ".join(sorted(table)))
+    if not isinstance(content, dict):
+        raise ProtocolError("invalid_input", "content must be a JSON object", field="content", wanted="object")
+    try:
+        return model.model_validate(content)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def parse_request(msg_type: str, content: Any) -> BaseModel:
+    return parse_content(REQUESTS, msg_type, content)
+
+
+def parse_reply(msg_type: str, content: Any) -> BaseModel:
+    return parse_content(REPLIES, msg_type, content)
+
+
+def parse_event(msg_type: str, content: Any) -> BaseModel:
+    return parse_content(EVENTS, msg_type, content)
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    """A model as the JSON-ready dict sent on the wire (None fields omitted for brevity)."""
+    return model.model_dump(mode="json", exclude_none=True)
+
+
+def check_version(version: str | None) -> None:
+    try:
+        major = int(str(version).split(".")[0])
+    except (ValueError, AttributeError):
+        raise ProtocolError("version_mismatch", f"unreadable protocol_version {version!r}", field="protocol_version",
+                            wanted=PROTOCOL_VERSION) from None
+    if major != PROTOCOL_MAJOR:
+        raise ProtocolError("version_mismatch", f"protocol {version} is not compatible with {PROTOCOL_VERSION}",
+                            field="protocol_version", wanted=f"{PROTOCOL_MAJOR}.x")
+
+
+_TASK_ADAPTER: TypeAdapter[Any] = TypeAdapter(TaskSpec)
+
+
+def parse_task(data: Any) -> SpeechTask | MusicTask | VideoScoreTask:
+    try:
+        return _TASK_ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+

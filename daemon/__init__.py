@@ -1,0 +1,1 @@
+"""unimoe_audio.daemon"""

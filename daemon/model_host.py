@@ -1,0 +1,216 @@
+"""The model host: resolves which model to serve, loads it (on first use or at start), unloads it after
+an idle ``keep_alive``, and reports its state. Only the worker thread calls load/unload/engine; status
+readers on the main thread read plain attributes.
+"""
+from __future__ import annotations
+
+import gc
+import hashlib
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ..client.protocol import ErrorReply
+from ..client.settings import TINY_MODEL, Settings
+from .logs import get_logger
+
+log = get_logger("model")
+
+
+def error_from_exception(exc: BaseException, *, default_code: str = "internal") -> ErrorReply:
+    """A typed ErrorReply for any exception the model layer (or the daemon) raised."""
+    from ..model.errors import UniMoEError
+
+    if isinstance(exc, UniMoEError):
+        return ErrorReply(code=exc.code, message=exc.detail, field=exc.field, wanted=exc.wanted)
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError":
+        return ErrorReply(code="out_of_memory", message=text,
+                          wanted="a smaller max_batch or length, another device, or dtype float16/bfloat16")
+    if isinstance(exc, FileNotFoundError):
+        return ErrorReply(code="not_found", message=text)
+    return ErrorReply(code=default_code, message=text)
+
+
+def fingerprint(model_dir: Path) -> str:
+    """A cheap model hash: config files in full, plus name, size and first MiB of every weight file."""
+    h = hashlib.sha256()
+    files = sorted(p for p in Path(model_dir).rglob("*") if p.is_file() and not p.name.startswith("."))
+    for p in files:
+        rel = p.relative_to(model_dir).as_posix()
+        size = p.stat().st_size
+        h.update(f"{rel}\0{size}\0".encode())
+        with p.open("rb") as fh:
+            h.update(fh.read(1 << 20 if p.suffix not in (".json", ".txt") else 1 << 24))
+    return h.hexdigest()[:16]
+
+
+def process_rss() -> int | None:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        try:
+            import resource
+
+            return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+        except Exception:  # pragma: no cover
+            return None
+
+
+class ModelHost:
+    def __init__(self, settings: Settings, on_state: Callable[[str, ErrorReply | None], None] | None = None):
+        self.settings = settings
+        self.on_state = on_state or (lambda s, e: None)
+        self.state = "idle"  # idle | loading | ready | error | unloaded
+        self.error: ErrorReply | None = None
+        self.engine: Any = None
+        self.model_dir: Path | None = None
+        self.model_hash: str | None = None
+        self.model_id: str | None = None
+        self.tiny = False
+        self.tiny_reason: str | None = None
+        self.peek()
+        self.device: str | None = None
+        self.dtype: str | None = None
+        self.last_used = time.monotonic()
+        self.loaded_at: float | None = None
+        self._lock = threading.RLock()
+
+    # -- which model -----------------------------------------------------------------------------
+    def find_real(self) -> tuple[Path | None, str | None]:
+        """(the configured real model's folder, None) or (None, why the tiny model serves instead)."""
+        s = self.settings
+        if s.model == TINY_MODEL:
+            return None, "model = 'tiny'"
+        candidates = [Path(s.model).expanduser()] if os.sep in s.model or s.model.startswith((".", "~")) else []
+        candidates.append(s.models_path / s.model)
+        for c in candidates:
+            if c.is_dir() and (c / "config.json").is_file():
+                return c.resolve(), None
+        return None, (f"no weights for model {s.model!r} under {s.models_path} "
+                      "(run 'unimoe-audio models pull'); serving the tiny random model")
+
+    def peek(self) -> None:
+        """Set tiny/tiny_reason from what is installed, without loading anything."""
+        path, reason = self.find_real()
+        self.tiny, self.tiny_reason = path is None, reason
+
+    def resolve(self) -> tuple[Path, bool, str | None]:
+        """(model folder, tiny?, why tiny). Builds the tiny model when needed."""
+        s = self.settings
+        path, reason = self.find_real()
+        if path is not None:
+            return path, False, None
+        from ..model.tiny_bundle import ensure_tiny_model
+
+        path = Path(ensure_tiny_model(s.cache_path / "tiny-model"))
+        return path, True, reason
+
+    # -- load / unload (worker thread) -----------------------------------------------------------
+    def _set(self, state: str, error: ErrorReply | None = None) -> None:
+        self.state = state
+        self.error = error
+        try:
+            self.on_state(state, error)
+        except Exception:  # pragma: no cover - never let a notification break loading
+            log.exception("state callback failed")
+
+    def ensure_loaded(self) -> Any:
+        with self._lock:
+            self.last_used = time.monotonic()
+            if self.engine is not None:
+                return self.engine
+            self._set("loading")
+            t0 = time.monotonic()
+            try:
+                model_dir, tiny, reason = self.resolve()
+                self.tiny, self.tiny_reason = tiny, reason
+                if tiny:
+                    log.warning("serving the built-in TINY random model (it makes noise, not speech or music): %s",
+                                reason)
+                from ..model.engine import Engine
+
+                s = self.settings
+                engine = Engine.load(model_dir, dac=s.dac, device=s.device, dtype=s.dtype, load_vision=True)
+            except BaseException as exc:  # noqa: BLE001 - every failure becomes a clear error, daemon stays up
+                err = error_from_exception(exc, default_code="model_error")
+                if err.code == "internal":
+                    err.code = "model_error"
+                err.message = f"loading the model failed: {err.message}"
+                log.exception("model load failed")
+                self._set("error", err)
+                gc.collect()
+                raise ModelLoadFailed(err) from exc
+            self.engine = engine
+            self.model_dir = model_dir
+            info = getattr(engine, "info", {}) or {}
+            self.model_hash = info.get("sha256")
+            if not self.model_hash:
+                try:
+                    self.model_hash = fingerprint(model_dir)
+                except OSError:
+                    self.model_hash = None
+            self.model_id = str(info.get("model_id") or model_dir.name)
+            self.device = str(info.get("device", s.device))
+            self.dtype = str(info.get("dtype", s.dtype))
+            self.loaded_at = time.time()
+            self.last_used = time.monotonic()
+            log.info("model loaded from %s in %.2f s (device %s, dtype %s%s)", model_dir, time.monotonic() - t0,
+                     self.device, self.dtype, ", TINY" if self.tiny else "")
+            self._set("ready")
+            return engine
+
+    def unload(self, reason: str = "") -> bool:
+        with self._lock:
+            if self.engine is None:
+                return False
+            engine, self.engine = self.engine, None
+            try:
+                engine.close()
+            except Exception:  # noqa: BLE001
+                log.exception("engine.close failed")
+            del engine
+            gc.collect()
+            torch = sys.modules.get("torch")  # never import torch just to unload
+            if torch is not None:
+                try:
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+                except Exception:  # noqa: BLE001
+                    pass
+            log.info("model unloaded%s", f" ({reason})" if reason else "")
+            self._set("unloaded")
+            return True
+
+    def idle_expired(self) -> bool:
+        ka = self.settings.keep_alive
+        return self.engine is not None and ka > 0 and time.monotonic() - self.last_used >= ka
+
+    def touch(self) -> None:
+        self.last_used = time.monotonic()
+
+    # -- reporting (any thread) ------------------------------------------------------------------
+    def memory(self) -> dict[str, int | None]:
+        out: dict[str, int | None] = {"rss_bytes": process_rss()}
+        torch = sys.modules.get("torch")
+        if torch is not None and self.engine is not None and (self.device or "").startswith("cuda"):
+            try:
+
+                out["device_allocated_bytes"] = int(torch.cuda.memory_allocated())
+                out["device_total_bytes"] = int(torch.cuda.get_device_properties(0).total_memory)
+            except Exception:  # noqa: BLE001
+                pass
+        return out
+
+    def display_name(self) -> str:
+        return self.settings.model
+
+
+class ModelLoadFailed(Exception):
+    def __init__(self, error: ErrorReply):
+        super().__init__(error.message)
+        self.error = error

@@ -1,0 +1,252 @@
+"""OSC (UDP) front end: translates OSC messages to the same protocol requests the ZeroMQ sockets take,
+and replies/job notifications back to OSC messages. Parsing and building use python-osc; the UDP socket
+is polled by the daemon's main loop (no extra thread, no locks).
+
+Address space and argument conventions: docs/protocol.md, "OSC".
+"""
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from pythonosc.osc_bundle import OscBundle
+from pythonosc.osc_message import OscMessage
+from pythonosc.osc_message_builder import OscMessageBuilder
+
+from ..client import wire
+from ..client.protocol import PROTOCOL_VERSION, ProtocolError
+from .logs import get_logger
+
+log = get_logger("osc")
+
+MAX_DATAGRAM = 65507
+
+# key -> (section, field) in the SubmitRequest dict
+_SPEC = "spec"
+_KEYS: dict[str, tuple[str, ...]] = {
+    "seconds": (_SPEC, "length", "seconds"),
+    "frames": (_SPEC, "length", "frames"),
+    "fps": (_SPEC, "length", "fps"),
+    "min_seconds": (_SPEC, "length", "min_seconds"),
+    "max_seconds": (_SPEC, "length", "max_seconds"),
+    "seed": (_SPEC, "sampling", "seed"),
+    "cfg_scale": (_SPEC, "sampling", "cfg_scale"),
+    "temperature": (_SPEC, "sampling", "temperature"),
+    "top_p": (_SPEC, "sampling", "top_p"),
+    "top_k": (_SPEC, "sampling", "top_k"),
+    "eos_factor": (_SPEC, "sampling", "eos_factor"),
+    "voice": (_SPEC, "voice"),
+    "reference_audio": (_SPEC, "reference_audio"),
+    "reference_text": (_SPEC, "reference_text"),
+    "tempo_bpm": (_SPEC, "tempo_bpm"),
+    "key": (_SPEC, "key"),
+    "bars": (_SPEC, "bars"),
+    "in": (_SPEC, "in_seconds"),
+    "out": (_SPEC, "out_seconds"),
+    "mode": (_SPEC, "mode"),
+    "frames_per_second": (_SPEC, "frames_per_second"),
+    "max_frames": (_SPEC, "max_frames"),
+    "folder": ("output", "folder"),
+    "name": ("output", "name"),
+    "sample_rate": ("output", "sample_rate"),
+    "channels": ("output", "channels"),
+    "bit_depth": ("output", "bit_depth"),
+    "loudness_lufs": ("output", "loudness_lufs"),
+    "true_peak_db": ("output", "true_peak_db"),
+    "normalize": ("output", "normalize"),
+    "fit_length": ("output", "fit_length"),
+    "priority": ("priority",),
+}
+_REPLY_KEYS = ("reply_port", "reply_host", "tag", "progress")
+_FIELD_TO_KEY = {".".join(v): k for k, v in _KEYS.items()}
+_FIELD_TO_KEY.update({"spec.text": "text", "spec.caption": "caption", "spec.video": "video", "job_id": "job_id"})
+
+_TASKS = {wire.OSC_SPEECH: ("speech", ("text",)), wire.OSC_MUSIC: ("music", ("caption",)),
+          wire.OSC_VIDEO_SCORE: ("video_score", ("video", "caption"))}
+_SIMPLE = {wire.OSC_PING: ("ping", ()), wire.OSC_STATUS: ("status", ()), wire.OSC_CANCEL: ("cancel", ("job_id",))}
+
+
+class OscRequest:
+    """One parsed OSC request: the protocol request it maps to and where replies go."""
+
+    def __init__(self, msg_type: str, content: dict[str, Any], reply_to: tuple[str, int], tag: str,
+                 progress: bool):
+        self.msg_type = msg_type
+        self.content = content
+        self.reply_to = reply_to
+        self.tag = tag
+        self.progress = progress
+
+
+def osc_field(field: str | None) -> str | None:
+    """A protocol field path as the OSC argument name the user typed."""
+    if field is None:
+        return None
+    return _FIELD_TO_KEY.get(field, field)
+
+
+def _set(d: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for p in path[:-1]:
+        d = d.setdefault(p, {})
+    d[path[-1]] = value
+
+
+def parse(address: str, args: list[Any], sender: tuple[str, int]) -> OscRequest:
+    """Map an OSC message to a protocol request. Raises ProtocolError naming the argument."""
+    reply_host, reply_port, tag, progress = sender[0], sender[1], "", False
+    if address in _TASKS:
+        task, required = _TASKS[address]
+    elif address in _SIMPLE:
+        task, required = _SIMPLE[address]
+    else:
+        raise ProtocolError("unknown_type", f"unknown OSC address {address}", field="address",
+                            wanted=", ".join(wire.OSC_REQUESTS))
+    if len(args) < len(required):
+        raise ProtocolError("invalid_input", f"{address} needs {' '.join(required)}",
+                            field=required[len(args)], wanted="a string")
+    positional, rest = args[: len(required)], args[len(required):]
+    for name, value in zip(required, positional):
+        if not isinstance(value, str):
+            raise ProtocolError("invalid_input", f"{name} must be a string", field=name, wanted="a string (s)")
+    if len(rest) % 2:
+        raise ProtocolError("invalid_input", "optional arguments come in key value pairs",
+                            field=str(rest[-1]), wanted="key value pairs after the required arguments")
+    pairs: list[tuple[str, Any]] = []
+    for i in range(0, len(rest), 2):
+        k, v = rest[i], rest[i + 1]
+        if not isinstance(k, str):
+            raise ProtocolError("invalid_input", f"expected a key name, got {k!r}", field=f"argument {len(required) + i + 1}",
+                                wanted="key value pairs")
+        pairs.append((k, v))
+    content: dict[str, Any] = {}
+    for k, v in pairs:
+        if k == "reply_port":
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 < v < 65536:
+                raise ProtocolError("invalid_input", "reply_port must be an int port", field="reply_port",
+                                    wanted="an int (i) 1..65535")
+            reply_port = v
+        elif k == "reply_host":
+            if not isinstance(v, str):
+                raise ProtocolError("invalid_input", "reply_host must be a string", field="reply_host", wanted="s")
+            reply_host = v
+        elif k == "tag":
+            tag = str(v)
+        elif k == "progress":
+            progress = bool(v)
+        elif task in ("ping", "status", "cancel") or k not in _KEYS:
+            raise ProtocolError("invalid_input", f"unknown key {k!r} for {address}", field=k,
+                                wanted=", ".join(_REPLY_KEYS + (tuple(_KEYS) if task in ("speech", "music", "video_score") else ())))
+        else:
+            _set(content, _KEYS[k], v)
+    if task in ("ping", "status"):
+        return OscRequest(task, {}, (reply_host, reply_port), tag, progress)
+    if task == "cancel":
+        return OscRequest("cancel", {"job_id": positional[0]}, (reply_host, reply_port), tag, progress)
+    spec = content.setdefault("spec", {})
+    spec["task"] = task
+    for name, value in zip(required, positional):
+        spec[name] = value
+    if tag:
+        content["tag"] = tag
+    return OscRequest("submit", content, (reply_host, reply_port), tag, progress)
+
+
+def build(address: str, args: list[Any]) -> bytes:
+    b = OscMessageBuilder(address=address)
+    for a in args:
+        if isinstance(a, bool):
+            b.add_arg(int(a), "i")
+        elif isinstance(a, int):
+            b.add_arg(a, "i" if -(2**31) <= a < 2**31 else "h")
+        elif isinstance(a, float):
+            b.add_arg(a, "f")
+        else:
+            b.add_arg("" if a is None else str(a), "s")
+    return b.build().dgram
+
+
+def error_message(err: ProtocolError | Any, tag: str) -> tuple[str, list[Any]]:
+    return wire.OSC_ERROR, [err.code, err.message, osc_field(err.field) or "", tag]
+
+
+def reply_messages(msg_type: str, reply: dict[str, Any], tag: str) -> list[tuple[str, list[Any]]]:
+    if msg_type == "ping":
+        return [(wire.OSC_PONG, [reply.get("protocol_version", PROTOCOL_VERSION), int(reply.get("pid", 0))])]
+    if msg_type == "status":
+        return [(wire.OSC_STATE, [reply["state"], reply.get("model", ""), int(reply.get("queue_length", 0)),
+                                  int(bool(reply.get("tiny")))])]
+    if msg_type == "submit":
+        return [(wire.OSC_ACCEPTED, [reply["job_id"], int(reply.get("position", 0)), tag])]
+    if msg_type == "cancel":
+        state = reply.get("state")
+        if state == "cancelled":
+            return [(wire.OSC_CANCELLED, [reply["job_id"], tag])]
+        if reply.get("pending"):
+            return []  # /unimoe/cancelled follows when the running job stops
+        return [(wire.OSC_ERROR, ["not_cancellable", f"job {reply['job_id']} is already {state}", "job_id", tag])]
+    return []
+
+
+def event_message(event: str, content: dict[str, Any], tag: str, progress: bool) -> tuple[str, list[Any]] | None:
+    job_id = content.get("job_id", "")
+    if event == "started":
+        return wire.OSC_STARTED, [job_id, tag]
+    if event == "progress":
+        if not progress:
+            return None
+        return wire.OSC_PROGRESS, [job_id, float(content.get("fraction", 0.0)), content.get("stage", ""), tag]
+    if event == "done":
+        return wire.OSC_DONE, [job_id, content["path"], float(content.get("seconds", 0.0)), tag]
+    if event == "failed":
+        err = content.get("error", {})
+        return wire.OSC_FAILED, [job_id, err.get("code", "error"), err.get("message", ""), tag]
+    if event == "cancelled":
+        return wire.OSC_CANCELLED, [job_id, tag]
+    return None
+
+
+def iter_messages(data: bytes) -> list[tuple[str, list[Any]]]:
+    """Messages in a datagram (a message or a bundle, nested bundles flattened)."""
+    if OscBundle.dgram_is_bundle(data):
+        out: list[tuple[str, list[Any]]] = []
+        for item in OscBundle(data):
+            if isinstance(item, OscBundle):
+                out += iter_messages(item.dgram)
+            else:
+                out.append((item.address, list(item.params)))
+        return out
+    msg = OscMessage(data)
+    return [(msg.address, list(msg.params))]
+
+
+class OscSocket:
+    def __init__(self, host: str, port: int):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+        self.sock.bind((host, port))
+        self.host, self.port = self.sock.getsockname()[:2]
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def recv_all(self) -> list[tuple[bytes, tuple[str, int]]]:
+        out = []
+        while True:
+            try:
+                data, addr = self.sock.recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return out
+            except OSError as exc:  # e.g. ICMP port unreachable reported on a later recv
+                log.debug("osc recv: %s", exc)
+                return out
+            out.append((data, addr[:2]))
+
+    def send(self, to: tuple[str, int], address: str, args: list[Any]) -> None:
+        try:
+            self.sock.sendto(build(address, args), to)
+        except OSError as exc:
+            log.warning("OSC reply to %s:%s failed: %s", to[0], to[1], exc)
+
+    def close(self) -> None:
+        self.sock.close()

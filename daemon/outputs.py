@@ -1,0 +1,235 @@
+"""Paths and output files: allowed roots, unique names, atomic WAV + sidecar writes.
+
+Every path a request names is checked against ``settings.allowed_root_paths()`` (after resolving
+symlinks and ``..``). A finished job's WAV is rendered to a hidden temporary file in the target folder; its unique
+name is reserved by creating the sidecar (``os.link``: fails instead of overwriting); then the WAV is
+renamed into place, so a visible ``.wav`` is always complete; finally the full sidecar replaces the
+placeholder. A rerun after a crash reuses the name its own placeholder reserved.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..client.protocol import PROTOCOL_VERSION, OutputOptions, ProtocolError
+
+TMP_PREFIX = ".unimoe-"
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+def check_allowed(path: str | os.PathLike[str], roots: list[Path], field: str) -> Path:
+    """The resolved path, or ProtocolError(path_not_allowed) naming ``field``."""
+    raw = str(path)
+    if "\x00" in raw or not raw.strip():
+        raise ProtocolError("invalid_input", "empty or malformed path", field=field, wanted="a file path")
+    p = Path(raw).expanduser()
+    if not p.is_absolute():
+        raise ProtocolError("invalid_input", f"{raw!r} is not an absolute path", field=field, wanted="an absolute path")
+    resolved = p.resolve(strict=False)
+    if not any(_inside(resolved, r) for r in roots):
+        raise ProtocolError("path_not_allowed", f"{raw} is outside the allowed roots", field=field,
+                            wanted="a path inside: " + ", ".join(str(r) for r in roots))
+    return resolved
+
+
+def check_input_file(path: str, roots: list[Path], field: str) -> Path:
+    p = check_allowed(path, roots, field)
+    if not p.is_file():
+        raise ProtocolError("not_found", f"no such file: {path}", field=field, wanted="an existing file")
+    return p
+
+
+def output_folder(folder: str | None, default: Path, roots: list[Path], field: str = "output.folder") -> Path:
+    if folder is None:
+        return Path(default)
+    p = check_allowed(folder, roots, field)
+    if p.exists() and not p.is_dir():
+        raise ProtocolError("invalid_input", f"{folder} is not a folder", field=field, wanted="a folder")
+    return p
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9 _.+-]+")
+
+
+def safe_stem(name: str) -> str:
+    stem = name[:-4] if name.lower().endswith(".wav") else name
+    stem = _SAFE.sub("_", stem).strip(" .") or "audio"
+    return stem[:120]
+
+
+def remove_job_temps(folder: Path, job_id: str) -> None:
+    """Remove temporary files a killed earlier attempt of this job left behind."""
+    with contextlib.suppress(OSError):
+        for p in Path(folder).glob(f".*{job_id}*"):  # ours and write_wav's own temp names
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".json.tmp", dir=path.parent)
+    try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _sidecar_job(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text("utf-8")).get("job_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def reserve_name(folder: Path, stem: str, job_id: str, suffix: str = ".wav") -> Path:
+    """Pick the job's unique final path ``stem.wav`` / ``stem-2.wav``... and reserve it by creating its
+    sidecar (``os.link`` of a placeholder: atomic, never overwrites). A name whose sidecar already names
+    ``job_id`` is this job's own, from an attempt killed while writing: it is reused, so a rerun never
+    leaves a duplicate or an orphan."""
+    fd, ph = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{job_id}.", suffix=".json.tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump({"job_id": job_id, "state": "writing"}, fh)
+        os.chmod(ph, 0o666 & ~_umask())
+        n = 1
+        while n < 100_000:
+            name = stem if n == 1 else f"{stem}-{n}"
+            final, side = folder / f"{name}{suffix}", folder / f"{name}.json"
+            if side.exists():
+                if _sidecar_job(side) == job_id:
+                    return final
+            elif not final.exists():
+                try:
+                    os.link(ph, side)
+                    return final
+                except FileExistsError:
+                    pass
+                except OSError:  # no hard links on this filesystem: exclusive create instead
+                    try:
+                        with open(side, "x", encoding="utf-8") as fh:
+                            json.dump({"job_id": job_id, "state": "writing"}, fh)
+                        return final
+                    except FileExistsError:
+                        pass
+            n += 1
+        raise ProtocolError("internal", f"no free file name for {stem} in {folder}")
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(ph)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rendering (rate, channels, loudness, length) through model/audio_out.py
+# ---------------------------------------------------------------------------------------------------
+def render(audio: np.ndarray, sample_rate: int, *, out_rate: int, channels: int, normalize: bool,
+           loudness_lufs: float | None, true_peak_db: float, target_samples: int | None) -> tuple[np.ndarray, dict]:
+    """float32 [channels, n] at ``out_rate``; returns (audio, info about what was done)."""
+    from ..model import audio_out
+
+    x = np.asarray(audio, dtype=np.float32)
+    if x.ndim == 1:
+        x = x[None, :]
+    info: dict[str, Any] = {}
+    x = audio_out.to_rate(x, sample_rate, out_rate)
+    x = audio_out.to_channels(x, channels)
+    if target_samples is not None:
+        x = audio_out.fit_length(x, target_samples, out_rate)
+    if normalize and loudness_lufs is not None:
+        x, norm = audio_out.normalize_loudness(x, out_rate, loudness_lufs, true_peak_db)
+        info["loudness"] = norm
+    return np.ascontiguousarray(x, dtype=np.float32), info
+
+
+def write_output(
+    audio: np.ndarray,
+    sample_rate: int,
+    *,
+    job_id: str,
+    task: str,
+    folder: Path,
+    name: str | None,
+    opts: OutputOptions,
+    defaults: Any,
+    target_seconds: float | None,
+    sidecar: dict[str, Any],
+) -> dict[str, Any]:
+    """Render and write the job's WAV and sidecar; returns the result fields."""
+    from ..model import audio_out
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_job_temps(folder, job_id)
+    out_rate = opts.sample_rate or defaults.sample_rate
+    channels = opts.channels or defaults.channels
+    bit_depth = opts.bit_depth or defaults.bit_depth
+    lufs = opts.loudness_lufs if opts.loudness_lufs is not None else defaults.loudness_lufs
+    tp = opts.true_peak_db if opts.true_peak_db is not None else defaults.true_peak_db
+    target = None
+    if opts.fit_length and target_seconds is not None:
+        target = int(round(target_seconds * out_rate))
+    x, info = render(audio, sample_rate, out_rate=out_rate, channels=channels, normalize=opts.normalize,
+                     loudness_lufs=lufs, true_peak_db=tp, target_samples=target)
+    stem = safe_stem(name) if name else f"{task}-{job_id[:8]}"
+    tmp = folder / f"{TMP_PREFIX}{job_id}.tmp.wav"
+    try:
+        audio_out.write_wav(tmp, x, out_rate, bit_depth=bit_depth)
+        final = reserve_name(folder, stem, job_id)
+        os.replace(tmp, final)  # atomic: the .wav appears complete or not at all
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    seconds = x.shape[-1] / out_rate
+    result = {"path": str(final), "sidecar": str(final.with_suffix(".json")), "seconds": seconds,
+              "sample_rate": out_rate, "channels": channels, "bit_depth": bit_depth}
+    side = dict(sidecar)
+    side["output"] = {**result, "normalize": opts.normalize, "loudness_lufs": lufs if opts.normalize else None,
+                      "true_peak_db": tp, "samples": int(x.shape[-1]), "fit_length": target is not None,
+                      **({"loudness": info["loudness"]} if "loudness" in info else {})}
+    side.setdefault("protocol_version", PROTOCOL_VERSION)
+    side.setdefault("written", time.time())
+    _write_json_atomic(final.with_suffix(".json"), side)
+    return result
+
+
+def write_partial(audio: np.ndarray, sample_rate: int, folder: Path, job_id: str, index: int) -> Path:
+    """A snapshot of the audio so far (stream_partial), at the model rate, 16-bit, atomically."""
+    from ..model import audio_out
+
+    folder = Path(folder) / job_id
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"partial-{index:04d}.wav"
+    tmp = folder / f".partial-{index:04d}.tmp.wav"
+    x = np.asarray(audio, dtype=np.float32)
+    if x.ndim == 1:
+        x = x[None, :]
+    audio_out.write_wav(tmp, x, sample_rate, bit_depth=16)
+    os.replace(tmp, final)
+    return final

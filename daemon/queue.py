@@ -1,0 +1,243 @@
+"""The durable job queue: one SQLite table in WAL mode (settings.queue_db_path).
+
+States: queued -> running -> done | failed | cancelled (queued -> cancelled directly). Higher priority
+first, FIFO within a priority. After a crash, ``recover()`` puts running jobs back in the queue; a job
+interrupted ``MAX_ATTEMPTS`` times is failed instead (a request that kills the process cannot loop).
+
+Each thread gets its own connection (the main loop inserts and cancels, the worker claims and finishes).
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..client.protocol import ErrorReply, JobInfo, JobResult
+
+MAX_ATTEMPTS = 3
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    task TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL,
+    request TEXT NOT NULL,
+    tag TEXT,
+    batch_key TEXT NOT NULL DEFAULT '',
+    osc_reply TEXT,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    fraction REAL NOT NULL DEFAULT 0,
+    stage TEXT,
+    result TEXT,
+    error TEXT,
+    event_seq INTEGER NOT NULL DEFAULT 0,
+    last_event TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_by_queue ON jobs (state, priority DESC, seq);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+
+
+class JobStore:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._lock = threading.RLock()  # serializes multi-statement transactions across threads
+        with self._lock:
+            self._db().executescript(_SCHEMA)
+
+    # -- connection ------------------------------------------------------------------------------
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=30000")
+            self._local.db = db
+        return db
+
+    class _Tx:
+        def __init__(self, store: "JobStore"):
+            self.store = store
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.store._lock.acquire()
+            self.db = self.store._db()
+            self.db.execute("BEGIN IMMEDIATE")
+            return self.db
+
+        def __exit__(self, exc_type: Any, *rest: Any) -> None:
+            try:
+                self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+            finally:
+                self.store._lock.release()
+
+    def _tx(self) -> "JobStore._Tx":
+        return JobStore._Tx(self)
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # -- writes ----------------------------------------------------------------------------------
+    def add(self, job_id: str, task: str, priority: int, request: dict[str, Any], *, tag: str | None,
+            batch_key: str, osc_reply: Any = None, max_queue: int | None = None) -> bool:
+        """Insert a queued job. False when ``max_queue`` jobs are already queued."""
+        with self._tx() as db:
+            if max_queue is not None:
+                (n,) = db.execute("SELECT COUNT(*) FROM jobs WHERE state='queued'").fetchone()
+                if n >= max_queue:
+                    return False
+            (seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()
+            db.execute(
+                "INSERT INTO jobs (id, seq, task, priority, state, request, tag, batch_key, osc_reply, created) "
+                "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+                (job_id, seq, task, priority, json.dumps(request), tag, batch_key,
+                 None if osc_reply is None else json.dumps(osc_reply), time.time()),
+            )
+        return True
+
+    def recover(self) -> tuple[list[str], list[str]]:
+        """After a restart: running jobs go back to the queue (or fail after MAX_ATTEMPTS). Returns
+        (requeued ids, failed ids)."""
+        with self._tx() as db:
+            rows = db.execute("SELECT id, attempts FROM jobs WHERE state='running'").fetchall()
+            requeued, failed = [], []
+            for r in rows:
+                if r["attempts"] >= MAX_ATTEMPTS:
+                    err = ErrorReply(code="internal", message=f"the daemon stopped during this job {r['attempts']} "
+                                     "times; not trying again")
+                    db.execute("UPDATE jobs SET state='failed', finished=?, error=? WHERE id=?",
+                               (time.time(), err.model_dump_json(), r["id"]))
+                    failed.append(r["id"])
+                else:
+                    db.execute("UPDATE jobs SET state='queued', fraction=0, stage=NULL WHERE id=?", (r["id"],))
+                    requeued.append(r["id"])
+        return requeued, failed
+
+    def claim(self, max_batch: int) -> list[dict[str, Any]]:
+        """Move the next job, plus up to max_batch-1 queued jobs with the same batch key, to running."""
+        with self._tx() as db:
+            first = db.execute(
+                "SELECT * FROM jobs WHERE state='queued' ORDER BY priority DESC, seq LIMIT 1").fetchone()
+            if first is None:
+                return []
+            rows = [first]
+            if max_batch > 1 and first["batch_key"]:
+                rows += db.execute(
+                    "SELECT * FROM jobs WHERE state='queued' AND batch_key=? AND id<>? ORDER BY priority DESC, seq "
+                    "LIMIT ?", (first["batch_key"], first["id"], max_batch - 1)).fetchall()
+            now = time.time()
+            out = []
+            for r in rows:
+                db.execute("UPDATE jobs SET state='running', started=?, attempts=attempts+1, fraction=0, stage=NULL "
+                           "WHERE id=? AND state='queued'", (now, r["id"]))
+                d = dict(r)
+                d["attempts"] += 1
+                d["started"] = now
+                d["state"] = "running"
+                out.append(d)
+            return out
+
+    def cancel_queued(self, job_id: str) -> bool:
+        with self._tx() as db:
+            cur = db.execute("UPDATE jobs SET state='cancelled', finished=? WHERE id=? AND state='queued'",
+                             (time.time(), job_id))
+            return cur.rowcount == 1
+
+    def finish(self, job_id: str, state: str, *, result: JobResult | None = None,
+               error: ErrorReply | None = None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET state=?, finished=?, fraction=CASE WHEN ?='done' THEN 1 ELSE fraction END, "
+                "result=?, error=? WHERE id=? AND state='running'",
+                (state, time.time(), state, None if result is None else result.model_dump_json(),
+                 None if error is None else error.model_dump_json(), job_id),
+            )
+
+    def requeue(self, job_id: str) -> None:
+        """A running job goes back to the queue (clean shutdown): the attempt does not count."""
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET state='queued', attempts=MAX(attempts-1, 0), fraction=0, stage=NULL, "
+                       "started=NULL WHERE id=? AND state='running'", (job_id,))
+
+    def note_event(self, job_id: str, seq: int, event: dict[str, Any], *, fraction: float | None = None,
+                   stage: str | None = None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET event_seq=?, last_event=?, fraction=COALESCE(?, fraction), stage=COALESCE(?, stage) "
+                "WHERE id=?", (seq, json.dumps(event), fraction, stage, job_id))
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    # -- reads -----------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        r = self._db().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if r is None else r[0]
+
+    def row(self, job_id: str) -> dict[str, Any] | None:
+        r = self._db().execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return None if r is None else dict(r)
+
+    def state(self, job_id: str) -> str | None:
+        r = self._db().execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return None if r is None else r[0]
+
+    def queued_count(self) -> int:
+        return self._db().execute("SELECT COUNT(*) FROM jobs WHERE state='queued'").fetchone()[0]
+
+    def running_ids(self) -> list[str]:
+        return [r[0] for r in self._db().execute("SELECT id FROM jobs WHERE state='running' ORDER BY seq")]
+
+    def position(self, job_id: str) -> int | None:
+        r = self._db().execute("SELECT priority, seq, state FROM jobs WHERE id=?", (job_id,)).fetchone()
+        if r is None or r["state"] != "queued":
+            return None
+        (n,) = self._db().execute(
+            "SELECT COUNT(*) FROM jobs WHERE state='queued' AND (priority>? OR (priority=? AND seq<?))",
+            (r["priority"], r["priority"], r["seq"])).fetchone()
+        return int(n)
+
+    def list(self, states: Iterable[str] | None = None, task: str | None = None, limit: int = 100,
+             newest_first: bool = True) -> list[dict[str, Any]]:
+        q, args = "SELECT * FROM jobs", []
+        where = []
+        if states:
+            states = list(states)
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            args += states
+        if task:
+            where.append("task=?")
+            args.append(task)
+        if where:
+            q += " WHERE " + " AND ".join(where)
+        q += f" ORDER BY seq {'DESC' if newest_first else 'ASC'} LIMIT ?"
+        args.append(limit)
+        return [dict(r) for r in self._db().execute(q, args)]
+
+
+def row_to_info(row: dict[str, Any], *, position: int | None = None, eta_s: float | None = None,
+                with_request: bool = True) -> JobInfo:
+    return JobInfo(
+        job_id=row["id"], task=row["task"], state=row["state"], priority=row["priority"], tag=row["tag"],
+        created=row["created"], started=row["started"], finished=row["finished"], attempts=row["attempts"],
+        position=position, eta_s=eta_s, fraction=row["fraction"] or 0.0, stage=row["stage"],
+        result=None if not row["result"] else JobResult.model_validate_json(row["result"]),
+        error=None if not row["error"] else ErrorReply.model_validate_json(row["error"]),
+        request=json.loads(row["request"]) if with_request else None,
+    )

@@ -1,0 +1,341 @@
+"""The worker: one thread that owns the model. It claims jobs from the SQLite queue (batching compatible
+ones up to settings.max_batch), runs them on the engine, writes the output files, and reports every step
+to the main loop through the outbox (which publishes events; only the main thread touches the sockets).
+"""
+from __future__ import annotations
+
+import queue as stdqueue
+import threading
+import time
+from collections import deque
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable
+
+from ..client.protocol import (
+    PROTOCOL_VERSION,
+    ErrorReply,
+    JobResult,
+    ProtocolError,
+    SubmitRequest,
+)
+from ..client.settings import Settings
+from . import outputs
+from .logs import get_logger
+from .model_host import ModelHost, ModelLoadFailed, error_from_exception
+from .queue import JobStore
+from .voices import VoiceStore
+
+log = get_logger("worker")
+
+PROGRESS_MIN_INTERVAL = 0.05  # seconds between progress events of one job
+PARTIAL_MIN_INTERVAL = 0.5
+
+
+def batch_key(req: SubmitRequest) -> str:
+    """Jobs with the same key may be generated together (engine.run_batch). Empty: never batched."""
+    spec = req.spec
+    if spec.task == "video_score":
+        return ""  # one video at a time (vision tower memory)
+    if req.stream_partial:
+        return ""
+    return spec.task
+
+
+def to_model_request(req: SubmitRequest, voices: VoiceStore) -> Any:
+    from ..model.requests import Length, MusicRequest, SamplingParams, SpeechRequest, VideoScoreRequest
+
+    spec = req.spec
+    ls = spec.length
+    length = Length(seconds=ls.seconds, frames=ls.frames, fps=ls.fps_fraction(), min_seconds=ls.min_seconds,
+                    max_seconds=ls.max_seconds)
+    sampling = SamplingParams(**spec.sampling.model_dump())
+    if spec.task == "speech":
+        codes, ref_text = None, spec.reference_text
+        if spec.voice is not None:
+            codes, ref_text = voices.load(spec.voice)
+        return SpeechRequest(text=spec.text, reference_audio=spec.reference_audio, reference_text=ref_text,
+                             voice_codes=codes, length=length, sampling=sampling)
+    if spec.task == "music":
+        return MusicRequest(caption=spec.caption, tempo_bpm=spec.tempo_bpm, key=spec.key, bars=spec.bars,
+                            length=length, sampling=sampling)
+    return VideoScoreRequest(video=spec.video, caption=spec.caption, in_seconds=spec.in_seconds,
+                             out_seconds=spec.out_seconds, mode=spec.mode, frames_per_second=spec.frames_per_second,
+                             max_frames=spec.max_frames, length=length, sampling=sampling)
+
+
+def target_seconds(req: SubmitRequest) -> float | None:
+    spec = req.spec
+    t = spec.length.target_seconds()
+    if t is None and spec.task == "video_score" and spec.out_seconds is not None:
+        t = spec.out_seconds - spec.in_seconds
+    return t
+
+
+class Worker(threading.Thread):
+    def __init__(self, settings: Settings, store: JobStore, host: ModelHost, voices: VoiceStore,
+                 outbox: Any, version: str = ""):
+        super().__init__(name="worker", daemon=True)
+        self.settings = settings
+        self.store = store
+        self.host = host
+        self.voices = voices
+        self.outbox = outbox
+        self.version = version
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._finish_first = False
+        self._cancel: set[str] = set()
+        self._ops: stdqueue.Queue[Callable[[], None]] = stdqueue.Queue()
+        self.running: dict[str, float] = {}  # job id -> start time (monotonic)
+        self._durations: deque[float] = deque(maxlen=20)  # wall seconds per job, recent
+        self.roots = settings.allowed_root_paths()
+
+    # -- called from the main thread -------------------------------------------------------------
+    def wake(self) -> None:
+        self._wake.set()
+
+    def cancel(self, job_id: str) -> None:
+        self._cancel.add(job_id)
+
+    def submit_op(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the worker thread (voice encoding, unload) before the next job."""
+        self._ops.put(fn)
+        self._wake.set()
+
+    def stop(self, requeue_running: bool = True) -> None:
+        self._finish_first = not requeue_running
+        self._stopping.set()
+        self._wake.set()
+
+    def avg_job_seconds(self) -> float | None:
+        if not self._durations:
+            return None
+        return sum(self._durations) / len(self._durations)
+
+    def eta(self, position: int | None) -> float | None:
+        """Seconds until a queued job at ``position`` is done (None: no throughput measured yet)."""
+        avg = self.avg_job_seconds()
+        if avg is None:
+            return None
+        now = time.monotonic()
+        remaining = sum(max(0.0, avg - (now - t0)) for t0 in list(self.running.values()))
+        return round(remaining + ((position or 0) + 1) * avg, 3)
+
+    # -- the loop --------------------------------------------------------------------------------
+    def run(self) -> None:
+        if self.settings.load_at_start:
+            try:
+                self.host.ensure_loaded()
+            except ModelLoadFailed:
+                pass
+        while True:
+            self._run_ops()
+            if self._stopping.is_set():
+                break
+            try:
+                batch = self.store.claim(self.settings.max_batch)
+            except Exception:  # noqa: BLE001
+                log.exception("claiming jobs failed")
+                batch = []
+            if batch:
+                try:
+                    self._run_batch(batch)
+                except Exception:  # noqa: BLE001 - a bug here must not kill the worker
+                    log.exception("batch failed unexpectedly")
+                    for row in batch:
+                        if self.store.state(row["id"]) == "running":
+                            self._fail(row, ErrorReply(code="internal", message="unexpected daemon error (logged)"))
+                finally:
+                    for row in batch:
+                        self.running.pop(row["id"], None)
+                        self._cancel.discard(row["id"])
+                continue
+            if self.host.idle_expired():
+                self.host.unload("idle for keep_alive")
+            timeout = 1.0
+            self._wake.wait(timeout)
+            self._wake.clear()
+        self._run_ops()
+        self.host.unload("daemon stopping")
+
+    def _run_ops(self) -> None:
+        while True:
+            try:
+                fn = self._ops.get_nowait()
+            except stdqueue.Empty:
+                return
+            try:
+                fn()
+            except Exception:  # noqa: BLE001
+                log.exception("worker operation failed")
+
+    # -- one batch -------------------------------------------------------------------------------
+    def _fail(self, row: dict[str, Any], err: ErrorReply) -> None:
+        self.store.finish(row["id"], "failed", error=err)
+        log.warning("job %s failed: %s %s%s", row["id"], err.code, err.message,
+                    f" (field {err.field})" if err.field else "")
+        self.outbox.event("failed", {"job_id": row["id"], "tag": row["tag"], "error": err.model_dump(exclude_none=True)})
+
+    def _cancelled(self, row: dict[str, Any]) -> None:
+        self.store.finish(row["id"], "cancelled")
+        log.info("job %s cancelled while running", row["id"])
+        self.outbox.event("cancelled", {"job_id": row["id"], "tag": row["tag"]})
+
+    def _requeue(self, row: dict[str, Any]) -> None:
+        self.store.requeue(row["id"])
+        log.info("job %s requeued (daemon stopping)", row["id"])
+        self.outbox.event("requeued", {"job_id": row["id"], "tag": row["tag"], "reason": "daemon stopping"})
+
+    def _run_batch(self, rows: list[dict[str, Any]]) -> None:
+        from ..model.errors import Cancelled
+
+        live: list[tuple[dict[str, Any], SubmitRequest, Any]] = []
+        for row in rows:
+            if row["id"] in self._cancel:
+                self._cancelled(row)
+                continue
+            if row["attempts"] > 3:
+                self._fail(row, ErrorReply(code="internal", message="too many attempts"))
+                continue
+            try:
+                req = SubmitRequest.model_validate_json(row["request"])
+                # Inputs may have vanished since the job was queued.
+                spec = req.spec
+                if spec.task == "speech" and spec.reference_audio:
+                    outputs.check_input_file(spec.reference_audio, self.roots, "spec.reference_audio")
+                if spec.task == "video_score":
+                    outputs.check_input_file(spec.video, self.roots, "spec.video")
+                mreq = to_model_request(req, self.voices)
+            except ProtocolError as exc:
+                self._fail(row, exc.to_reply())
+                continue
+            except Exception as exc:  # noqa: BLE001
+                self._fail(row, error_from_exception(exc))
+                continue
+            live.append((row, req, mreq))
+        if not live:
+            return
+        try:
+            engine = self.host.ensure_loaded()
+        except ModelLoadFailed as exc:
+            for row, _, _ in live:
+                self._fail(row, exc.error)
+            return
+        t0 = time.monotonic()
+        for row, _, _ in live:
+            self.running[row["id"]] = t0
+            self.outbox.event("started", {"job_id": row["id"], "tag": row["tag"], "attempt": row["attempts"],
+                                          "batch_size": len(live)})
+        callbacks = [self._progress_cb(row, req) for row, req, _ in live]
+        if len(live) == 1:
+            row, req, mreq = live[0]
+            fn = {"speech": engine.speech, "music": engine.music, "video_score": engine.video_score}[req.spec.task]
+            try:
+                results: list[Any] = [fn(mreq, progress=callbacks[0])]
+            except BaseException as exc:  # noqa: BLE001
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    raise
+                results = [exc]
+        else:
+            try:
+                results = list(engine.run_batch([m for _, _, m in live], callbacks))
+            except Exception as exc:  # noqa: BLE001 - the whole batch failed (e.g. out of memory)
+                results = [exc] * len(live)
+        self.host.touch()
+        wall = time.monotonic() - t0
+        for _ in live:
+            self._durations.append(wall / len(live))
+        for (row, req, _), res in zip(live, results):
+            if isinstance(res, BaseException):
+                if (self._stopping.is_set() and not self._finish_first and row["id"] not in self._cancel
+                        and isinstance(res, Cancelled)):
+                    self._requeue(row)
+                elif isinstance(res, Cancelled) or row["id"] in self._cancel:
+                    self._cancelled(row)
+                else:
+                    if not isinstance(res, ProtocolError):
+                        log.error("job %s: %s", row["id"], res, exc_info=res)
+                    self._fail(row, res.to_reply() if isinstance(res, ProtocolError) else error_from_exception(res))
+                continue
+            try:
+                self._write(row, req, res)
+            except ProtocolError as exc:
+                self._fail(row, exc.to_reply())
+            except Exception as exc:  # noqa: BLE001
+                log.exception("writing job %s failed", row["id"])
+                self._fail(row, error_from_exception(exc))
+
+    def _progress_cb(self, row: dict[str, Any], req: SubmitRequest) -> Callable[[Any], bool]:
+        from ..model.errors import Cancelled
+
+        job_id, tag = row["id"], row["tag"]
+        t_start = time.monotonic()
+        state = {"last": 0.0, "stage": None, "partial_t": 0.0, "partial_n": 0}
+        partial_dir = self.settings.cache_path / "partials"
+
+        def cb(p: Any) -> bool:
+            if job_id in self._cancel:
+                raise Cancelled("cancelled by request")
+            if self._stopping.is_set() and not self._finish_first:
+                raise Cancelled("daemon stopping")
+            now = time.monotonic()
+            frac = float(max(0.0, min(1.0, p.fraction)))
+            if p.stage != state["stage"] or now - state["last"] >= PROGRESS_MIN_INTERVAL or frac >= 1.0:
+                state["last"], state["stage"] = now, p.stage
+                elapsed = now - t_start
+                eta = round(elapsed / frac * (1 - frac), 3) if frac > 0.01 else None
+                self.outbox.event("progress", {"job_id": job_id, "tag": tag, "fraction": frac, "stage": p.stage,
+                                               "frames": int(p.frames_done or 0), "frames_total": int(p.frames_total or 0),
+                                               "eta_s": eta})
+            audio = getattr(p, "partial_audio", None)
+            if req.stream_partial and audio is not None and now - state["partial_t"] >= PARTIAL_MIN_INTERVAL:
+                state["partial_t"] = now
+                state["partial_n"] += 1
+                try:
+                    path = outputs.write_partial(audio, 16000, partial_dir, job_id, state["partial_n"])
+                    self.outbox.event("partial", {"job_id": job_id, "tag": tag, "path": str(path),
+                                                  "seconds": audio.shape[-1] / 16000})
+                except Exception:  # noqa: BLE001
+                    log.exception("partial write failed")
+            return True
+
+        return cb
+
+    def _write(self, row: dict[str, Any], req: SubmitRequest, res: Any) -> None:
+        s = self.settings
+        folder = outputs.output_folder(req.output.folder, s.output_path, self.roots)
+        sidecar = {
+            "job_id": row["id"],
+            "task": req.spec.task,
+            "request": req.model_dump(mode="json"),
+            "seed": int(res.seed),
+            "model": {"name": s.model, "id": self.host.model_id, "dir": str(self.host.model_dir),
+                      "hash": self.host.model_hash,
+                      "tiny": self.host.tiny, "device": self.host.device, "dtype": self.host.dtype},
+            "timings": {k: float(v) for k, v in (res.timings or {}).items()},
+            "model_sample_rate": int(res.sample_rate),
+            "model_seconds": float(res.seconds),
+            "attempts": row["attempts"],
+            "created": row["created"],
+            "protocol_version": PROTOCOL_VERSION,
+            "version": self.version,
+        }
+        out = outputs.write_output(res.audio, int(res.sample_rate), job_id=row["id"], task=req.spec.task,
+                                   folder=folder, name=req.output.name, opts=req.output, defaults=s,
+                                   target_seconds=target_seconds(req), sidecar=sidecar)
+        result = JobResult(seed=int(res.seed), **out)
+        self.store.finish(row["id"], "done", result=result)
+        log.info("job %s done: %s (%.2f s audio)", row["id"], result.path, result.seconds)
+        self.outbox.event("done", {"job_id": row["id"], "tag": row["tag"], **result.model_dump()})
+        if req.stream_partial:
+            import shutil
+
+            shutil.rmtree(s.cache_path / "partials" / row["id"], ignore_errors=True)
+
+    # -- voices ------------------------------------------------------------------------------------
+    def encode_voice(self, audio_path: Path, transcript: str) -> Any:
+        engine = self.host.ensure_loaded()
+        codes = engine.encode_voice(str(audio_path), transcript)
+        self.host.touch()
+        return codes

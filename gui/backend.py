@@ -1,0 +1,206 @@
+"""The panel's link to the daemon, off the UI thread.
+
+- :class:`Backend` is a QObject moved to its own QThread; it owns the :class:`Client` and runs the short
+  requests (connect/auto-start, status, voices, submit, cancel). The UI calls it through queued signals
+  and hears back through signals, so the UI thread never waits on a socket.
+- :class:`JobWatcher` is a QThread per job that follows ``Client.updates()`` (the client's event
+  iterator) and emits plain dicts for the job list.
+
+Only :mod:`unimoe_audio.client` is used: no queue database, no model, no daemon imports.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from unimoe_audio.client.client import BadRequest, Client, ClientError, JobUpdate
+from unimoe_audio.client.settings import Settings
+
+FINAL = ("done", "failed", "cancelled")
+
+
+def short_field(field: str | None) -> str:
+    """``spec.length.seconds`` -> ``seconds``; ``output.folder`` -> ``folder``; ``spec.caption`` -> ``caption``."""
+    if not field:
+        return ""
+    return field.split(".")[-1]
+
+
+def error_text(exc: BaseException) -> str:
+    field = getattr(exc, "field", None)
+    msg = str(exc)
+    return f"{field}: {msg}" if field and not msg.startswith(f"{field}:") else msg
+
+
+def update_values(upd: JobUpdate) -> dict[str, Any]:
+    """A JobUpdate as plain values for the job list (``state``, ``fraction``, ``stage``, ``eta_s``, and on
+    the final update ``path``/``seconds`` or ``error``/``error_field``)."""
+    ev = upd.event
+    values: dict[str, Any] = {"kind": upd.kind, "fraction": float(upd.fraction or 0.0), "stage": upd.stage or ""}
+    state = upd.state or ("running" if upd.kind in ("progress", "started", "partial") else "")
+    if state:
+        values["state"] = state
+    eta = getattr(ev, "eta_s", None)
+    values["eta_s"] = float(eta) if isinstance(eta, (int, float)) else None
+    if upd.kind == "done":
+        values["state"] = "done"
+        values["fraction"] = 1.0
+        path = getattr(ev, "path", None)
+        if path:
+            values["path"] = str(path)
+            values["seconds"] = getattr(ev, "seconds", None)
+    elif upd.kind == "failed":
+        err = getattr(ev, "error", None)
+        if err is not None:
+            where = f"{err.field}: " if err.field else ""
+            values["error"] = f"{where}{err.code}: {err.message}" + (f" (wanted: {err.wanted})" if err.wanted else "")
+            values["error_field"] = err.field
+        else:
+            values["error"] = "failed"
+    elif upd.kind == "cancelled":
+        values["state"] = "cancelled"
+    return values
+
+
+class JobWatcher(QThread):
+    """Follows one job with ``Client.updates`` until its final update (or :meth:`stop`)."""
+
+    update = Signal(str, dict)
+
+    #: seconds per ``updates()`` slice: the iterator is re-entered this often so that stop() is noticed
+    SLICE = 1.0
+
+    def __init__(self, client: Client, job_id: str, parent: QObject | None = None):
+        super().__init__(parent)
+        self.client = client
+        self.job_id = job_id
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:  # noqa: D401 - QThread entry
+        while not self._stop.is_set():
+            try:
+                for upd in self.client.updates(self.job_id, timeout=self.SLICE, poll=self.SLICE):
+                    if self._stop.is_set():
+                        return
+                    self.update.emit(self.job_id, update_values(upd))
+                    if upd.final:
+                        return
+            except TimeoutError:
+                continue
+            except ClientError as exc:
+                self.update.emit(self.job_id, {"kind": "lost", "stage": f"daemon: {exc}"})
+                self._stop.wait(1.0)
+            except Exception as exc:  # noqa: BLE001 - never let a watcher die silently
+                self.update.emit(self.job_id, {"kind": "lost", "stage": f"watcher error: {exc}"})
+                self._stop.wait(1.0)
+
+
+class Backend(QObject):
+    """Lives on a worker QThread; every slot is called through a queued connection."""
+
+    notice = Signal(str)
+    connected = Signal(object)  # StatusReply
+    connection_failed = Signal(str)
+    status_changed = Signal(object)  # StatusReply
+    status_failed = Signal(str)
+    voices_changed = Signal(list)  # [VoiceInfo]
+    submitted = Signal(str, str, str)  # job_id, task, description
+    submit_failed = Signal(str, str, str)  # kind, message, field (dotted, may be "")
+    cancel_done = Signal(str, str)  # job_id, state or error text
+
+    def __init__(self, settings: Settings, *, auto_start: bool = True, connect_timeout: float = 60.0):
+        super().__init__()
+        self.settings = settings
+        self.auto_start = auto_start
+        self.connect_timeout = connect_timeout
+        self.client: Client | None = None
+        self._lock = threading.Lock()
+
+    # -- connection -------------------------------------------------------------------------------
+    @Slot()
+    def connect_daemon(self) -> None:
+        if self.client is not None:
+            self.refresh_status()
+            return
+        try:
+            client = Client(self.settings, auto_start=self.auto_start, notice=self.notice.emit,
+                            connect_timeout=self.connect_timeout, timeout=30.0)
+            status = client.status()
+        except ClientError as exc:
+            self.connection_failed.emit(str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001
+            self.connection_failed.emit(f"{type(exc).__name__}: {exc}")
+            return
+        with self._lock:
+            self.client = client
+        self.connected.emit(status)
+        self.refresh_voices()
+
+    @Slot()
+    def refresh_status(self) -> None:
+        c = self.client
+        if c is None:
+            return
+        try:
+            self.status_changed.emit(c.status())
+        except ClientError as exc:
+            self.status_failed.emit(str(exc))
+
+    @Slot()
+    def refresh_voices(self) -> None:
+        c = self.client
+        if c is None:
+            return
+        try:
+            self.voices_changed.emit(c.voices())
+        except ClientError as exc:
+            self.notice.emit(f"voices: {exc}")
+
+    # -- jobs ---------------------------------------------------------------------------------------
+    @Slot(str, dict, str)
+    def submit(self, kind: str, fields: dict, description: str) -> None:
+        c = self.client
+        if c is None:
+            self.submit_failed.emit(kind, "not connected to the daemon", "")
+            return
+        try:
+            job = c.submit(kind, **fields)
+        except BadRequest as exc:
+            self.submit_failed.emit(kind, str(exc), exc.field or "")
+            return
+        except ClientError as exc:
+            self.submit_failed.emit(kind, str(exc), exc.field or "")
+            return
+        self.submitted.emit(job.id, job.task, description)
+
+    @Slot(str)
+    def cancel(self, job_id: str) -> None:
+        c = self.client
+        if c is None:
+            return
+        try:
+            reply = c.cancel(job_id)
+            self.cancel_done.emit(job_id, reply.state)
+        except ClientError as exc:
+            self.cancel_done.emit(job_id, f"error: {exc}")
+
+    def close(self) -> None:
+        """Close the client (call after the thread has stopped)."""
+        with self._lock:
+            c, self.client = self.client, None
+        if c is not None:
+            c.close()
+
+
+def wait_thread(thread: QThread, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while thread.isRunning() and time.monotonic() < deadline:
+        thread.wait(50)
+    return not thread.isRunning()

@@ -1,0 +1,121 @@
+"""Audio for timelines: rate and channel conversion, loudness, exact length, atomic WAV files."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InvalidInput
+from .resample import resample
+
+_SUBTYPES = {16: "PCM_16", 24: "PCM_24", 32: "FLOAT"}
+
+
+def _2d(audio: np.ndarray) -> np.ndarray:
+    x = np.asarray(audio, dtype=np.float32)
+    return x[None, :] if x.ndim == 1 else x
+
+
+def to_rate(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """Resample [channels, n] (or [n]) with the band-limited sinc of resample.py."""
+    x = np.asarray(audio, dtype=np.float32)
+    return x if sr_in == sr_out else np.asarray(resample(x, sr_in, sr_out), dtype=np.float32)
+
+
+def to_channels(audio: np.ndarray, channels: int) -> np.ndarray:
+    x = _2d(audio)
+    if x.shape[0] == channels:
+        return x
+    if channels < 1:
+        raise InvalidInput("channels must be at least 1", field="channels")
+    mono = x.mean(axis=0, keepdims=True)
+    return np.repeat(mono, channels, axis=0).astype(np.float32)
+
+
+def fade(audio: np.ndarray, sample_rate: int, in_ms: float = 0.0, out_ms: float = 0.0) -> np.ndarray:
+    x = _2d(audio).copy()
+    n_in = min(x.shape[-1], int(sample_rate * in_ms / 1000))
+    n_out = min(x.shape[-1], int(sample_rate * out_ms / 1000))
+    if n_in:
+        x[:, :n_in] *= np.linspace(0.0, 1.0, n_in, dtype=np.float32)
+    if n_out:
+        x[:, x.shape[-1] - n_out:] *= np.linspace(1.0, 0.0, n_out, dtype=np.float32)
+    return x
+
+
+def fit_length(audio: np.ndarray, n_samples: int, sample_rate: int = 48000, fade_ms: float = 10.0) -> np.ndarray:
+    """Exactly ``n_samples``: trim with a short fade-out, or fade out then pad with silence."""
+    if n_samples < 0:
+        raise InvalidInput("negative length", field="length")
+    x = _2d(audio)
+    if x.shape[-1] == n_samples:
+        return x
+    if x.shape[-1] > n_samples:
+        return fade(x[:, :n_samples], sample_rate, out_ms=fade_ms)
+    pad = np.zeros((x.shape[0], n_samples - x.shape[-1]), dtype=np.float32)
+    return np.concatenate([fade(x, sample_rate, out_ms=fade_ms), pad], axis=1)
+
+
+def true_peak_db(audio: np.ndarray, sample_rate: int) -> float:
+    """True peak (dBTP) by 4x oversampling, as ITU-R BS.1770 suggests."""
+    x = _2d(audio)
+    if x.size == 0:
+        return float("-inf")
+    up = resample(x, sample_rate, sample_rate * 4)
+    peak = float(np.abs(up).max())
+    return float(20 * np.log10(peak)) if peak > 0 else float("-inf")
+
+
+def integrated_loudness(audio: np.ndarray, sample_rate: int) -> float:
+    import pyloudnorm
+
+    x = _2d(audio)
+    if x.shape[-1] < int(0.4 * sample_rate):  # BS.1770 gating needs one 400 ms block
+        x = np.concatenate([x] * int(np.ceil(0.41 * sample_rate / max(1, x.shape[-1]))), axis=1)
+    return float(pyloudnorm.Meter(sample_rate).integrated_loudness(x.T.astype(np.float64)))
+
+
+def normalize_loudness(audio: np.ndarray, sample_rate: int, target_lufs: float,
+                       ceiling_db: float = -1.0) -> tuple[np.ndarray, dict]:
+    """Gain to ``target_lufs`` integrated loudness, reduced if needed so the true peak stays under the ceiling."""
+    x = _2d(audio)
+    measured = integrated_loudness(x, sample_rate) if x.size else float("-inf")
+    if not np.isfinite(measured):
+        return x, {"input_lufs": None, "gain_db": 0.0, "skipped": "silent"}
+    gain_db = target_lufs - measured
+    y = x * np.float32(10 ** (gain_db / 20))
+    tp = true_peak_db(y, sample_rate)
+    limited = False
+    if tp > ceiling_db:
+        gain_db -= tp - ceiling_db
+        y = x * np.float32(10 ** (gain_db / 20))
+        tp = true_peak_db(y, sample_rate)
+        limited = True
+    return y.astype(np.float32), {"input_lufs": round(measured, 2), "gain_db": round(gain_db, 2),
+                                  "true_peak_db": round(tp, 2), "limited_by_true_peak": limited}
+
+
+def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int, bit_depth: int = 24) -> Path:
+    """Write [channels, n] as WAV atomically: a temp file in the same folder, fsync, then rename."""
+    import soundfile as sf
+
+    if bit_depth not in _SUBTYPES:
+        raise InvalidInput(f"bit depth {bit_depth} is not 16, 24 or 32", field="bit_depth")
+    x = _2d(audio)
+    if bit_depth != 32:
+        x = np.clip(x, -1.0, 1.0)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp.wav", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            sf.write(fh, x.T, int(sample_rate), subtype=_SUBTYPES[bit_depth], format="WAV")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target

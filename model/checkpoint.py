@@ -1,0 +1,159 @@
+"""Load a UniMoE-Audio checkpoint straight from safetensors (spec 2.3).
+
+Accepted layouts: a folder with ``config.json`` and ``model.safetensors.index.json`` + shards, a
+folder with ``model.safetensors`` (or several ``*.safetensors`` and no index), or one
+``.safetensors`` file whose folder holds ``config.json``.
+
+Key names: the published files are written by ``save_pretrained``, which renames ``language_model.``
+to ``model.``; in-memory names (``language_model.``) are accepted too. The module is built on the
+meta device; each tensor is read from the memory-mapped file and materialised once, directly on the
+target device and dtype. Every missing, unexpected or mis-shaped key is an error that names the key
+and the file; ``visual.*`` and ``lm_head.weight`` are skipped unless asked for.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from .config import ModelConfig, load_config
+from .decoder import UniMoEAudioModel
+from .errors import CheckpointError
+
+_RULES = (
+    (re.compile(r"^model\.language_model\."), "language_model."),
+    (re.compile(r"^model\.visual\."), "visual."),
+    (re.compile(r"^model\.(?!language_model\.|visual\.)"), "language_model."),
+)
+PATCH_KEY = "visual.patch_embed.proj.weight"
+
+
+def normalize_key(name: str) -> str:
+    """On-disk name -> in-memory name (``model.layers...`` -> ``language_model.layers...``)."""
+    for pat, repl in _RULES:
+        if pat.match(name):
+            return pat.sub(repl, name, count=1)
+    return name
+
+
+def to_disk_key(name: str) -> str:
+    """In-memory name -> the name ``save_pretrained`` writes."""
+    return "model." + name[len("language_model."):] if name.startswith("language_model.") else name
+
+
+def _fail(msg: str) -> CheckpointError:
+    return CheckpointError(msg, field="checkpoint")
+
+
+def weight_files(path: str | Path) -> tuple[Path, dict[Path, list[str] | None]]:
+    """(folder holding config.json, {file: keys the index assigns to it, or None = all keys})."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        if p.suffix != ".safetensors":
+            raise _fail(f"{p} is not a .safetensors file")
+        return p.parent, {p: None}
+    if not p.is_dir():
+        raise _fail(f"no checkpoint at {p}")
+    index = p / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            wmap = json.loads(index.read_text())["weight_map"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise _fail(f"{index}: unreadable index ({exc})") from exc
+        files: dict[Path, list[str] | None] = {}
+        for key, fname in wmap.items():
+            files.setdefault(p / fname, []).append(key)
+        for f in files:
+            if not f.is_file():
+                raise _fail(f"{f.name} is listed in {index.name} but missing from {p}")
+        return p, files
+    single = p / "model.safetensors"
+    if single.is_file():
+        return p, {single: None}
+    found = sorted(p.glob("*.safetensors"))
+    if not found:
+        raise _fail(f"no safetensors weights in {p}")
+    return p, {f: None for f in found}
+
+
+def _open(f: Path, device: str):
+    from safetensors import safe_open
+
+    try:
+        return safe_open(str(f), framework="pt", device=device)
+    except Exception as exc:  # safetensors raises its own error types for bad headers
+        raise _fail(f"{f.name}: corrupt or truncated safetensors file ({exc})") from exc
+
+
+def iter_tensors(path: str | Path, device: str = "cpu") -> Iterator[tuple[str, str, Path, object]]:
+    """(normalized name, on-disk name, file, open handle) for every tensor of the checkpoint."""
+    _, files = weight_files(path)
+    for f, listed in files.items():
+        h = _open(f, device)
+        keys = set(h.keys())
+        if listed is not None:
+            absent = sorted(set(listed) - keys)
+            if absent:
+                raise _fail(f"{f.name} lacks {len(absent)} tensors its index lists, e.g. {absent[:5]}")
+        for k in sorted(keys):
+            yield normalize_key(k), k, f, h
+
+
+def _set_param(model: nn.Module, name: str, value: torch.Tensor) -> None:
+    mod_name, _, leaf = name.rpartition(".")
+    mod = model.get_submodule(mod_name) if mod_name else model
+    mod._parameters[leaf] = nn.Parameter(value, requires_grad=False)
+
+
+def _listing(keys: list[str], limit: int = 8) -> str:
+    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.bfloat16,
+               load_vision: bool = True, load_lm_head: bool = False,
+               config: ModelConfig | None = None) -> UniMoEAudioModel:
+    folder, _ = weight_files(path)
+    cfg = config or load_config(folder)
+    device = torch.device(device)
+    with torch.device("meta"):
+        model = UniMoEAudioModel(cfg, vision=load_vision, lm_head=load_lm_head)
+    expected = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    open_dev = "cpu" if device.type in ("cpu", "meta", "mps") else str(device)
+    loaded: dict[str, Path] = {}
+    unexpected: list[str] = []
+    for name, disk, f, h in iter_tensors(path, open_dev):
+        if name.startswith("visual.") and not load_vision:
+            continue
+        if name == "lm_head.weight" and not load_lm_head:
+            continue
+        if name not in expected:
+            unexpected.append(f"{disk} ({f.name})")
+            continue
+        if name in loaded:
+            raise _fail(f"{disk} appears twice: in {loaded[name].name} and {f.name}")
+        try:
+            t = h.get_tensor(disk)
+        except Exception as exc:
+            raise _fail(f"{f.name}: cannot read {disk} ({exc})") from exc
+        want = expected[name]
+        if name == PATCH_KEY and t.dim() == 5 and len(want) == 4:
+            # a standard Conv3d weight [out, C, kT, P, P]; the reference folds time into channels
+            t = t.reshape(t.shape[0], t.shape[1] * t.shape[2], t.shape[3], t.shape[4])
+        if tuple(t.shape) != want:
+            raise _fail(f"{disk} in {f.name} has shape {list(t.shape)}, expected {list(want)}")
+        if not t.is_floating_point():
+            raise _fail(f"{disk} in {f.name} has dtype {t.dtype}, expected a float tensor")
+        _set_param(model, name, t.to(device=device, dtype=dtype))
+        loaded[name] = f
+    if unexpected:
+        raise _fail(f"unexpected tensors in {folder}: {_listing(unexpected)}")
+    missing = sorted(set(expected) - set(loaded))
+    if missing:
+        raise _fail(f"missing tensors in {folder}: {_listing([to_disk_key(m) for m in missing])}")
+    model.eval()
+    return model

@@ -1,0 +1,216 @@
+"""UniMoE-Audio language model: a Qwen2.5-VL-shaped MoE decoder with codec embeddings and head.
+
+Public API (what generation and the engine use)::
+
+    from unimoe_audio.model.decoder import load_model, UniMoEAudioModel
+    model = load_model(path, device="cpu", dtype=torch.float32, load_vision=True)   # or UniMoEAudioModel(cfg)
+    cfg = model.config                                    # ModelConfig (config.py)
+
+    emb = model.embed(input_ids, codec_frames=None, video_embeds=None)
+        # input_ids [rows, L] -> [rows, L, H]. codec_frames [N, 12] fill the codec placeholder
+        # positions row-major (row by row, left to right); video_embeds [M, H] fill video_token_id.
+    emb = model.embed_codec(frames)                       # [..., 12] codec ids -> [..., H] (sum of 12 tables)
+    pos = positions_from_mask(attention_mask)             # rope_index.py: [rows, L] (1-D RoPE, pads = 1)
+    pos, deltas = model.rope_index(input_ids, attention_mask, video_grid_thw, second_per_grid_ts)  # [3, rows, L]
+    cache = model.new_cache(rows, max_len)                # KVCache (kv_cache.py); cache.keep(rows) drops rows
+    out = model(emb, pos, attention_mask=mask, cache=cache, logits="last")
+        # pos [rows, L] or [3, rows, L]; attention_mask [rows, L] (1 real, 0 pad) for the NEW tokens,
+        # None = all real. With a cache the new tokens are appended to it.
+        # out.logits: float32 [rows, L or 1, 12, 1027] ("all" / "last"; "none" skips the head),
+        # out.hidden: [rows, L, H] after the final norm, out.routing: per-layer Routing if asked.
+    feats = model.visual(pixel_values, grid_thw)          # vision tower -> [sum t*h*w/4, H] (if loaded)
+
+A decode step of CFG rows is ``model(model.embed_codec(frames[:, None]), pos[:, None], cache=cache,
+logits="last")`` with ``pos`` = number of real tokens of each row so far.
+Always call under ``torch.inference_mode()``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from .config import ModelConfig, TextConfig
+from .kv_cache import KVCache
+from .layers import Attention, AttnMask, MRotary, RMSNorm
+from .moe import Routing, SparseMoE
+from .rope_index import positions_from_mask, rope_index
+
+
+@dataclass
+class DecoderOutput:
+    hidden: torch.Tensor  # [rows, L, H] after the final norm
+    logits: torch.Tensor | None  # float32 [rows, L or 1, C, V]
+    routing: list[Routing] | None = None  # one per layer, tokens flattened row-major
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = Attention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = SparseMoE(cfg)
+
+    def forward(self, h, cos, sin, mask: AttnMask, cache, index: int, token_mask, want_routing: bool):
+        h = h + self.self_attn(self.input_layernorm(h), cos, sin, mask, cache, index)
+        r = self.mlp(self.post_attention_layernorm(h), token_mask, return_routing=want_routing)
+        if want_routing:
+            y, rt = r
+            return h + y, rt
+        return h + r, None
+
+
+class TextModel(nn.Module):
+    """``language_model``: embed_tokens, layers, norm (checkpoint names)."""
+
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+
+class UniMoEAudioModel(nn.Module):
+    """Module tree and parameter names match the reference's in-memory state_dict (spec 2.2)."""
+
+    def __init__(self, config: ModelConfig, *, vision: bool = True, lm_head: bool = False):
+        super().__init__()
+        self.config = config
+        t = config.text
+        if vision:
+            from .vision import VisionTower
+
+            self.visual = VisionTower(config.vision)
+        else:
+            self.visual = None
+        self.language_model = TextModel(t)
+        # the text head is unused by audio generation; built only on request (it is untied)
+        self.lm_head = nn.Linear(t.hidden_size, t.vocab_size, bias=False) if lm_head else None
+        self.codec_embed_tokens = nn.ModuleList(nn.Embedding(config.codec_vocab_size, t.hidden_size)
+                                                for _ in range(config.codec_channels))
+        self.codec_head = nn.Linear(t.hidden_size, config.codec_channels * config.codec_vocab_size, bias=False)
+        self.rotary = MRotary(t.head_dim, t.rope_theta, t.mrope_section)
+
+    # -- properties -------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.codec_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.codec_head.weight.dtype
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.text.hidden_size
+
+    @property
+    def has_vision(self) -> bool:
+        return self.visual is not None
+
+    # -- embeddings -------------------------------------------------------------------------------------
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.language_model.embed_tokens(input_ids)
+
+    def embed_codec(self, frames: torch.Tensor) -> torch.Tensor:
+        """[..., C] codec ids -> [..., H]: the C per-codebook embeddings summed in order 0..C-1."""
+        frames = frames.to(device=self.device, dtype=torch.long)
+        out = self.codec_embed_tokens[0](frames[..., 0])
+        for c in range(1, self.config.codec_channels):
+            out = out + self.codec_embed_tokens[c](frames[..., c])
+        return out
+
+    def embed(self, input_ids: torch.Tensor, codec_frames: torch.Tensor | None = None,
+              video_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Text embeddings with codec frames / video features scattered into their placeholder
+        positions in row-major order (like ``masked_scatter``)."""
+        input_ids = input_ids.to(self.device)
+        emb = self.embed_tokens(input_ids)
+        for ids_value, values, name in ((self.config.codec_placeholder_value, codec_frames, "codec frames"),
+                                        (self.config.video_token_id, video_embeds, "video features")):
+            if values is None:
+                continue
+            sel = input_ids == ids_value
+            n = int(sel.sum())
+            if n != values.shape[0]:
+                raise ValueError(f"{n} placeholder tokens for {values.shape[0]} {name}")
+            vec = self.embed_codec(values) if name == "codec frames" else values.to(self.device, emb.dtype)
+            emb[sel] = vec.to(emb.dtype)
+        return emb
+
+    # -- positions --------------------------------------------------------------------------------------
+    def rope_index(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                   video_grid_thw: torch.Tensor | None = None,
+                   second_per_grid_ts: torch.Tensor | None = None,
+                   image_grid_thw: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return rope_index(self.config, input_ids, attention_mask, video_grid_thw=video_grid_thw,
+                          second_per_grid_ts=second_per_grid_ts, image_grid_thw=image_grid_thw)
+
+    # -- cache ------------------------------------------------------------------------------------------
+    def new_cache(self, rows: int, max_len: int, dtype: torch.dtype | None = None,
+                  device: torch.device | str | None = None) -> KVCache:
+        t = self.config.text
+        return KVCache(t.num_hidden_layers, rows, t.num_key_value_heads, t.head_dim, max_len,
+                       dtype or self.dtype, device or self.device)
+
+    # -- forward ----------------------------------------------------------------------------------------
+    def forward(self, embeds: torch.Tensor, position_ids: torch.Tensor,
+                attention_mask: torch.Tensor | None = None, cache: KVCache | None = None, *,
+                logits: Literal["all", "last", "none"] = "all", output_routing: bool = False,
+                mask_padded_routing: bool = True) -> DecoderOutput:
+        rows, L, _ = embeds.shape
+        h = embeds.to(self.dtype)
+        device = h.device
+        if position_ids.dim() == 3 and position_ids.shape[0] == 3 and bool(
+                (position_ids[0] == position_ids[1]).all() and (position_ids[0] == position_ids[2]).all()):
+            position_ids = position_ids[0]  # equal axes: plain 1-D RoPE, cheaper
+        cos, sin = self.rotary(position_ids.to(device), h.dtype)
+
+        if cache is not None:
+            past = cache.length
+            key_valid = cache.begin(L, attention_mask)
+        else:
+            past = 0
+            key_valid = None
+            if attention_mask is not None and not bool(attention_mask.all()):
+                key_valid = attention_mask.to(device=device, dtype=torch.bool)
+        mask = AttnMask.build(key_valid, L, past, device)
+        token_mask = None
+        if mask_padded_routing and attention_mask is not None and key_valid is not None:
+            token_mask = attention_mask.to(device=device, dtype=torch.bool).reshape(-1)
+
+        routing: list[Routing] | None = [] if output_routing else None
+        for i, layer in enumerate(self.language_model.layers):
+            h, rt = layer(h, cos, sin, mask, cache, i, token_mask, output_routing)
+            if routing is not None:
+                routing.append(rt)
+        if cache is not None:
+            cache.commit()
+        h = self.language_model.norm(h)
+        out_logits = None
+        if logits != "none":
+            src = h[:, -1:] if logits == "last" else h
+            out_logits = self.codec_head(src).float().view(rows, src.shape[1], self.config.codec_channels,
+                                                           self.config.codec_vocab_size)
+        return DecoderOutput(hidden=h, logits=out_logits, routing=routing)
+
+    def text_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The text head (only if built with ``lm_head=True``)."""
+        if self.lm_head is None:
+            raise RuntimeError("model was built without lm_head")
+        return self.lm_head(hidden).float()
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.bfloat16,
+               load_vision: bool = True, load_lm_head: bool = False) -> UniMoEAudioModel:
+    """Load a checkpoint folder or a single ``.safetensors`` file (see checkpoint.py)."""
+    from .checkpoint import load_model as _load
+
+    return _load(path, device=device, dtype=dtype, load_vision=load_vision, load_lm_head=load_lm_head)
+
+
+__all__ = ["UniMoEAudioModel", "DecoderOutput", "load_model", "positions_from_mask", "KVCache"]

@@ -1,0 +1,418 @@
+"""The engine: load the model once, run many requests (speech, music, video score).
+
+    eng = Engine.load("~/models/unimoe-audio")          # dac=None: model_dir/dac/
+    res = eng.music(MusicRequest("calm piano", length=Length(seconds=8)))
+    res.audio  # float32 [1, n] at 16 kHz
+
+The engine is not thread-safe: one caller (the daemon's worker thread) drives it. ``run_batch``
+generates compatible requests together (one forward per step for all of them).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from . import tasks as T
+from .errors import CheckpointError, InvalidInput, MediaError, UniMoEError
+from .generation import DecoderBackend, GenItem, GenResult, generate
+from .requests import AudioResult, MusicRequest, ProgressCallback, SpeechRequest, VideoScoreRequest
+
+log = logging.getLogger("unimoe_audio.model.engine")
+
+DEFAULT_WINDOW_FRAMES = 981  # reference max_tokens 1000 minus the 19-row delay tail (19.62 s)
+DEFAULT_CONTEXT_FRAMES = 250  # 5 s of previous audio prefilled into each continuation window
+
+
+def pick_device(device: str | torch.device | None = "auto") -> torch.device:
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidInput(f"unknown device {device!r}", field="device", wanted="auto, cpu, cuda, cuda:N or mps") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInput("CUDA is not available", field="device", wanted="auto or cpu")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InvalidInput("MPS is not available", field="device", wanted="auto or cpu")
+    return dev
+
+
+def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    name = "auto" if dtype is None else str(dtype).lower().replace("torch.", "")
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+             "half": torch.float16, "fp32": torch.float32, "float32": torch.float32, "float": torch.float32}
+    if name not in table:
+        raise InvalidInput(f"unknown dtype {dtype!r}", field="dtype", wanted="auto, bf16, fp16 or fp32")
+    return table[name]
+
+
+def model_fingerprint(model_dir: Path) -> str:
+    """sha256 over config.json and the weight index (or each safetensors header when unsharded)."""
+    h = hashlib.sha256()
+    cfg = model_dir / "config.json"
+    h.update(cfg.read_bytes() if cfg.is_file() else b"")
+    idx = model_dir / "model.safetensors.index.json"
+    if idx.is_file():
+        h.update(idx.read_bytes())
+    else:
+        for f in sorted(model_dir.glob("*.safetensors")):
+            with open(f, "rb") as fh:
+                head = fh.read(8)
+                n = int.from_bytes(head, "little") if len(head) == 8 else 0
+                h.update(f.name.encode())
+                h.update(fh.read(min(n, 1 << 26)))
+    return h.hexdigest()
+
+
+class Engine:
+    """UniMoE-Audio: a loaded language model + DAC codec + tokenizer."""
+
+    def __init__(self, model: Any, tokenizer: Any, codec: Any, *, model_dir: Path, device: torch.device,
+                 dtype: torch.dtype, load_vision: bool, window_frames: int = DEFAULT_WINDOW_FRAMES,
+                 context_frames: int = DEFAULT_CONTEXT_FRAMES):
+
+        self.model = model
+        self.tok = tokenizer
+        self.codec = codec
+        self.model_dir = Path(model_dir)
+        self.device = device
+        self.dtype = dtype
+        self.lm = DecoderBackend(model)
+        cfg = self.lm.config
+        self.placeholder_id = int(cfg.codec_placeholder_value)
+        self.video_token_id = int(cfg.video_token_id)
+        self.delays = list(cfg.codec_delay_pattern)
+        self.has_vision = bool(load_vision and self.lm.has_vision)
+        self.window_frames = int(window_frames)
+        self.context_frames = int(context_frames)
+        self.speech_max_chars = T.SPEECH_MAX_CHARS  # speech text is generated in chunks of at most this
+        self._lock = threading.RLock()
+        self._closed = False
+        n_params = sum(int(p.numel()) for p in model.parameters()) if hasattr(model, "parameters") else 0
+        self.info: dict[str, Any] = {
+            "model_id": self.lm.model_id or self.model_dir.name,
+            "model_dir": str(self.model_dir),
+            "sha256": model_fingerprint(self.model_dir),
+            "device": str(device),
+            "dtype": str(dtype).replace("torch.", ""),
+            "parameters": n_params,
+            "vision": self.has_vision,
+            "tiny": bool(self.lm.is_tiny),
+            "sample_rate": T.SAMPLE_RATE,
+            "window_frames": self.window_frames,
+        }
+
+    # -- loading ----------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, model_dir: str | Path, *, dac: str | Path | None = None, device: str = "auto",
+             dtype: str = "auto", load_vision: bool = True, window_frames: int = DEFAULT_WINDOW_FRAMES,
+             context_frames: int = DEFAULT_CONTEXT_FRAMES) -> "Engine":
+        """Load a checkpoint folder (config.json, safetensors, tokenizer files) and the DAC.
+
+        ``dac`` None looks in ``model_dir/dac/``. device "auto": cuda, then mps, then cpu. dtype
+        "auto": bf16 on cuda, fp32 elsewhere.
+        """
+
+        model_dir = Path(model_dir).expanduser()
+        if not (model_dir / "config.json").is_file():
+            raise CheckpointError(f"no config.json in {model_dir}", field="model_dir")
+        dev = pick_device(device)
+        dt = pick_dtype(dtype, dev)
+        if window_frames < 2 or context_frames < 1 or context_frames >= window_frames:
+            raise InvalidInput("need 1 <= context_frames < window_frames", field="window_frames")
+        dac_path = Path(dac).expanduser() if dac else model_dir / "dac"
+        model = load_decoder(model_dir, device=dev, dtype=dt, load_vision=load_vision)
+        tok = load_text_tokenizer(model_dir)
+        codec = load_codec(dac_path, device=dev)
+        return cls(model, tok, codec, model_dir=model_dir, device=dev, dtype=dt, load_vision=load_vision,
+                   window_frames=window_frames, context_frames=context_frames)
+
+    def close(self) -> None:
+        """Drop the model and codec (memory is freed when the last reference goes)."""
+        with self._lock:
+            self._closed = True
+            self.model = None
+            self.codec = None
+            self.lm = None  # type: ignore[assignment]
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise UniMoEError("the engine is closed", field="engine")
+
+    # -- pieces used by tasks ---------------------------------------------------------------------
+    def decode_codes(self, codes: np.ndarray) -> np.ndarray:
+
+        return codec_decode(self.codec, codes)
+
+    def encode_audio(self, audio: np.ndarray) -> np.ndarray:
+
+        return codec_encode(self.codec, audio)
+
+    def encode_reference(self, path: str, field: str = "reference_audio") -> np.ndarray:
+
+        audio = load_reference(path, field=field, max_seconds=T.REFERENCE_MAX_SECONDS)
+        codes = self.encode_audio(audio)
+        if codes.shape[0] < 1:
+            raise InvalidInput("the recording is too short", field=field, wanted="a recording of at least 1 s")
+        return codes
+
+    def video_duration(self, path: str, field: str = "video") -> float:
+
+        return video_duration(path, field=field)
+
+    def video_input(self, path: str, t_in: float, t_out: float, fps: float, max_frames: int, field: str = "video"):
+
+        return video_input(path, t_in, t_out, fps, max_frames, field=field)
+
+    def fit_length(self, audio: np.ndarray, n: int) -> np.ndarray:
+
+        return fit_length(audio, n)
+
+    def _generate(self, items: list[GenItem]) -> list[GenResult | BaseException]:
+        with torch.inference_mode():
+            return generate(self.lm, items, placeholder_id=self.placeholder_id, video_token_id=self.video_token_id,
+                            delays=self.delays)
+
+    # -- public API -------------------------------------------------------------------------------
+    def speech(self, req: SpeechRequest, progress: ProgressCallback | None = None) -> AudioResult:
+        return self._run_one("speech", req, progress)
+
+    def music(self, req: MusicRequest, progress: ProgressCallback | None = None) -> AudioResult:
+        return self._run_one("music", req, progress)
+
+    def video_score(self, req: VideoScoreRequest, progress: ProgressCallback | None = None) -> AudioResult:
+        return self._run_one("video_score", req, progress)
+
+    def _run_one(self, task: str, req: Any, progress: ProgressCallback | None) -> AudioResult:
+        res = self._run(task, [req], [progress], raise_prepare=True)[0]
+        if isinstance(res, BaseException):
+            raise res
+        return res
+
+    def run_batch(self, requests: Sequence[Any], progresses: Sequence[ProgressCallback | None] | None = None
+                  ) -> list[AudioResult | BaseException]:
+        """Run several requests; requests of the same task are generated together. One result (or the
+        exception that stopped it) per request, in order."""
+        progresses = list(progresses) if progresses is not None else [None] * len(requests)
+        if len(progresses) != len(requests):
+            raise InvalidInput("one progress callback per request", field="progresses")
+        out: list[AudioResult | BaseException | None] = [None] * len(requests)
+        groups: dict[str, list[int]] = {}
+        for i, r in enumerate(requests):
+            try:
+                groups.setdefault(T.task_of(r), []).append(i)
+            except UniMoEError as exc:
+                out[i] = exc
+        for task, idx in groups.items():
+            res = self._run(task, [requests[i] for i in idx], [progresses[i] for i in idx], raise_prepare=False)
+            for i, r in zip(idx, res):
+                out[i] = r
+        return out  # type: ignore[return-value]
+
+    def _run(self, task: str, reqs: list[Any], progresses: list[ProgressCallback | None], *, raise_prepare: bool
+             ) -> list[AudioResult | BaseException]:
+        with self._lock:
+            self._check_open()
+            results: list[AudioResult | BaseException | None] = [None] * len(reqs)
+            jobs: list[T.Job] = []
+            slots: list[int] = []
+            for i, (req, cb) in enumerate(zip(reqs, progresses)):
+                rep = T.Reporter(cb)
+                try:
+                    rep("prepare", 0.0)
+                    plan = T.PREPARE[task](self, req, rep)
+                except BaseException as exc:  # noqa: BLE001
+                    if raise_prepare or isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                        raise
+                    results[i] = exc
+                    continue
+                jobs.append(T.Job(task, plan, rep, window_frames=self.window_frames,
+                                  context_frames=self.context_frames))
+                slots.append(i)
+            if jobs:
+                done = T.run_jobs(self._generate, jobs, self.decode_codes, self.fit_length)
+                for i, r in zip(slots, done):
+                    results[i] = r
+            return results  # type: ignore[return-value]
+
+    def encode_voice(self, audio_path: str, transcript: str) -> np.ndarray:
+        """Codes [T, 12] of a reference recording, for saved voices (the transcript is checked only)."""
+        with self._lock:
+            self._check_open()
+            T._text(transcript, "transcript", max_chars=2000)
+            with torch.inference_mode():
+                return self.encode_reference(audio_path, field="audio_path")
+
+
+# --- adapters onto model-core (decoder, tokenizer) and codec (DAC, media, audio_out) ----------------------
+
+class _Tokenizer:
+    """``encode(text) -> list[int]`` with the special tokens as single ids."""
+
+    def __init__(self, impl: Any, kind: str):
+        self.impl = impl
+        self.kind = kind
+
+    def encode(self, text: str) -> list[int]:
+        if self.kind == "hf":
+            return list(self.impl(text, add_special_tokens=False)["input_ids"])
+        return [int(i) for i in self.impl.encode(text)]
+
+
+def _tokenizer_dir(model_dir: Path) -> Path:
+    sub = model_dir / "tokenizer"
+    return sub if sub.is_dir() else model_dir
+
+
+def load_text_tokenizer(model_dir: Path) -> _Tokenizer:
+    d = _tokenizer_dir(model_dir)
+    try:
+        from .tokenizer import load_tokenizer  # model-core's
+    except ImportError:
+        load_tokenizer = None
+    if load_tokenizer is not None:
+        return _Tokenizer(load_tokenizer(d), "core")
+    try:
+        from transformers import AutoTokenizer
+
+        return _Tokenizer(AutoTokenizer.from_pretrained(str(d)), "hf")
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"cannot load the tokenizer from {d}: {exc}", field="tokenizer") from exc
+
+
+def load_decoder(model_dir: Path, *, device: torch.device, dtype: torch.dtype, load_vision: bool) -> Any:
+    from .checkpoint import load_model
+
+    return load_model(model_dir, device=device, dtype=dtype, load_vision=load_vision)
+
+
+def _as_mono_f32(audio: Any) -> np.ndarray:
+    if isinstance(audio, torch.Tensor):
+        audio = audio.detach().float().cpu().numpy()
+    a = np.asarray(audio, dtype=np.float32)
+    if a.ndim == 2:
+        a = a.mean(axis=0) if a.shape[0] <= a.shape[1] else a.mean(axis=1)
+    return np.ascontiguousarray(a.reshape(-1))
+
+
+def load_codec(dac_path: Path, *, device: torch.device) -> Any:
+    from . import codec as C
+
+    if not dac_path.exists():
+        raise CheckpointError(f"no DAC weights at {dac_path}", field="dac")
+    try:
+        return C.DacCodec.load(dac_path, device=device)
+    except UniMoEError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"cannot load the DAC from {dac_path}: {exc}", field="dac") from exc
+
+
+def codec_decode(codec: Any, codes: np.ndarray) -> np.ndarray:
+    """Codes [T, 12] -> float32 mono [T * 320] at 16 kHz."""
+    c = torch.as_tensor(np.asarray(codes, dtype=np.int64))
+    with torch.inference_mode():
+        fn = getattr(codec, "decode_chunks", None) or codec.decode
+        out = fn(c)
+    return _as_mono_f32(out)
+
+
+def codec_encode(codec: Any, audio: np.ndarray) -> np.ndarray:
+    """float32 mono 16 kHz -> codes [T, 12] int64."""
+    with torch.inference_mode():
+        codes = codec.encode(torch.from_numpy(np.array(audio, dtype=np.float32)))
+    if isinstance(codes, torch.Tensor):
+        codes = codes.detach().cpu().numpy()
+    codes = np.asarray(codes, dtype=np.int64)
+    if codes.ndim == 3:
+        codes = codes[0]
+    if codes.shape[-1] != 12 and codes.shape[0] == 12:
+        codes = codes.T
+    return np.ascontiguousarray(codes)
+
+
+def load_reference(path: str, *, field: str, max_seconds: float) -> np.ndarray:
+    from . import media
+
+    p = Path(str(path)).expanduser()
+    if not p.is_file():
+        raise MediaError(f"no such file: {path}", field=field)
+    try:
+        audio = media.load_reference_voice(str(p), max_seconds=max_seconds, field=field)
+    except UniMoEError as exc:
+        if exc.field != field:
+            raise type(exc)(exc.detail, field=field, wanted=exc.wanted) from exc
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise MediaError(f"cannot read the recording: {exc}", field=field) from exc
+    a = _as_mono_f32(getattr(audio, "audio", audio))
+    a = a[: int(max_seconds * T.SAMPLE_RATE)]
+    if a.size < T.HOP or not np.isfinite(a).all():
+        raise InvalidInput("the recording is empty or too short", field=field, wanted="a recording of at least 1 s")
+    if float(np.sqrt(np.mean(a.astype(np.float64) ** 2))) < 1e-4:
+        raise InvalidInput("the recording is silent", field=field, wanted="a recording of the voice")
+    return a
+
+
+def video_duration(path: str, *, field: str) -> float:
+    from . import media
+
+    p = Path(str(path)).expanduser()
+    if not p.is_file():
+        raise MediaError(f"no such file: {path}", field=field)
+    try:
+        d = float(media.video_duration(str(p), field=field))
+    except UniMoEError as exc:
+        if exc.field != field:
+            raise MediaError(exc.detail, field=field, wanted=exc.wanted) from exc
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise MediaError(f"cannot read the video: {exc}", field=field) from exc
+    if not d > 0:
+        raise MediaError("the video has no frames", field=field)
+    return d
+
+
+def video_input(path: str, t_in: float, t_out: float, fps: float, max_frames: int, *, field: str) -> Any:
+    from . import media
+    from .video_preprocess import preprocess_video
+
+    try:
+        frames = media.extract_frames(str(path), t_in, t_out, fps=fps, max_frames=max_frames, field=field)
+    except UniMoEError as exc:
+        if exc.field != field:
+            raise MediaError(exc.detail, field=field, wanted=exc.wanted) from exc
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise MediaError(f"cannot read frames: {exc}", field=field) from exc
+    arr = np.asarray(getattr(frames, "frames", frames))
+    if arr.ndim != 4 or arr.shape[0] == 0:
+        raise MediaError("the video has no frames in that range", field=field)
+    span = t_out - t_in
+    # media.extract_frames lowers the rate so max_frames still span the range
+    eff_fps = float(fps) if span * fps <= max_frames else max_frames / span
+    return preprocess_video(arr, fps=eff_fps)
+
+
+def fit_length(audio: np.ndarray, n: int) -> np.ndarray:
+    from . import audio_out
+
+    out = audio_out.fit_length(np.asarray(audio, dtype=np.float32).reshape(1, -1), int(n), T.SAMPLE_RATE)
+    return _as_mono_f32(out)

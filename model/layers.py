@@ -1,0 +1,147 @@
+"""Dense decoder pieces: RMSNorm, multimodal rotary embedding (M-RoPE) and GQA attention (spec 3.2-3.4).
+
+Numerics follow the reference: RMSNorm maths in fp32 with a down-cast before the weight multiply;
+rotary frequencies and angles in fp32, cos/sin cast to the activation dtype; rotation applied in the
+activation dtype; post-RoPE keys are what the KV cache stores.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import TextConfig
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        # the reference multiplies in the activation dtype, after the down-cast
+        return self.weight * x32.to(dtype)
+
+
+class MRotary:
+    """cos/sin tables for 3-axis (t, h, w) positions, merged by ``mrope_section``.
+
+    Not a module and holds no buffers: ``inv_freq`` is recomputed in fp32 per device, so a model
+    built on the meta device needs no buffer fix-up after loading.
+    """
+
+    def __init__(self, head_dim: int, theta: float, mrope_section: tuple[int, ...]):
+        self.head_dim = head_dim
+        self.theta = theta
+        self.section = tuple(mrope_section)
+        self._inv: dict[torch.device, torch.Tensor] = {}
+
+    def inv_freq(self, device: torch.device) -> torch.Tensor:
+        inv = self._inv.get(device)
+        if inv is None:
+            # 1 / theta^(2i/d) computed in fp32 exactly like the reference; never via bf16
+            inv = 1.0 / (self.theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.int64, device=device).float()
+                                        / self.head_dim))
+            self._inv[device] = inv
+        return inv
+
+    def __call__(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """position_ids [rows, L] (same on all axes) or [3, rows, L] -> cos, sin [rows, L, head_dim]."""
+        inv = self.inv_freq(position_ids.device)
+        if position_ids.dim() == 2:
+            # equal axes: the M-RoPE merge is a no-op, so this is plain 1-D RoPE
+            freqs = position_ids.float()[..., None] * inv
+            emb = torch.cat((freqs, freqs), dim=-1)
+            return emb.cos().to(dtype), emb.sin().to(dtype)
+        freqs = position_ids.float()[..., None] * inv  # [3, rows, L, d/2]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos, sin = emb.cos(), emb.sin()
+        sizes = list(self.section) * 2
+        cos = torch.cat([c[i % 3] for i, c in enumerate(cos.split(sizes, dim=-1))], dim=-1)
+        sin = torch.cat([s[i % 3] for i, s in enumerate(sin.split(sizes, dim=-1))], dim=-1)
+        return cos.to(dtype), sin.to(dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [rows, heads, L, d]; cos/sin [rows, L, d]."""
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    return x * cos + rotate_half(x) * sin
+
+
+class AttnMask:
+    """How one forward attends: ``mask`` None plus ``is_causal``, or a boolean [rows, 1, L, S] mask.
+
+    Built once per forward and shared by every layer (spec 3.4).
+    """
+
+    def __init__(self, mask: torch.Tensor | None, is_causal: bool):
+        self.mask = mask
+        self.is_causal = is_causal
+
+    @staticmethod
+    def build(key_valid: torch.Tensor | None, q_len: int, past: int, device: torch.device) -> "AttnMask":
+        """``key_valid`` [rows, past + q_len] bool or None when no key anywhere is padding."""
+        kv_len = past + q_len
+        if key_valid is None:
+            if q_len == 1:
+                return AttnMask(None, False)
+            if past == 0:
+                return AttnMask(None, True)
+        q_pos = torch.arange(past, kv_len, device=device)[:, None]
+        k_pos = torch.arange(kv_len, device=device)[None, :]
+        causal = k_pos <= q_pos  # [L, S]
+        if key_valid is None:
+            return AttnMask(causal[None, None], False)
+        # a padded query sees no valid key; letting it see itself keeps its row finite (a NaN there
+        # would leak into real rows through 0 * NaN in later layers)
+        self_key = k_pos == q_pos
+        mask = causal[None] & (key_valid[:, None, :] | self_key[None])
+        return AttnMask(mask[:, None], False)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        h, d = cfg.hidden_size, cfg.head_dim
+        self.num_heads = cfg.num_attention_heads
+        self.num_kv_heads = cfg.num_key_value_heads
+        self.head_dim = d
+        self.q_proj = nn.Linear(h, self.num_heads * d, bias=True)
+        self.k_proj = nn.Linear(h, self.num_kv_heads * d, bias=True)
+        self.v_proj = nn.Linear(h, self.num_kv_heads * d, bias=True)
+        self.o_proj = nn.Linear(self.num_heads * d, h, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: AttnMask,
+                cache=None, layer: int = 0) -> torch.Tensor:
+        rows, L, _ = x.shape
+        d = self.head_dim
+        q = self.q_proj(x).view(rows, L, self.num_heads, d).transpose(1, 2)
+        k = self.k_proj(x).view(rows, L, self.num_kv_heads, d).transpose(1, 2)
+        v = self.v_proj(x).view(rows, L, self.num_kv_heads, d).transpose(1, 2)
+        q = apply_rotary(q, cos, sin)
+        k = apply_rotary(k, cos, sin)
+        if cache is not None:
+            k, v = cache.write(layer, k, v)
+        groups = self.num_heads // self.num_kv_heads
+        scale = d ** -0.5
+        if L == 1 and groups > 1:
+            # decode: fold the query heads of one kv head into the query axis, so K/V are never copied
+            qg = q.reshape(rows, self.num_kv_heads, groups, d)
+            out = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask.mask, is_causal=False, scale=scale)
+            out = out.reshape(rows, self.num_heads, 1, d)
+        else:
+            if groups > 1:
+                k = k.repeat_interleave(groups, dim=1)
+                v = v.repeat_interleave(groups, dim=1)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.mask, is_causal=mask.is_causal, scale=scale)
+        out = out.transpose(1, 2).reshape(rows, L, self.num_heads * d)
+        return self.o_proj(out)

@@ -1,0 +1,190 @@
+"""Helpers of the daemon tests: the real daemon (``python -m unimoe_audio.daemon``) as a child process
+on the tiny model, in a temporary UNIMOE_AUDIO_HOME, on free loopback ports; real sockets, no mocks.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from unimoe_audio.client import wire
+from unimoe_audio.client.settings import load_settings
+
+START_TIMEOUT = 60.0
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def daemon_env(home: Path, **extra: Any) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNIMOE_AUDIO_")}
+    env.update(
+        UNIMOE_AUDIO_HOME=str(home),
+        UNIMOE_AUDIO_MODEL="tiny",
+        UNIMOE_AUDIO_DEVICE="cpu",
+        UNIMOE_AUDIO_OSC_PORT=str(free_port(socket.SOCK_DGRAM)),
+        UNIMOE_AUDIO_LOG_LEVEL="DEBUG",
+        UNIMOE_AUDIO_ALLOWED_ROOTS=str(home),
+        PYTHONUNBUFFERED="1",
+    )
+    # Share one tiny model across tests (built once per session folder) through cache_dir.
+    shared = os.environ.get("UNIMOE_AUDIO_TEST_CACHE")
+    if shared:
+        env["UNIMOE_AUDIO_CACHE_DIR"] = shared
+    env.update({f"UNIMOE_AUDIO_{k.upper()}": str(v) for k, v in extra.items()})
+    return env
+
+
+class DaemonProc:
+    """A running daemon process. ``channel()`` connects a client; ``kill()``/``stop()`` end it."""
+
+    def __init__(self, home: Path, **settings: Any):
+        self.home = Path(home)
+        self.env = daemon_env(self.home, **settings)
+        self.settings = self._settings()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.info: wire.ConnectionInfo | None = None
+        self._channels: list[wire.Channel] = []
+
+    def _settings(self) -> Any:
+        saved = dict(os.environ)
+        try:
+            for k in [k for k in os.environ if k.startswith("UNIMOE_AUDIO_")]:
+                del os.environ[k]
+            os.environ.update({k: v for k, v in self.env.items() if k.startswith("UNIMOE_AUDIO_")})
+            return load_settings()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    def start(self, timeout: float = START_TIMEOUT) -> "DaemonProc":
+        out = open(self.home / f"daemon-{time.monotonic_ns()}.out", "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "unimoe_audio.daemon"], env=self.env, stdout=out,
+                                     stderr=subprocess.STDOUT)
+        self._out = out
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                info = wire.read_connection_file(self.settings.connection_file)
+                if info.pid == self.proc.pid:
+                    self.info = info
+                    return self
+            except wire.ProtocolError:
+                pass
+            time.sleep(0.02)
+        raise RuntimeError(f"daemon did not start in {timeout} s:\n{self.output()}")
+
+    def output(self) -> str:
+        try:
+            return Path(self._out.name).read_text(errors="replace")[-6000:]
+        except Exception:  # noqa: BLE001
+            return ""
+
+    def log(self) -> str:
+        p = self.settings.log_path / "daemon.log"
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    def channel(self, **kw: Any) -> wire.Channel:
+        assert self.info is not None
+        ch = wire.Channel(self.info, context=zmq.Context.instance(), **kw)
+        self._channels.append(ch)
+        return ch
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 60) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def close(self) -> None:
+        for ch in self._channels:
+            ch.close()
+        self._channels.clear()
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.terminate(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if getattr(self, "_out", None):
+            self._out.close()
+
+
+def music(seconds: float = 1.0, caption: str = "a calm piano melody", **kw: Any) -> dict[str, Any]:
+    req: dict[str, Any] = {"spec": {"task": "music", "caption": caption, "length": {"seconds": seconds}}}
+    req.update(kw)
+    return req
+
+
+def wait_final(sub: wire.Subscription, job_id: str, timeout: float = 120) -> tuple[wire.Message, list[wire.Message]]:
+    """Collect the events of ``job_id`` until its final event; returns (final, all of them)."""
+    seen: list[wire.Message] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        msg = sub.recv(timeout=max(0.01, deadline - time.monotonic()))
+        if msg is None:
+            break
+        if msg.content.get("job_id") != job_id:
+            continue
+        seen.append(msg)
+        if msg.msg_type in ("done", "failed", "cancelled"):
+            return msg, seen
+    raise AssertionError(f"no final event for {job_id} in {timeout} s; got {[m.msg_type for m in seen]}")
+
+
+def collect(sub: wire.Subscription, job_ids: list[str], timeout: float = 300) -> dict[str, list[wire.Message]]:
+    """Events of several jobs, until each has had its final event."""
+    events: dict[str, list[wire.Message]] = {j: [] for j in job_ids}
+    open_ids = set(job_ids)
+    deadline = time.monotonic() + timeout
+    while open_ids and time.monotonic() < deadline:
+        msg = sub.recv(timeout=max(0.01, deadline - time.monotonic()))
+        if msg is None:
+            break
+        j = msg.content.get("job_id")
+        if j in events:
+            events[j].append(msg)
+            if msg.msg_type in ("done", "failed", "cancelled"):
+                open_ids.discard(j)
+    assert not open_ids, f"no final event for {sorted(open_ids)} in {timeout} s"
+    return events
+
+
+def wait_for(pred: Any, timeout: float = 60, interval: float = 0.02, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def job_state(ch: wire.Channel, job_id: str) -> str:
+    return ch.request("job", {"job_id": job_id})["job"]["state"]
+
+
+def visible_wavs(folder: Path) -> list[Path]:
+    return sorted(p for p in Path(folder).rglob("*.wav") if not p.name.startswith("."))
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,210 @@
+"""Daemon life cycle with the real process: kill -9 and restart, SIGTERM requeue, queue limit, idle
+unload, load failures, refusing unsafe or duplicate starts, CurveZMQ beyond loopback, --detach."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+
+from unimoe_audio.client import protocol as P
+from unimoe_audio.client import wire
+
+from _daemon_harness import DaemonProc, daemon_env, job_state, music, visible_wavs, wait_final, wait_for
+
+LONG = 30.0  # seconds of audio for a job that is still running when we act on it
+
+
+def _wait_progress(sub, job_id, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        m = sub.recv(timeout=5)
+        if m is not None and m.content.get("job_id") == job_id:
+            if m.msg_type == "progress":
+                return m
+            assert m.msg_type not in P.FINAL_EVENTS, m.content
+    raise AssertionError("no progress")
+
+
+def _subscribe(d):
+    s = d.channel().subscribe(["job.", "daemon"])
+    time.sleep(0.3)
+    return s
+
+
+def test_kill9_mid_job_then_restart_completes_it(tmp_path):
+    d = DaemonProc(tmp_path, keep_alive=0).start()
+    try:
+        ch, sub = d.channel(timeout=30), _subscribe(d)
+        job = ch.request("submit", music(LONG, output={"name": "survivor"}))["job_id"]
+        queued = ch.request("submit", music(1.0, output={"name": "waiting"}))["job_id"]
+        _wait_progress(sub, job)
+        d.kill9()
+        # nothing half-written is visible, and the connection file names a dead pid
+        assert visible_wavs(d.settings.output_path) == []
+        assert not wire.pid_alive(wire.read_connection_file(d.settings.connection_file).pid)
+    finally:
+        d.close()
+    d2 = DaemonProc(tmp_path, keep_alive=0).start()
+    try:
+        ch = d2.channel(timeout=30)
+        st = ch.request("status")
+        assert st["queue_length"] + len(st["running"]) == 2
+        wait_for(lambda: job_state(ch, job) == "done" and job_state(ch, queued) == "done", 300, 0.1, "jobs to finish")
+        info = ch.request("job", {"job_id": job})["job"]
+        assert info["attempts"] == 2
+        names = sorted(p.name for p in visible_wavs(d2.settings.output_path))
+        assert names == ["survivor.wav", "waiting.wav"]
+        leftovers = [p.name for p in d2.settings.output_path.iterdir() if p.name.startswith(".")]
+        assert leftovers == []
+        assert "requeued" in d2.log()
+    finally:
+        d2.close()
+
+
+def test_sigterm_requeues_running_job_and_cleans_up(tmp_path):
+    d = DaemonProc(tmp_path).start()
+    ch, sub = d.channel(timeout=30), _subscribe(d)
+    job = ch.request("submit", music(LONG))["job_id"]
+    _wait_progress(sub, job)
+    assert d.terminate(60) == 0
+    events = []
+    while (m := sub.recv(timeout=1)) is not None:
+        events.append(m)
+    assert any(m.msg_type == "requeued" and m.content["job_id"] == job for m in events)
+    assert any(m.msg_type == "daemon" and m.content["state"] == "stopping" for m in events)
+    assert not d.settings.connection_file.exists() and not d.settings.pid_file.exists()
+    d.close()
+    d2 = DaemonProc(tmp_path).start()
+    try:
+        ch = d2.channel(timeout=30)
+        wait_for(lambda: job_state(ch, job) == "done", 300, 0.1, "requeued job")
+        assert ch.request("job", {"job_id": job})["job"]["attempts"] == 1  # a clean stop is not an attempt
+    finally:
+        d2.close()
+
+
+def test_full_queue_answers_busy_and_idle_model_unloads(tmp_path):
+    d = DaemonProc(tmp_path, max_queue=2, keep_alive=1).start()
+    try:
+        ch, sub = d.channel(timeout=30), _subscribe(d)
+        running = ch.request("submit", music(LONG))["job_id"]
+        _wait_progress(sub, running)
+        a = ch.request("submit", music(0.5))
+        b = ch.request("submit", music(0.5))
+        assert (a["position"], b["position"]) == (0, 1)
+        with pytest.raises(wire.RemoteError) as ei:
+            ch.request("submit", music(0.5))
+        assert ei.value.code == "busy"
+        assert ch.request("status", control=True)["state"] == "busy"
+        ch.request("cancel", {"job_id": running}, control=True)
+        wait_final(sub, b["job_id"])
+        # keep_alive = 1 s: the idle model is unloaded, and says so
+        wait_for(lambda: ch.request("status")["state"] == "unloaded", 30, 0.1, "idle unload")
+        assert "model unloaded (idle for keep_alive)" in d.log()
+    finally:
+        d.close()
+
+
+def test_load_failure_is_a_clear_error_and_the_daemon_stays_up(tmp_path):
+    broken = tmp_path / "models" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "config.json").write_text("{ this is not a config")
+    d = DaemonProc(tmp_path, model=str(broken)).start()
+    try:
+        ch, sub = d.channel(timeout=30), _subscribe(d)
+        assert ch.request("status")["tiny"] is False
+        job = ch.request("submit", music(1.0))["job_id"]
+        final, _ = wait_final(sub, job)
+        assert final.msg_type == "failed"
+        err = final.content["error"]
+        assert err["code"] in ("checkpoint_error", "model_error") and "loading the model failed" in err["message"]
+        st = ch.request("status")
+        assert st["state"] == "error" and st["error"]["code"] == err["code"]
+        assert ch.request("ping")["pid"] == d.proc.pid
+    finally:
+        d.close()
+
+
+def test_refuses_network_without_curve_and_a_second_daemon(tmp_path):
+    env = daemon_env(tmp_path, host="0.0.0.0")
+    r = subprocess.run([sys.executable, "-m", "unimoe_audio.daemon"], env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2
+    assert "CurveZMQ" in r.stderr and "curve_allow" in r.stderr
+    d = DaemonProc(tmp_path).start()
+    try:
+        r = subprocess.run([sys.executable, "-m", "unimoe_audio.daemon"], env=d.env, capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 2 and "already running" in r.stderr
+        assert d.channel().request("ping")["pid"] == d.proc.pid
+    finally:
+        d.close()
+
+
+def test_curve_beyond_loopback(tmp_path):
+    pub, sec = wire.client_keypair(tmp_path / "client")
+    d = DaemonProc(tmp_path, host="0.0.0.0", curve_allow=pub.decode()).start()
+    try:
+        assert d.info.curve_server_key
+        ch = d.channel(timeout=10, client_keys=(pub, sec))
+        assert ch.request("ping")["pid"] == d.proc.pid
+        other = zmq.curve_keypair()
+        stranger = wire.Channel(d.info, timeout=1.5, client_keys=other)
+        with pytest.raises(wire.ReplyTimeout):
+            stranger.request("ping")
+        stranger.close()
+        with pytest.raises(wire.WireError):
+            wire.Channel(d.info)  # no client keys for a Curve daemon
+    finally:
+        d.close()
+
+
+def test_detach_and_shutdown_request(tmp_path):
+    env = daemon_env(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "unimoe_audio.daemon", "--detach"], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    pid = int(r.stdout.strip())
+    conn = tmp_path / "run" / "daemon.json"
+    info = wire.read_connection_file(conn)
+    assert info.pid == pid and (tmp_path / "run" / "daemon.pid").read_text().strip() == str(pid)
+    with wire.Channel(info, timeout=10) as ch:
+        assert ch.request("shutdown", control=True)["ok"] is True
+    wait_for(lambda: not wire.pid_alive(pid) or _reap(pid), 60, 0.05, "daemon exit")
+    wait_for(lambda: not conn.exists(), 10, 0.05, "connection file removal")
+
+
+def _reap(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] == "Z"
+    except OSError:
+        return True
+
+
+def test_status_answers_while_the_model_loads(tmp_path):
+    d = DaemonProc(tmp_path, load_at_start=1).start()
+    try:
+        ch = d.channel(timeout=5)
+        states, slowest = [], 0.0
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            t0 = time.monotonic()
+            st = ch.request("status", control=True)["state"]
+            slowest = max(slowest, time.monotonic() - t0)
+            if not states or states[-1] != st:
+                states.append(st)
+            if st in ("ready", "error"):
+                break
+            time.sleep(0.01)
+        assert states[-1] == "ready", states
+        assert "loading" in states, states  # answered during the load, from the main loop
+        assert slowest < 1.0
+    finally:
+        d.close()
