@@ -702,7 +702,7 @@ def cmd_voices(args: argparse.Namespace) -> int:
             if not voices:
                 print("no saved voices (add one with 'unimoe-audio voices add NAME --audio FILE --text TRANSCRIPT')")
                 return EXIT_OK
-            rows = [[v.get("name", ""), f"{float(v.get('seconds') or 0):.2f} s", (v.get("text") or "")[:60]] for v in voices]
+            rows = [[v.get("name", ""), f"{float(v.get('seconds') or 0):.2f} s", (v.get("transcript") or "")[:60]] for v in voices]
             print(table(rows, ["NAME", "LENGTH", "TRANSCRIPT"]))
             return EXIT_OK
         if action == "rm":

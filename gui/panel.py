@@ -442,6 +442,7 @@ class Panel(QWidget):
         top = QHBoxLayout()
         self.status_label = QLabel("Connecting to the daemon…")
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status_label.setWordWrap(True)
         top.addWidget(self.status_label, 1)
         self.connect_button = QPushButton("Connect")
         self.connect_button.setVisible(False)

@@ -33,7 +33,7 @@ from unimoe_audio.client.settings import load_settings
 
 from .timeline import (
     EdlEvent, frames_to_seconds, frames_to_timecode, parse_rate, parse_timecode, rate_string, read_edl,
-    samples_for_frames, to_frames, wav_frames,
+    samples_for_frames, to_frames, vision_fps, wav_frames,
 )
 
 
@@ -59,7 +59,8 @@ class Cue:
         """Flat fields for ``Client.submit("score", ...)``."""
         f: dict[str, Any] = {"video": self.video, "caption": caption, "in_seconds": self.in_seconds,
                              "out_seconds": self.out_seconds, "mode": mode, "frames": self.frames, "fps": self.fps,
-                             "fit_length": True, "sample_rate": sample_rate, "name": self.name}
+                             "fit_length": True, "sample_rate": sample_rate,
+                             "frames_per_second": vision_fps(self.out_seconds - self.in_seconds), "name": self.name}
         if folder:
             f["folder"] = folder
         if channels:

@@ -27,7 +27,7 @@ from typing import Iterator, Union
 __all__ = [
     "RateLike", "parse_rate", "rate_string", "nominal_fps", "is_drop_frame_rate", "frames_to_seconds",
     "seconds_to_frames", "samples_for_frames", "sample_position", "samples_for_seconds", "parse_timecode",
-    "frames_to_timecode", "to_frames", "EdlEvent", "Edl", "read_edl", "parse_edl", "wav_frames",
+    "frames_to_timecode", "to_frames", "vision_fps", "EdlEvent", "Edl", "read_edl", "parse_edl", "wav_frames",
 ]
 
 RateLike = Union[Fraction, int, float, str]
@@ -123,6 +123,16 @@ def samples_for_frames(frames: int, rate: RateLike, sample_rate: int = 48000) ->
 def sample_position(frame: int, rate: RateLike, sample_rate: int = 48000) -> int:
     """The sample index at which ``frame`` starts (same rounding as :func:`samples_for_frames`)."""
     return samples_for_frames(frame, rate, sample_rate)
+
+
+def vision_fps(seconds: float | Fraction, min_frames: int = 2, default: float = 1.0, most: float = 30.0) -> float:
+    """Frames per second to sample from a video range of ``seconds`` for a score: the daemon's default
+    (1/s) unless the range is so short that it would give fewer than ``min_frames`` (a sub-second event
+    at 1/s can contain no sampled frame at all, which the daemon refuses)."""
+    s = float(seconds)
+    if s <= 0:
+        return default
+    return float(min(most, max(default, math.ceil(min_frames / s * 1000) / 1000)))
 
 
 def samples_for_seconds(seconds: float | Fraction, sample_rate: int = 48000) -> int:

@@ -104,12 +104,20 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int, bit_depth: 
     if bit_depth not in _SUBTYPES:
         raise InvalidInput(f"bit depth {bit_depth} is not 16, 24 or 32", field="bit_depth")
     x = _2d(audio)
+    if x.ndim != 2 or not 1 <= x.shape[0] <= 64:
+        raise InvalidInput(f"audio of shape {tuple(np.shape(audio))} is not [channels, samples]", field="audio")
+    if not np.isfinite(x).all():
+        raise InvalidInput("audio contains NaN or infinite samples", field="audio")
     if bit_depth != 32:
+        # libsndfile wraps out-of-range floats around when converting to PCM (a loud click); clip instead.
         x = np.clip(x, -1.0, 1.0)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp.wav", dir=target.parent)
     try:
+        # mkstemp makes the file 0600; give it the permissions a normal open() would (0666 minus umask),
+        # or a DAW running as another user could not read the result.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             sf.write(fh, x.T, int(sample_rate), subtype=_SUBTYPES[bit_depth], format="WAV")
             fh.flush()
@@ -118,4 +126,29 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int, bit_depth: 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(target.parent)  # make the rename itself durable
     return target
+
+
+def _umask() -> int:
+    """The process umask without os.umask(), which briefly changes it for every thread of the daemon."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # not supported here (e.g. Windows); the data itself is already synced
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

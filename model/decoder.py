@@ -23,6 +23,13 @@ Public API (what generation and the engine use)::
 A decode step of CFG rows is ``model(model.embed_codec(frames[:, None]), pos[:, None], cache=cache,
 logits="last")`` with ``pos`` = number of real tokens of each row so far.
 Always call under ``torch.inference_mode()``.
+
+Faster decode steps on a GPU (same numbers within rounding; see :class:`DecodeRunner`)::
+
+    runner = model.decode_runner(cache)                   # after the prefill; CUDA graph on CUDA
+    logits = runner.step(model.embed_codec(frames[:, None]), pos[:, None])   # [rows, 1, C, V] float32
+    # like model(..., cache=cache, logits="last").logits; the cache advances the same way.
+    # cache.keep(rows) is fine between steps (the runner captures again for the new shape).
 """
 from __future__ import annotations
 
@@ -36,7 +43,7 @@ from torch import nn
 from .config import ModelConfig, TextConfig
 from .kv_cache import KVCache
 from .layers import Attention, AttnMask, MRotary, RMSNorm
-from .moe import Routing, SparseMoE
+from .moe import Routing, SparseMoE, moe_path
 from .rope_index import positions_from_mask, rope_index
 
 
@@ -198,11 +205,113 @@ class UniMoEAudioModel(nn.Module):
                                                            self.config.codec_vocab_size)
         return DecoderOutput(hidden=h, logits=out_logits, routing=routing)
 
+    def decode_runner(self, cache: KVCache, use_graph: bool | None = None) -> "DecodeRunner":
+        """A :class:`DecodeRunner` for decode steps on ``cache`` (CUDA graph by default on CUDA)."""
+        return DecodeRunner(self, cache, use_graph)
+
     def text_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The text head (only if built with ``lm_head=True``)."""
         if self.lm_head is None:
             raise RuntimeError("model was built without lm_head")
         return self.lm_head(hidden).float()
+
+
+class _SlotCache:
+    """What a layer sees of the cache in a static decode step: writes go to a device-side slot."""
+
+    def __init__(self, cache: KVCache, slot: torch.Tensor):
+        self.cache = cache
+        self.slot = slot
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.cache.write_slot(layer, k, v, self.slot)
+
+
+class DecodeRunner:
+    """Decode steps (one new token per row) with static shapes, replayed as one CUDA graph.
+
+    ``step(embeds [rows, 1, H], positions [rows, 1])`` returns what
+    ``model(embeds, positions, cache=cache, logits="last").logits`` returns ([rows, 1, C, V] float32)
+    and advances ``cache`` the same way. Inside, nothing depends on host values: the inputs, the
+    position and the cache slot live in device tensors, attention runs over the cache's whole
+    capacity with a mask (valid keys up to the slot), and the MoE blocks take their sync-free
+    "fast" path. So on CUDA the step is captured once as a graph and replayed (the launch overhead
+    of ~2,000 small kernels per step goes away); on CPU, or with ``use_graph=False``, the same
+    static step runs eagerly.
+
+    The graph is captured again when the cache's tensors change (``cache.keep`` after items finish,
+    or growth). A step on a full cache falls back to the ordinary forward, which grows it, so give
+    ``new_cache`` the capacity the generation needs. Logits come back as a fresh tensor.
+    """
+
+    def __init__(self, model: UniMoEAudioModel, cache: KVCache, use_graph: bool | None = None):
+        self.model = model
+        self.cache = cache
+        self.use_graph = cache.k.is_cuda if use_graph is None else bool(use_graph)
+        self.captures = 0  # how many graphs were captured (tests, diagnostics)
+        self._bound: tuple[torch.Tensor, ...] | None = None
+        self._graph = None
+
+    def _bind(self) -> None:
+        """Static inputs for the cache's current tensors (and a new graph)."""
+        c = self.cache
+        dev = c.k.device
+        self._graph = None
+        self._emb = torch.zeros((c.rows, 1, self.model.hidden_size), dtype=self.model.dtype, device=dev)
+        self._pos = torch.zeros((c.rows, 1), dtype=torch.long, device=dev)
+        self._slot = torch.zeros(1, dtype=torch.long, device=dev)
+        self._arange = torch.arange(c.capacity, device=dev)
+        self._bound = (c.k, c.v, c.valid)
+
+    def _body(self) -> None:
+        m, c = self.model, self.cache
+        h = self._emb
+        cos, sin = m.rotary(self._pos, h.dtype)
+        c.valid.index_fill_(1, self._slot, True)
+        key_valid = c.valid & (self._arange <= self._slot)
+        mask = AttnMask(key_valid[:, None, None, :], False)
+        sc = _SlotCache(c, self._slot)
+        with moe_path(m, "fast"):
+            for i, layer in enumerate(m.language_model.layers):
+                h, _ = layer(h, cos, sin, mask, sc, i, None, False)
+        h = m.language_model.norm(h)
+        self._out = m.codec_head(h).float().view(c.rows, 1, m.config.codec_channels, m.config.codec_vocab_size)
+
+    def _capture(self) -> None:
+        # warm-up on a side stream (stacks the experts' weights, picks kernels), then capture
+        s = torch.cuda.Stream(device=self._emb.device)
+        s.wait_stream(torch.cuda.current_stream(self._emb.device))
+        with torch.cuda.stream(s):
+            for _ in range(2):
+                self._body()
+        torch.cuda.current_stream(self._emb.device).wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            self._body()
+        self._graph = g
+        self.captures += 1
+
+    def step(self, embeds: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        c = self.cache
+        if c.length >= c.capacity:
+            out = self.model(embeds, positions, cache=c, logits="last").logits  # grows the cache
+            self._bound = None
+            return out
+        b = self._bound
+        if b is None or b[0] is not c.k or b[1] is not c.v or b[2] is not c.valid:
+            self._bind()
+        self._emb.copy_(embeds.reshape(self._emb.shape))
+        self._pos.copy_(positions.reshape(self._pos.shape))
+        self._slot.fill_(c.length)  # the slot is written after the inputs: warm-up writes it too
+        if not self.use_graph:
+            self._body()
+        elif self._graph is None:
+            self._capture()  # its warm-up and capture leave this step's result in place
+            self._graph.replay()
+        else:
+            self._graph.replay()
+        c.length += 1
+        return self._out.clone()
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.bfloat16,
@@ -213,4 +322,4 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     return _load(path, device=device, dtype=dtype, load_vision=load_vision, load_lm_head=load_lm_head)
 
 
-__all__ = ["UniMoEAudioModel", "DecoderOutput", "load_model", "positions_from_mask", "KVCache"]
+__all__ = ["UniMoEAudioModel", "DecoderOutput", "DecodeRunner", "load_model", "positions_from_mask", "KVCache"]

@@ -7,7 +7,6 @@ match what the model saw in training.
 from __future__ import annotations
 
 import math
-import subprocess
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -29,8 +28,9 @@ class MediaInfo:
     sample_rate: int | None = None
     channels: int | None = None
     fps: Fraction | None = None
-    width: int | None = None
+    width: int | None = None  # as displayed: already swapped for a 90/270 degree rotation
     height: int | None = None
+    video_index: int | None = None  # ffprobe stream index of the video stream described here
 
 
 def _ffmpeg():
@@ -64,11 +64,30 @@ def probe(path: str | Path, field: str = "path") -> MediaInfo:
             fps = Fraction(rate) if Fraction(rate) > 0 else None
         except (ValueError, ZeroDivisionError):
             fps = None
+    width = height = None
+    if video is not None and video.get("width") and video.get("height"):
+        width, height = int(video["width"]), int(video["height"])
+        if _rotation(video) % 180 == 90:  # phone videos: ffmpeg auto-rotates, so frames come out transposed
+            width, height = height, width
     return MediaInfo(
         path=str(p), duration=duration, has_audio=audio is not None, has_video=video is not None,
         sample_rate=int(audio["sample_rate"]) if audio else None, channels=int(audio["channels"]) if audio else None,
-        fps=fps, width=int(video["width"]) if video else None, height=int(video["height"]) if video else None,
+        fps=fps, width=width, height=height, video_index=int(video["index"]) if video is not None else None,
     )
+
+
+def _rotation(stream: dict) -> int:
+    """Display rotation in degrees (0..359) from the display-matrix side data or the old ``rotate`` tag."""
+    for side in stream.get("side_data_list") or []:
+        if "rotation" in side:
+            try:
+                return int(round(float(side["rotation"]))) % 360
+            except (TypeError, ValueError):
+                pass
+    try:
+        return int((stream.get("tags") or {}).get("rotate", 0)) % 360
+    except (TypeError, ValueError):
+        return 0
 
 
 def _run(stream, field: str) -> bytes:
@@ -92,14 +111,20 @@ def load_audio(path: str | Path, sr: int = MODEL_RATE, mono: bool = True, start:
     if duration is not None:
         kwargs["t"] = float(duration)
     ff = _ffmpeg()
-    raw = _run(ff.input(str(path), **kwargs).output("pipe:", format="f32le", acodec="pcm_f32le", vn=None), field)
     channels = max(1, int(info.channels or 1))
+    native = int(info.sample_rate or sr)
+    # probe() described the FIRST audio stream, so decode that one (ffmpeg would otherwise pick the "best",
+    # e.g. a 5.1 track), and pin its channel count and rate: some decoders (HE-AAC v2) report one layout and
+    # output another, and the raw float stream carries no header to tell.
+    stream = ff.input(str(path), **kwargs)["a:0"]
+    raw = _run(stream.output("pipe:", format="f32le", acodec="pcm_f32le", ac=channels, ar=native), field)
     x = np.frombuffer(raw, dtype="<f4").astype(np.float32)
     x = x[: x.size - x.size % channels].reshape(-1, channels).T
     if mono:
         # The reference averages exactly two channels; more are averaged likewise instead of refused.
         x = 0.5 * (x[0] + x[1]) if channels == 2 else x.mean(axis=0)
-    x = resample(np.ascontiguousarray(x), int(info.sample_rate or sr), sr)
+    # exact=True for the model rate: the bit-exact torchaudio recipe, so prompt codes match the reference.
+    x = resample(np.ascontiguousarray(x), native, sr, exact=sr == MODEL_RATE)
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
@@ -123,7 +148,9 @@ def load_reference_voice(path: str | Path, sr: int = MODEL_RATE, max_seconds: fl
     Long references make the prompt long (50 placeholder tokens per second), so they are cut, at the
     quietest 10 ms frame of the last second (at most the last quarter) before the limit, with a short fade.
     """
-    x = load_audio(path, sr=sr, mono=True, field=field)
+    # Decode at most a minute past the limit: enough to skip leading silence, and a long file (a podcast
+    # given as a reference) costs no more than that.
+    x = load_audio(path, sr=sr, mono=True, duration=max_seconds + 60.0, field=field)
     if x.size == 0:
         raise InvalidInput("the recording is empty", field=field, wanted="a recording of the voice, 1-15 s")
     peak = float(np.abs(x).max())
@@ -176,7 +203,10 @@ def extract_frames(path: str | Path, start: float = 0.0, end: float | None = Non
     span = stop - start
     rate = fps if span * fps <= max_frames else max_frames / span
     ff = _ffmpeg()
-    stream = ff.input(str(path), ss=float(start), t=span).filter("fps", fps=rate, round="down")
+    # Decode the stream probe() described (ffmpeg alone would pick the "best" one), and scale to the probed
+    # display size: raw RGB has no header, so the frame size must be known for sure to cut the bytes.
+    stream = ff.input(str(path), ss=float(start), t=span)[str(info.video_index)]
+    stream = stream.filter("fps", fps=rate, round="down").filter("scale", info.width, info.height)
     raw = _run(stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", vframes=max_frames, an=None), field)
     size = info.width * info.height * 3
     n = len(raw) // size

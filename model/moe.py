@@ -11,13 +11,28 @@ then the shared experts. Per token:
 4. ``y = 0 + sum_routed w_e E_e(x) + G_s0 F_0(x) + G_s1 F_1(x)`` (in that order).
 
 Routing is computed for all tokens at once (no loop over k groups: grouping does not change a
-token's result). Routed experts run only on their own tokens (sorted by expert, one gather, one
-``index_add_``), which is bit-identical on CPU to the reference's capacity-padded batches.
-No token dropping and no aux loss at inference.
+token's result). Two ways to run the experts on the routing's result, same numbers:
+
+* **grouped** (prefill, and every CPU forward): routed experts run only on their own tokens (sorted by
+  expert, one gather, one ``index_add_``), which is bit-identical on CPU to the reference's
+  capacity-padded batches. The group sizes are read on the host: one device sync per layer.
+* **fast** (decode on an accelerator: at most ``fast_max_tokens`` tokens): every routed expert runs on
+  every token as one batched matmul over the experts' stacked weights, and the routing weights (0 for
+  unchosen experts, which ``torch.where`` drops, so an overflowing unchosen expert cannot leak) mix
+  them with the same fp32 accumulation. Nothing waits on the host, so a decode step can be captured
+  as a CUDA graph. At decode sizes the experts' weights are read once either way; the matmuls just
+  use more rows. The stacked weights *are* the experts' parameters: on first use each ``Linear``
+  weight is rebound to a slice of one ``[experts, ...]`` tensor (no extra memory; state_dict names
+  and shapes unchanged). ``Module.to()`` etc. undo that and the next fast call stacks again.
+
+``SparseMoE.path`` ("auto", "grouped" or "fast") picks the way; :func:`set_moe_path` sets it for a
+whole model. No token dropping and no aux loss at inference.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -53,9 +68,26 @@ class Routing:
     weights: torch.Tensor  # [T, slots] combine weights (routed ones before masking by expert_mask)
 
 
+_PICK_CONSTS: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _pick_consts(nd: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """arange(nd) and the [i, j] "j was picked before pick i" mask, made once per device (fewer
+    small kernels per decode step)."""
+    key = (nd, device)
+    c = _PICK_CONSTS.get(key)
+    if c is None:
+        with torch.inference_mode(False):
+            ar = torch.arange(nd, device=device)
+            c = (ar, ar[None, :] < ar[:, None])
+        _PICK_CONSTS[key] = c
+    return c
+
+
 def route(z: torch.Tensor, num_dynamic: int, top_p: float, jitter: float,
           token_mask: torch.Tensor | None = None) -> Routing:
-    """Routing of gate logits ``z`` [T, slots] (spec 4.1 steps 2-6), same ops and dtypes as the reference."""
+    """Routing of gate logits ``z`` [T, slots] (spec 4.1 steps 2-6), same ops and dtypes as the reference.
+    No host sync (a decode step with it can be captured as a CUDA graph)."""
     T, slots = z.shape
     nd = num_dynamic
     zd = z[:, :nd]
@@ -65,34 +97,87 @@ def route(z: torch.Tensor, num_dynamic: int, top_p: float, jitter: float,
 
     # Pick i is the i-th largest logit; a stable sort matches repeated torch.max (first index on ties).
     v, order = torch.sort(zd, dim=-1, descending=True, stable=True)
+    a = v.abs()
     vi = v.unsqueeze(-1)  # [T, i, 1]: the current maximum at pick i
     vj = v.unsqueeze(-2)  # [T, 1, j]
-    factor = vj.abs().clamp(min=vi.abs())
+    factor = a.unsqueeze(-2).clamp(min=a.unsqueeze(-1))  # max(|s_j|, |max_i|)
     out_of_band = ((vi - vj) / factor) > (2 * jitter)
-    ar = torch.arange(nd, device=z.device)
-    picked_before = ar[None, :] < ar[:, None]  # [i, j]: j was picked before pick i (set to -inf)
+    ar, picked_before = _pick_consts(nd, z.device)  # [i, j]: j was picked before pick i (set to -inf)
     gates = vj.expand(T, nd, nd).masked_fill(out_of_band | picked_before, float("-inf"))
     m_sorted = torch.diagonal(torch.softmax(gates, dim=-1), dim1=-2, dim2=-1)  # share of pick i itself
     chosen_sorted = ar[None, :] < top_k[:, None]
     m_sorted = m_sorted.masked_fill(~chosen_sorted, 0.0)
-    m = torch.zeros_like(zd).scatter(-1, order, m_sorted)
-    chosen = torch.zeros((T, nd), dtype=torch.bool, device=z.device).scatter(-1, order, chosen_sorted)
+    # order is a permutation of every column: the scatters write every element
+    m = torch.empty_like(zd).scatter_(-1, order, m_sorted)
+    chosen = torch.empty((T, nd), dtype=torch.bool, device=z.device).scatter_(-1, order, chosen_sorted)
 
     r = m / (m.sum(dim=-1, keepdim=True) + 1e-6)
     if token_mask is not None:
         # like the reference forward(): padded tokens get no dynamic slot (saves their expert compute)
         chosen = chosen & token_mask.reshape(-1, 1).to(torch.bool)
     mask = torch.ones((T, slots), dtype=torch.int32, device=z.device)
-    mask[:, :nd] = chosen.to(torch.int32)
+    mask[:, :nd] = chosen
     g = torch.softmax(z.masked_fill(mask == 0, float("-inf")), dim=-1)
     w_dyn = r * g[:, :nd].sum(dim=-1, keepdim=True)
     weights = torch.cat((w_dyn, g[:, nd:]), dim=-1)
     return Routing(top_k=top_k, expert_mask=mask, weights=weights)
 
 
+MOE_PATHS = ("auto", "grouped", "fast")
+
+
+@dataclass
+class _Stacked:
+    """Experts' weights as one tensor per projection; the experts' ``Linear`` weights are views of it."""
+
+    gate_up: torch.Tensor  # [E, 2I, H]: rows 0..I-1 gate_proj, I..2I-1 up_proj
+    down: torch.Tensor  # [E, H, I]
+    inner: int
+    params: tuple[torch.Tensor, ...]  # the parameters rebound to views, in stacking order
+    ptrs: tuple[int, ...]  # their data pointers when stacked (a moved/replaced parameter changes it)
+
+    def valid(self) -> bool:
+        return all(p.data_ptr() == q for p, q in zip(self.params, self.ptrs))
+
+
+def _stack_experts(experts: nn.ModuleList) -> _Stacked:
+    gate = experts[0].gate_proj.weight
+    inner, hidden = gate.shape
+    E = len(experts)
+    # never an inference tensor (it becomes the parameters' storage), never part of autograd
+    with torch.inference_mode(False), torch.no_grad():
+        gate_up = torch.empty((E, 2 * inner, hidden), dtype=gate.dtype, device=gate.device)
+        down = torch.empty((E, hidden, inner), dtype=gate.dtype, device=gate.device)
+        params = []
+        for e, ex in enumerate(experts):
+            gate_up[e, :inner].copy_(ex.gate_proj.weight)
+            gate_up[e, inner:].copy_(ex.up_proj.weight)
+            down[e].copy_(ex.down_proj.weight)
+            ex.gate_proj.weight.data = gate_up[e, :inner]
+            ex.up_proj.weight.data = gate_up[e, inner:]
+            ex.down_proj.weight.data = down[e]
+            params += [ex.gate_proj.weight, ex.up_proj.weight, ex.down_proj.weight]
+    return _Stacked(gate_up, down, inner, tuple(params), tuple(p.data_ptr() for p in params))
+
+
+def _run_stacked(x: torch.Tensor, st: _Stacked) -> torch.Tensor:
+    """Every expert on every token: x [T, H] -> [E, T, H] (the experts' own dtype)."""
+    E = st.gate_up.shape[0]
+    xe = x.unsqueeze(0).expand(E, *x.shape)
+    gu = torch.bmm(xe, st.gate_up.transpose(1, 2))  # [E, T, 2I]
+    h = F.silu(gu[..., :st.inner]) * gu[..., st.inner:]
+    return torch.bmm(h, st.down.transpose(1, 2))
+
+
 class SparseMoE(nn.Module):
     """Attribute names follow the checkpoint: ``gate``, ``fixed_real_moe.{f}``,
-    ``dynamic_real_moe.deepspeed_moe.experts.deepspeed_experts.{e}``."""
+    ``dynamic_real_moe.deepspeed_moe.experts.deepspeed_experts.{e}``.
+
+    ``path``: "auto" (fast for at most ``fast_max_tokens`` tokens off the CPU, else grouped),
+    "grouped" or "fast" (see the module docstring)."""
+
+    path: str = "auto"
+    fast_max_tokens: int = 64
 
     def __init__(self, cfg: TextConfig):
         super().__init__()
@@ -109,10 +194,31 @@ class SparseMoE(nn.Module):
         self.dynamic_real_moe.deepspeed_moe.experts = _Path()
         self.dynamic_real_moe.deepspeed_moe.experts.deepspeed_experts = nn.ModuleList(
             ExpertMLP(h, cfg.dynamic_intermediate_size) for _ in range(cfg.num_routed_experts))
+        self._stacked: tuple[_Stacked | None, _Stacked | None] | None = None
 
     @property
     def experts(self) -> nn.ModuleList:
         return self.dynamic_real_moe.deepspeed_moe.experts.deepspeed_experts
+
+    def _apply(self, fn, recurse=True):
+        # .to()/.cuda()/.half() give every parameter its own storage again: drop the stacked copies
+        self._stacked = None
+        return super()._apply(fn, recurse)
+
+    def use_fast(self, num_tokens: int, device: torch.device) -> bool:
+        if self.path == "fast":
+            return True
+        if self.path == "grouped":
+            return False
+        return device.type != "cpu" and num_tokens <= self.fast_max_tokens
+
+    def stacked(self) -> tuple[_Stacked | None, _Stacked | None]:
+        """(routed, shared) stacked weights, made on first use and again after parameters moved."""
+        st = self._stacked
+        if st is None or not all(s is None or s.valid() for s in st):
+            st = tuple(_stack_experts(m) if len(m) else None for m in (self.experts, self.fixed_real_moe))
+            self._stacked = st
+        return st
 
     def forward(self, x: torch.Tensor, token_mask: torch.Tensor | None = None,
                 return_routing: bool = False) -> torch.Tensor | tuple[torch.Tensor, Routing]:
@@ -120,12 +226,31 @@ class SparseMoE(nn.Module):
         x = x.reshape(-1, shape[-1])
         z = self.gate(x)
         rt = route(z, self.num_dynamic, self.top_p, self.jitter, token_mask)
-        y = self._routed(x, rt).to(x.dtype)
         nd = self.num_dynamic
-        for f, expert in enumerate(self.fixed_real_moe):
-            y = y + expert(x) * rt.weights[:, nd + f].unsqueeze(-1)
+        if self.use_fast(x.shape[0], x.device):
+            routed, shared = self.stacked()
+            y = self._routed_fast(x, rt, routed).to(x.dtype)
+            if shared is not None:
+                ys = _run_stacked(x, shared)
+                for f in range(ys.shape[0]):
+                    y = y + ys[f] * rt.weights[:, nd + f].unsqueeze(-1)
+        else:
+            y = self._routed(x, rt).to(x.dtype)
+            for f, expert in enumerate(self.fixed_real_moe):
+                y = y + expert(x) * rt.weights[:, nd + f].unsqueeze(-1)
         y = y.reshape(shape)
         return (y, rt) if return_routing else y
+
+    def _routed_fast(self, x: torch.Tensor, rt: Routing, st: _Stacked | None) -> torch.Tensor:
+        """Sum of routed experts without a host sync: all experts on all tokens, unchosen ones
+        dropped by ``where``; fp32 accumulation in expert order with a single rounding."""
+        if st is None:
+            return torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+        nr = self.num_routed
+        ye = _run_stacked(x, st)  # [E, T, H]
+        sel = rt.expert_mask[:, :nr].t().to(torch.bool).unsqueeze(-1)  # [E, T, 1]
+        w = rt.weights[:, :nr].t().float().unsqueeze(-1)
+        return torch.where(sel, ye.float() * w, 0.0).sum(0)
 
     def _routed(self, x: torch.Tensor, rt: Routing) -> torch.Tensor:
         """Sum of routed experts, each run only on its own tokens; fp32 accumulation with a single
@@ -154,3 +279,36 @@ class SparseMoE(nn.Module):
         w = (rt.weights[:, :nr] * sel)[t_idx, e_idx]
         acc.index_add_(0, t_idx, ys.float() * w.float().unsqueeze(-1))
         return acc
+
+
+def set_moe_path(model: nn.Module, path: str) -> str:
+    """Set ``path`` ("auto", "grouped", "fast") on every :class:`SparseMoE` of ``model``; returns the
+    previous path of the first one."""
+    if path not in MOE_PATHS:
+        raise ValueError(f"unknown MoE path {path!r}; expected one of {MOE_PATHS}")
+    prev = None
+    for m in model.modules():
+        if isinstance(m, SparseMoE):
+            if prev is None:
+                prev = m.path
+            m.path = path
+    return prev or "auto"
+
+
+@contextlib.contextmanager
+def moe_path(model: nn.Module, path: str) -> Iterator[None]:
+    """``with moe_path(model, "fast"): ...`` sets every MoE block's path and restores each one after."""
+    mods = [m for m in model.modules() if isinstance(m, SparseMoE)]
+    if path not in MOE_PATHS:
+        raise ValueError(f"unknown MoE path {path!r}; expected one of {MOE_PATHS}")
+    saved = [m.__dict__.get("path") for m in mods]
+    try:
+        for m in mods:
+            m.path = path
+        yield
+    finally:
+        for m, p in zip(mods, saved):
+            if p is None:
+                m.__dict__.pop("path", None)
+            else:
+                m.path = p

@@ -49,7 +49,7 @@ def test_status_is_typed_and_says_tiny(client, daemon):
 
 
 def test_progress_iterator_and_typed_result(client, tmp_path):
-    job = client.music("calm piano", seconds=1, seed=3, output=str(tmp_path / "a.wav"), sample_rate=24000, channels=1)
+    job = client.music("calm piano", seconds=0.5, seed=3, output=str(tmp_path / "a.wav"), sample_rate=24000, channels=1)
     kinds, fractions = [], []
     for upd in job.updates(timeout=120):
         kinds.append(upd.kind)
@@ -90,7 +90,9 @@ def test_cancel_a_running_job(client, tmp_path):
 
 def test_cancel_a_queued_job_is_immediate(client):
     first = client.music("long", seconds=300, priority=0)
+    wait_for(lambda: client.job(first.id).state == "running", timeout=120, what="first job to run")
     queued = client.music("never runs", seconds=1, priority=-5)
+    assert client.job(queued.id).state == "queued"
     client.cancel(queued.id)
     with pytest.raises(JobCancelled):
         queued.wait(timeout=10)
@@ -135,7 +137,7 @@ def test_auto_start_says_so_and_a_dead_daemon_is_a_clean_error(tmp_path, monkeyp
 
 def test_cli_auto_start_notice_on_stderr(tmp_path):
     env = make_env(tmp_path / "home")
-    r = cli(env, "music", "calm", "--seconds", "1", "-o", str(tmp_path / "x.wav"), "--json").ok()
+    r = cli(env, "music", "calm", "--seconds", "0.5", "-o", str(tmp_path / "x.wav"), "--json").ok()
     try:
         assert "starting one in the background" in r.err
         assert Path(r.json()["path"]).is_file()

@@ -114,9 +114,6 @@ def test_music_exactly_three_seconds_with_continuation(eng, tmp_path):
     out = tmp_path / "music.wav"
     audio_out.write_wav(out, stereo, 44100)
     assert ffprobe(out) == {"rate": 44100, "channels": 2, "samples": 132300}
-    again = eng.music(MusicRequest(caption="calm piano", tempo_bpm=90, key="C major", length=Length(seconds=3.0),
-                                   sampling=SamplingParams(seed=3)))
-    np.testing.assert_array_equal(again.codes, res.codes)
 
 
 def test_music_frames_at_ntsc_rate_and_bars(eng):
@@ -148,7 +145,7 @@ def test_video_score_matches_clip_duration(eng, media_dir, tmp_path):
 def test_video_conditioning_changes_output_and_reference_equals_caption(eng, media_dir):
     clip = str(media_dir / "clip.mp4")
     sp = SamplingParams(seed=9, temperature=0.0)
-    ln = Length(seconds=1.0)
+    ln = Length(seconds=0.4)
     vis = eng.video_score(VideoScoreRequest(video=clip, caption="waves", length=ln, sampling=sp))
     ref = eng.video_score(VideoScoreRequest(video=clip, caption="waves", mode="reference", length=ln, sampling=sp))
     txt = eng.music(MusicRequest(caption="waves", length=ln, sampling=sp))
@@ -161,12 +158,12 @@ def test_video_conditioning_changes_output_and_reference_equals_caption(eng, med
 
 
 def test_run_batch_equals_single_runs(eng):
-    reqs = [MusicRequest(caption="drums", length=Length(seconds=0.5), sampling=SamplingParams(seed=1)),
-            MusicRequest(caption="a long caption for a string quartet piece", length=Length(seconds=1.5),
+    reqs = [MusicRequest(caption="drums", length=Length(seconds=0.3), sampling=SamplingParams(seed=1)),
+            MusicRequest(caption="a long caption for a string quartet piece", length=Length(seconds=0.6),
                          sampling=SamplingParams(seed=2)),
             MusicRequest(caption="", length=Length(seconds=1.0))]  # invalid: empty caption
     out = eng.run_batch(reqs, [None, None, None])
-    assert out[0].audio.shape == (1, 8000) and out[1].audio.shape == (1, 24000)
+    assert out[0].audio.shape == (1, 4800) and out[1].audio.shape == (1, 9600)
     assert getattr(out[2], "field", None) == "caption"
     for r, q in zip(out[:2], reqs[:2]):
         np.testing.assert_array_equal(r.codes, eng.music(q).codes)

@@ -1,0 +1,212 @@
+"""REAPER and Blender scripts: their pure planning, and their job flow against a real daemon (tiny model).
+
+REAPER and Blender are not here, so the REAPER script runs over a small recorder of the RPR_ calls it
+makes (the daemon is real); the Blender add-on's maths is tested directly and its request is run by the
+real daemon through the same HostJob the add-on's timer polls.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _daemon_harness import DaemonProc  # noqa: E402
+
+from unimoe_audio.client.client import DaemonUnavailable  # noqa: E402
+from unimoe_audio.client.settings import load_settings  # noqa: E402
+from unimoe_audio.integrations import reaper_unimoe as rs  # noqa: E402
+from unimoe_audio.integrations.blender_vse_score import pick_channel, scene_rate, strip_request  # noqa: E402
+from unimoe_audio.integrations.hostjob import HostJob, connect  # noqa: E402
+from unimoe_audio.integrations.timeline import wav_frames  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    home = tmp_path_factory.mktemp("hosts-home")
+    d = DaemonProc(home).start()
+    yield d
+    d.close()
+
+
+# -- REAPER ------------------------------------------------------------------------------------------
+class ReaperRecorder:
+    """The RPR_ functions the script calls, with REAPER's Python return conventions, recording calls."""
+
+    def __init__(self, sel=(1.0, 2.0), srate=44100.0, use_srate=1.0, tempo=120.0, folder="", answers=None):
+        self.sel, self.srate, self.use_srate, self.tempo, self.folder = sel, srate, use_srate, tempo, folder
+        self.answers = answers
+        self.calls: list[tuple] = []
+        self.tracks: list[dict] = []
+        self.cursor = 5.0
+        self.deferred: list[str] = []
+
+    def _rec(self, *call):
+        self.calls.append(call)
+
+    def RPR_GetSet_LoopTimeRange(self, is_set, is_loop, start, end, allow):
+        return (is_set, is_loop, self.sel[0], self.sel[1], allow)
+
+    def RPR_GetSetProjectInfo(self, proj, name, value, is_set):
+        return {"PROJECT_SRATE": self.srate, "PROJECT_SRATE_USE": self.use_srate}[name]
+
+    def RPR_Master_GetTempo(self):
+        return self.tempo
+
+    def RPR_GetProjectPath(self, buf, size):
+        return (self.folder, size)
+
+    def RPR_GetUserInputs(self, title, n, captions, values, size):
+        self._rec("GetUserInputs", title)
+        return (1, title, n, captions, self.answers, size) if self.answers is not None else (0, title, n, captions, values, size)
+
+    def RPR_GetCursorPosition(self):
+        return self.cursor
+
+    def RPR_CountTracks(self, proj):
+        return len(self.tracks)
+
+    def RPR_InsertTrackAtIndex(self, index, defaults):
+        self._rec("InsertTrackAtIndex", index)
+        self.tracks.insert(index, {"name": "", "items": [], "selected": False})
+
+    def RPR_GetTrack(self, proj, index):
+        return index
+
+    def RPR_GetSetMediaTrackInfo_String(self, track, parm, value, is_set):
+        self.tracks[track]["name"] = value
+        return (True, track, parm, value, is_set)
+
+    def RPR_SetOnlyTrackSelected(self, track):
+        for i, t in enumerate(self.tracks):
+            t["selected"] = i == track
+
+    def RPR_SetEditCurPos(self, pos, moveview, seekplay):
+        self._rec("SetEditCurPos", pos)
+        self.cursor = pos
+
+    def RPR_InsertMedia(self, path, mode):
+        self._rec("InsertMedia", path, mode)
+        track = next(t for t in self.tracks if t["selected"])
+        track["items"].append((self.cursor, path))
+
+    def RPR_UpdateArrange(self):
+        pass
+
+    def RPR_Undo_BeginBlock(self):
+        self._rec("Undo_BeginBlock")
+
+    def RPR_Undo_EndBlock(self, text, flags):
+        self._rec("Undo_EndBlock", text)
+
+    def RPR_ShowConsoleMsg(self, text):
+        pass
+
+    def RPR_ShowMessageBox(self, text, title, kind):
+        self._rec("ShowMessageBox", text)
+        return 1
+
+    def RPR_defer(self, code):
+        self.deferred.append(code)
+
+
+def test_reaper_plan_request():
+    p = rs.plan_request("music", 1.0, 3.5, prompt="warm pads", tempo=96.0, project_rate=44100, folder="/p")
+    assert p.kind == "music" and p.position == 1.0 and p.samples == 110250 and p.length == 2.5
+    assert p.fields == {"caption": "warm pads", "tempo_bpm": 96.0, "seconds": 2.5, "sample_rate": 44100,
+                        "fit_length": True, "folder": "/p"}
+    # sample-exact at a position that is not on a sample boundary: end sample - start sample
+    p = rs.plan_request("speech", 0.1, 0.35, prompt="Hello.", project_rate=0, voice="narrator")
+    assert p.fields["sample_rate"] == 48000 and p.samples == 16800 - 4800 and p.fields["voice"] == "narrator"
+    assert p.fields["seconds"] == 12000 / 48000
+    with pytest.raises(ValueError, match="no time selection"):
+        rs.plan_request("music", 2.0, 2.0, prompt="x")
+    with pytest.raises(ValueError, match="caption"):
+        rs.plan_request("music", 0, 1, prompt="  ")
+    with pytest.raises(ValueError, match="kind"):
+        rs.plan_request("noise", 0, 1, prompt="x")
+    assert rs.parse_inputs("music,slow, dark strings,") == ("music", "slow, dark strings", "")
+    assert rs.parse_inputs("speech,Hello there,narrator") == ("speech", "Hello there", "narrator")
+
+
+def test_reaper_without_selection_or_daemon(tmp_path):
+    api = ReaperRecorder(sel=(0.0, 0.0))
+    s = rs.run(api, answers=("music", "x", ""), settings=load_settings(home=tmp_path))
+    assert s.state == "failed" and "no time selection" in s.message and not api.deferred
+    api = ReaperRecorder()
+    s = rs.run(api, answers=("music", "x", ""), settings=load_settings(home=tmp_path))
+    assert s.state == "failed" and "unimoe-audio serve" in s.message
+    with pytest.raises(DaemonUnavailable):
+        connect(load_settings(home=tmp_path))
+
+
+def test_reaper_fills_selection_on_new_track(daemon):
+    folder = daemon.home / "reaper-project"
+    api = ReaperRecorder(sel=(1.0, 2.0), srate=44100.0, folder=str(folder), answers="music,soft marimba loop,")
+    session = rs.run(api, settings=daemon.settings)
+    assert session.state == "running", session.message
+    assert api.deferred == ["unimoe_poll()"]
+    assert session.plan.fields["tempo_bpm"] == 120.0
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and api.deferred:
+        api.deferred.pop()
+        time.sleep(rs.POLL_EVERY_S)
+        rs.unimoe_poll()  # what REAPER's defer would call
+    assert session.state == "inserted", session.message
+    (track,) = api.tracks
+    assert track["name"] == "music: soft marimba loop"
+    ((pos, path),) = track["items"]
+    assert pos == 1.0 and Path(path).parent == folder.resolve()
+    assert wav_frames(path)[:2] == (44100, 44100)
+    assert api.cursor == 5.0  # the edit cursor is put back
+    names = [c[0] for c in api.calls]
+    assert names.index("Undo_BeginBlock") < names.index("InsertMedia") < names.index("Undo_EndBlock")
+
+
+# -- Blender -----------------------------------------------------------------------------------------
+def test_blender_scene_rate_and_strip_request():
+    assert scene_rate(24, 1.0010000467300415) == Fraction(24000, 1001)
+    assert scene_rate(30, 1.001) == Fraction(30000, 1001)
+    assert scene_rate(25, 1.0) == 25
+    # a strip whose clip starts at frame 100, trimmed so it shows frames 112..136 of the timeline
+    r = strip_request("/v/a.mov", 100.0, 112, 136, 24, 1.0010000467300415, strip_fps=23.976)
+    assert r.fps == "24000/1001" and r.frames == 24 and r.start_frame == 112 and r.samples == 48048
+    assert r.in_seconds == pytest.approx(12 * 1001 / 24000) and r.out_seconds == pytest.approx(36 * 1001 / 24000)
+    assert not r.warning
+    assert "scene rate" in strip_request("/v/a.mov", 0, 0, 10, 25, 1.0, strip_fps=30.0).warning
+    with pytest.raises(ValueError):
+        strip_request("/v/a.mov", 0, 10, 10, 25, 1.0)
+    f = r.fields(caption="tense", folder="/out", seed=1, name="a-score")
+    assert f["frames"] == 24 and f["fps"] == "24000/1001" and f["fit_length"] and f["folder"] == "/out"
+
+
+def test_blender_pick_channel():
+    strips = [(1, 0, 100), (2, 0, 50), (3, 60, 80), (4, 0, 1000)]
+    assert pick_channel(strips, 50, 60, above=1) == 2  # channel 2 ends where we start
+    assert pick_channel(strips, 40, 70, above=1) == 5
+    assert pick_channel([], 0, 10, above=7) == 8
+
+
+def test_blender_request_runs_on_the_daemon(daemon):
+    video = daemon.home / "strip.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc=duration=2:size=96x64:rate=24000/1001", "-pix_fmt", "yuv420p", str(video)],
+                   check=True, capture_output=True)
+    req = strip_request(str(video), 10.0, 22, 34, 24, 1.0010000467300415)
+    client = connect(daemon.settings)
+    try:
+        job = HostJob(client, "score", req.fields(caption="tense", folder=str(daemon.home / "blend"), name="strip"))
+        job.submit()
+        deadline = time.monotonic() + 240
+        res = job.poll()
+        while not res.final and time.monotonic() < deadline:
+            time.sleep(0.5)
+            res = job.poll()
+    finally:
+        client.close()
+    assert res.state == "done", res
+    assert wav_frames(res.path)[:2] == (req.samples, 48000) == (24024, 48000)
