@@ -59,6 +59,8 @@ except ImportError:  # a bare checkout: map the package onto the root folders li
     spec.loader.exec_module(mod)
     pkg.model = mod
 
+from unimoe_audio.model import layers as layers_mod  # noqa: E402
+from unimoe_audio.model import moe as moe_mod  # noqa: E402
 from unimoe_audio.model.config import ModelConfig, config_dict  # noqa: E402
 from unimoe_audio.model.decoder import UniMoEAudioModel, load_model  # noqa: E402
 from unimoe_audio.model.moe import SparseMoE, moe_path  # noqa: E402
@@ -221,16 +223,67 @@ def time_prefill(model, rows: int, length: int, device, repeats: int = 3) -> flo
     return statistics.median(times)
 
 
+@contextlib.contextmanager
+def cudnn_sdpa(mode: str):
+    """Set layers.AVOID_CUDNN_SDPA ("decode", "always", "never") for a block."""
+    prev = layers_mod.AVOID_CUDNN_SDPA
+    layers_mod.AVOID_CUDNN_SDPA = mode
+    try:
+        yield
+    finally:
+        layers_mod.AVOID_CUDNN_SDPA = prev
+
+
+_COMPILED: dict = {}
+
+
+@contextlib.contextmanager
+def compiled_pieces():
+    """Experiment, not the library's behaviour: torch.compile the small-kernel pieces that every layer
+    repeats (routing, RMSNorm, rotary) so inductor fuses them; bf16 rounding of intermediates
+    emulated. Restores the eager functions after."""
+    import torch._dynamo
+    import torch._inductor.config as ic
+
+    if hasattr(ic, "emulate_precision_casts"):
+        ic.emulate_precision_casts = True
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    if not _COMPILED:
+        _COMPILED["route"] = torch.compile(moe_mod.route, dynamic=False)
+        _COMPILED["rotary"] = torch.compile(layers_mod.apply_rotary, dynamic=False)
+        _COMPILED["norm"] = torch.compile(layers_mod.RMSNorm.forward, dynamic=False)
+    saved = (moe_mod.route, layers_mod.apply_rotary, layers_mod.RMSNorm.forward)
+    moe_mod.route, layers_mod.apply_rotary = _COMPILED["route"], _COMPILED["rotary"]
+    layers_mod.RMSNorm.forward = _COMPILED["norm"]
+    try:
+        yield
+    finally:
+        moe_mod.route, layers_mod.apply_rotary, layers_mod.RMSNorm.forward = saved
+
+
+def variant_context(variant: str):
+    """"grouped" | "fast" | "graph", with "+cudnn" (torch's own SDPA choice: the behaviour before
+    this work) or "+compile" (compiled_pieces)."""
+    base, *mods = variant.split("+")
+    stack = contextlib.ExitStack()
+    if "cudnn" in mods:
+        stack.enter_context(cudnn_sdpa("never"))
+    if "compile" in mods:
+        stack.enter_context(compiled_pieces())
+    return base, stack
+
+
 def time_decode(model, rows: int, prompt: int, variant: str, steps: int, warmup: int, device) -> dict:
     """Steps/s of the generation loop's step: embed previous frame, forward, greedy frame."""
     ids, mask = make_prompt(rows, prompt, device)
     out: dict = {}
-    with torch.inference_mode(), moe_path(model, "grouped" if variant == "grouped" else "fast"):
+    base, ctx = variant_context(variant)
+    with ctx, torch.inference_mode(), moe_path(model, "grouped" if base == "grouped" else "fast"):
         cache = model.new_cache(rows, prompt + warmup + steps + 2)
         model(model.embed(ids), positions_from_mask(mask), attention_mask=mask, cache=cache, logits="last")
         n_real = mask.sum(-1)
         frame = torch.full((rows, 1, 12), BOS, device=device)
-        runner = model.decode_runner(cache, use_graph=device.type == "cuda") if variant == "graph" else None
+        runner = model.decode_runner(cache, use_graph=device.type == "cuda") if base == "graph" else None
         sync(device)
         first = None
         for s in range(warmup + steps):
@@ -304,6 +357,11 @@ def speed(size: str, device, dtype, args, results: dict) -> None:
     results["models"][size] = info
     info["sync_check"] = sync_check(model, 2, device)
     if device.type == "cuda" and args.profile:
+        try:
+            info["profile_prefill"] = profile_prefill(model, 2, args.prompt, device)
+        except Exception as exc:
+            traceback.print_exc()
+            results["errors"].append(f"{size} prefill profile: {exc!r}")
         for rows in (2, 8):
             try:
                 info[f"profile_rows{rows}"] = profile_step(model, rows, device, args.prompt)
@@ -313,15 +371,21 @@ def speed(size: str, device, dtype, args, results: dict) -> None:
     prompt = args.prompt
     for batch in args.batches:
         rows = 2 * batch
-        p = time_prefill(model, rows, prompt, device)
-        results["prefill"].append(dict(size=size, batch=batch, rows=rows, prompt=prompt, tokens=rows * prompt,
-                                       ms=p * 1e3, tokens_per_s=rows * prompt / p))
-        log(f"[{size}] prefill {rows} rows x {prompt} tokens: {p * 1e3:.1f} ms")
+        # torch's SDPA choice (cuDNN on an H100) or cuDNN avoided; grouped MoE (auto) or the dense fast one
+        for sdpa, path in (("never", "grouped"), ("always", "grouped"), ("always", "fast")):
+            with cudnn_sdpa(sdpa), moe_path(model, path):
+                p = time_prefill(model, rows, prompt, device)
+            sd = "torch default" if sdpa == "never" else "no cuDNN"
+            results["prefill"].append(dict(size=size, batch=batch, rows=rows, prompt=prompt, tokens=rows * prompt,
+                                           sdpa=sd, moe=path, ms=p * 1e3, tokens_per_s=rows * prompt / p))
+            log(f"[{size}] prefill {rows} rows x {prompt} tokens ({sd} SDPA, {path} MoE): {p * 1e3:.1f} ms")
         firsts = {}
         for variant in args.variants:
+            if "+" in variant and size != "full" and not args.smoke:
+                continue  # the modifier variants only for the full model (device time)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            steps = args.grouped_steps if variant == "grouped" else args.steps
+            steps = args.grouped_steps if variant.startswith("grouped") else args.steps
             try:
                 r = time_decode(model, rows, prompt, variant, steps, args.warmup, device)
             except Exception as exc:  # keep going: report what failed
@@ -332,17 +396,17 @@ def speed(size: str, device, dtype, args, results: dict) -> None:
             row = dict(size=size, batch=batch, rows=rows, dtype=info["dtype"], variant=variant, prompt=prompt, **r)
             row["x_realtime_per_item"] = row["steps_per_s"] / FRAME_RATE
             row["x_realtime_batch"] = row["steps_per_s"] * batch / FRAME_RATE
-            if variant != "grouped":
+            if not variant.startswith("grouped"):
                 # the fast path reads every routed expert's weights once per step
                 nbytes = body_bytes + expert_bytes * info["routed_experts_per_layer"] * info["layers"]
                 row["weight_gb_per_step"] = nbytes / 1e9
                 row["weight_read_tb_per_s"] = nbytes / (row["step_ms"] / 1e3) / 1e12
             if device.type == "cuda":
                 row["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-            if "grouped" in firsts and variant != "grouped":
+            if "grouped" in firsts and variant != "grouped" and not variant.startswith("grouped"):
                 row["first_step_max_abs_logit_diff_vs_grouped"] = float((firsts[variant] - firsts["grouped"]).abs().max())
             results["decode"].append(row)
-            log(f"[{size}] decode b{batch} {variant:7}: {row['step_ms']:7.2f} ms/step  {row['steps_per_s']:7.1f} steps/s"
+            log(f"[{size}] decode b{batch} {variant:13}: {row['step_ms']:7.2f} ms/step  {row['steps_per_s']:7.1f} steps/s"
                 f"  first step {row['first_step_ms']:.0f} ms  x{row['x_realtime_per_item']:.2f} RT/item"
                 + (f"  |dlogit| vs grouped {row['first_step_max_abs_logit_diff_vs_grouped']:.2e}"
                    if "first_step_max_abs_logit_diff_vs_grouped" in row else ""))
@@ -385,6 +449,39 @@ def profile_step(model, rows: int, device, prompt: int) -> dict:
     return res
 
 
+def profile_prefill(model, rows: int, length: int, device) -> dict:
+    """Kernels of one prefill forward (torch's SDPA choice, grouped MoE) against its wall time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    ids, mask = make_prompt(rows, length, device, seed=1)
+    with torch.inference_mode():
+        emb, pos = model.embed(ids), positions_from_mask(mask)
+        model(emb, pos, attention_mask=mask, logits="last")
+        sync(device)
+        t0 = time.perf_counter()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            model(emb, pos, attention_mask=mask, logits="last")
+            sync(device)
+        wall = time.perf_counter() - t0
+    kern = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    tot: dict[str, list] = {}
+    for e in kern:
+        t = tot.setdefault(e.name[:90], [0, 0.0])
+        t[0] += 1
+        t[1] += e.device_time_total if hasattr(e, "device_time_total") else e.cuda_time_total
+    busy = sum(v[1] for v in tot.values())
+    top = sorted(tot.items(), key=lambda kv: -kv[1][1])[:8]
+    cpu_top = sorted(((e.key, e.cpu_time_total, e.count) for e in prof.key_averages()), key=lambda t: -t[1])[:8]
+    log(f"  profile prefill {rows}x{length}: {len(kern)} kernels, {busy / 1e3:.2f} ms GPU, {wall * 1e3:.1f} ms wall (profiled)")
+    for k, v in top:
+        log(f"    {v[1] / 1e3:7.3f} ms {v[0]:5d}x  {k}")
+    for k, us, n in cpu_top:
+        log(f"    cpu {us / 1e3:8.2f} ms {n:5d}x  {k[:80]}")
+    return dict(rows=rows, length=length, kernels=len(kern), kernel_us=busy, wall_ms=wall * 1e3,
+                top=[dict(name=k, count=v[0], us=v[1]) for k, v in top],
+                cpu_top=[dict(name=k, us=us, count=n) for k, us, n in cpu_top])
+
+
 def bandwidth(device) -> float | None:
     """Device-to-device copy rate (bytes read + written), the ceiling for decode steps."""
     if device.type != "cuda":
@@ -409,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt", type=int, default=600)
     ap.add_argument("--sizes", default="small,full")
     ap.add_argument("--batches", default="1,4")
-    ap.add_argument("--variants", default="grouped,fast,graph")
+    ap.add_argument("--variants", default="grouped+cudnn,grouped,fast,graph,graph+compile")
     ap.add_argument("--smoke", action="store_true", help="CPU smoke test of this script (tiny config)")
     ap.add_argument("--skip-parity", action="store_true")
     ap.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
@@ -462,11 +559,11 @@ def main(argv: list[str] | None = None) -> int:
     # table
     log("")
     log(f"{name}, {dtype}, prompt {args.prompt} tokens, CFG pairs (rows = 2 x batch)")
-    hdr = f"{'config':6} {'batch':>5} {'variant':8} {'ms/step':>8} {'steps/s':>8} {'xRT/item':>8} {'xRT/batch':>9} {'1st ms':>7} {'GB/step':>7} {'TB/s':>5} {'peak GiB':>8}"
+    hdr = f"{'config':6} {'batch':>5} {'variant':13} {'ms/step':>8} {'steps/s':>8} {'xRT/item':>8} {'xRT/batch':>9} {'1st ms':>7} {'GB/step':>7} {'TB/s':>5} {'peak GiB':>8}"
     log(hdr)
     log("-" * len(hdr))
     for r in results["decode"]:
-        log(f"{r['size']:6} {r['batch']:5d} {r['variant']:8} {r['step_ms']:8.2f} {r['steps_per_s']:8.1f} "
+        log(f"{r['size']:6} {r['batch']:5d} {r['variant']:13} {r['step_ms']:8.2f} {r['steps_per_s']:8.1f} "
             f"{r['x_realtime_per_item']:8.2f} {r['x_realtime_batch']:9.2f} {r['first_step_ms']:7.0f} "
             f"{r.get('weight_gb_per_step', float('nan')):7.2f} {r.get('weight_read_tb_per_s', float('nan')):5.2f} "
             f"{r.get('peak_mem_gib', float('nan')):8.2f}")
@@ -474,11 +571,14 @@ def main(argv: list[str] | None = None) -> int:
     for r in results["decode"]:
         by.setdefault((r["size"], r["batch"]), {})[r["variant"]] = r["steps_per_s"]
     for (size, batch), v in by.items():
-        if "grouped" in v:
-            log(f"speed-up {size} b{batch}: " + ", ".join(f"{k} {v[k] / v['grouped']:.1f}x" for k in v if k != "grouped"))
+        base = "grouped+cudnn" if "grouped+cudnn" in v else "grouped"
+        if base in v:
+            log(f"speed-up {size} b{batch} over {base}: "
+                + ", ".join(f"{k} {v[k] / v[base]:.1f}x" for k in v if k != base))
     log("")
     for p in results["prefill"]:
-        log(f"prefill {p['size']:6} {p['rows']} rows x {p['prompt']}: {p['ms']:8.1f} ms ({p['tokens_per_s']:.0f} tokens/s)")
+        log(f"prefill {p['size']:6} {p['rows']} rows x {p['prompt']} ({p['sdpa']:13} SDPA, {p['moe']:7} MoE): {p['ms']:8.1f} ms "
+            f"({p['tokens_per_s']:.0f} tokens/s)")
     for size, info in results["models"].items():
         log(f"model {size}: {info['params'] / 1e9:.3f} B params, {info['param_bytes'] / 1e9:.2f} GB, "
             f"peak {info.get('peak_mem_gib', float('nan')):.2f} GiB, syncs {info.get('sync_check')}")

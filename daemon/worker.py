@@ -30,6 +30,7 @@ log = get_logger("worker")
 
 PROGRESS_MIN_INTERVAL = 0.05  # seconds between progress events of one job
 PARTIAL_MIN_INTERVAL = 0.5
+PARTIAL_EVERY_SECONDS = 0.5  # seconds of new audio between streamed previews
 
 
 def batch_key(req: SubmitRequest) -> str:
@@ -50,18 +51,20 @@ def to_model_request(req: SubmitRequest, voices: VoiceStore) -> Any:
     length = Length(seconds=ls.seconds, frames=ls.frames, fps=ls.fps_fraction(), min_seconds=ls.min_seconds,
                     max_seconds=ls.max_seconds)
     sampling = SamplingParams(**spec.sampling.model_dump())
+    stream_every = PARTIAL_EVERY_SECONDS if req.stream_partial else None
     if spec.task == "speech":
         codes, ref_text = None, spec.reference_text
         if spec.voice is not None:
             codes, ref_text = voices.load(spec.voice)
         return SpeechRequest(text=spec.text, reference_audio=spec.reference_audio, reference_text=ref_text,
-                             voice_codes=codes, length=length, sampling=sampling)
+                             voice_codes=codes, length=length, sampling=sampling, stream_every=stream_every)
     if spec.task == "music":
         return MusicRequest(caption=spec.caption, tempo_bpm=spec.tempo_bpm, key=spec.key, bars=spec.bars,
-                            length=length, sampling=sampling)
+                            length=length, sampling=sampling, stream_every=stream_every)
     return VideoScoreRequest(video=spec.video, caption=spec.caption, in_seconds=spec.in_seconds,
                              out_seconds=spec.out_seconds, mode=spec.mode, frames_per_second=spec.frames_per_second,
-                             max_frames=spec.max_frames, length=length, sampling=sampling)
+                             max_frames=spec.max_frames, length=length, sampling=sampling,
+                             stream_every=stream_every)
 
 
 def target_seconds(req: SubmitRequest) -> float | None:

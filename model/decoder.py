@@ -42,7 +42,7 @@ from torch import nn
 
 from .config import ModelConfig, TextConfig
 from .kv_cache import KVCache
-from .layers import Attention, AttnMask, MRotary, RMSNorm
+from .layers import Attention, AttnMask, MRotary, RMSNorm, sdpa_context
 from .moe import Routing, SparseMoE, moe_path
 from .rope_index import positions_from_mask, rope_index
 
@@ -191,10 +191,11 @@ class UniMoEAudioModel(nn.Module):
             token_mask = attention_mask.to(device=device, dtype=torch.bool).reshape(-1)
 
         routing: list[Routing] | None = [] if output_routing else None
-        for i, layer in enumerate(self.language_model.layers):
-            h, rt = layer(h, cos, sin, mask, cache, i, token_mask, output_routing)
-            if routing is not None:
-                routing.append(rt)
+        with sdpa_context(device, L):
+            for i, layer in enumerate(self.language_model.layers):
+                h, rt = layer(h, cos, sin, mask, cache, i, token_mask, output_routing)
+                if routing is not None:
+                    routing.append(rt)
         if cache is not None:
             cache.commit()
         h = self.language_model.norm(h)
@@ -271,7 +272,7 @@ class DecodeRunner:
         key_valid = c.valid & (self._arange <= self._slot)
         mask = AttnMask(key_valid[:, None, None, :], False)
         sc = _SlotCache(c, self._slot)
-        with moe_path(m, "fast"):
+        with moe_path(m, "fast"), sdpa_context(h.device, 1):
             for i, layer in enumerate(m.language_model.layers):
                 h, _ = layer(h, cos, sin, mask, sc, i, None, False)
         h = m.language_model.norm(h)

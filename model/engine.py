@@ -244,7 +244,8 @@ class Engine:
                     results[i] = exc
                     continue
                 jobs.append(T.Job(task, plan, rep, window_frames=self.window_frames,
-                                  context_frames=self.context_frames))
+                                  context_frames=self.context_frames, decode=self.decode_codes,
+                                  stream_every=getattr(req, "stream_every", None)))
                 slots.append(i)
             if jobs:
                 done = T.run_jobs(self._generate, jobs, self.decode_codes, self.fit_length)

@@ -140,6 +140,8 @@ class GenItem:
     seed: int | None = None
     prefix: np.ndarray | None = None  # [P, C] frames generated before (continuation)
     callback: StepCallback | None = None
+    # Streaming previews: called after steps with every complete frame so far ([n, C], prefix included).
+    on_codes: Callable[[np.ndarray], None] | None = None
 
 
 @dataclass
@@ -348,6 +350,8 @@ def generate(lm: LMBackend, items: Sequence[GenItem], *, placeholder_id: int, vi
                 try:
                     if cb(min(produced, total), total) is False:
                         raise Cancelled("stopped by the progress callback")
+                    if it.on_codes is not None and produced > 0:
+                        it.on_codes(revert_delay(st.grid[: st.s], st.n_prefix + min(produced, total)))
                 except BaseException as exc:  # noqa: BLE001 - handed back per item
                     st.error = exc
                     st.done = True

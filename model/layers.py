@@ -6,11 +6,35 @@ activation dtype; post-RoPE keys are what the KV cache stores.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import TextConfig
+
+try:
+    from torch.nn.attention import SDPBackend, sdpa_kernel as _sdpa_kernel
+
+    _NO_CUDNN = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+except ImportError:  # older torch: no cuDNN attention backend to avoid
+    _sdpa_kernel = None
+
+# When to keep SDPA off its cuDNN backend on CUDA. cuDNN attention builds an execution graph per
+# shape (tens to hundreds of ms, seen on an H100 with torch 2.11), and a decode step's key length
+# changes every step, so eager decode steps paid that build every step. "decode": avoid it for
+# one-token steps; "always": never use it; "never": let torch choose.
+AVOID_CUDNN_SDPA = "decode"
+
+
+def sdpa_context(device: torch.device, q_len: int):
+    """The SDPA backend choice for a forward of ``q_len`` new tokens (see ``AVOID_CUDNN_SDPA``)."""
+    if _sdpa_kernel is None or device.type != "cuda":
+        return contextlib.nullcontext()
+    if AVOID_CUDNN_SDPA == "always" or (AVOID_CUDNN_SDPA == "decode" and q_len == 1):
+        return _sdpa_kernel(_NO_CUDNN)
+    return contextlib.nullcontext()
 
 
 class RMSNorm(nn.Module):

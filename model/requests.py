@@ -51,6 +51,8 @@ class SpeechRequest:
     voice_codes: np.ndarray | None = None  # [T, 12] int DAC codes of the reference voice
     length: Length = field(default_factory=Length)
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    # Seconds of new audio between streamed previews (Progress.partial_audio); None: no previews.
+    stream_every: float | None = None
 
 
 @dataclass
@@ -61,6 +63,8 @@ class MusicRequest:
     bars: int | None = None
     length: Length = field(default_factory=Length)
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    # Seconds of new audio between streamed previews (Progress.partial_audio); None: no previews.
+    stream_every: float | None = None
 
 
 @dataclass
@@ -76,6 +80,8 @@ class VideoScoreRequest:
     max_frames: int = 16
     length: Length = field(default_factory=Length)  # default: the clip's in/out duration, sample exact
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    # Seconds of new audio between streamed previews (Progress.partial_audio); None: no previews.
+    stream_every: float | None = None
 
 
 @dataclass

@@ -283,8 +283,13 @@ class Job:
     round (continuation windows) until the length is reached or the model stops on EOS.
     """
 
-    def __init__(self, task: str, plan: TaskPlan, reporter: Reporter, *, window_frames: int, context_frames: int):
+    def __init__(self, task: str, plan: TaskPlan, reporter: Reporter, *, window_frames: int, context_frames: int,
+                 decode: Callable[[np.ndarray], np.ndarray] | None = None, stream_every: float | None = None):
         self.task = task
+        # Previews: decode the frames so far every ``stream_every`` seconds of new audio (first item only).
+        self.decode = decode
+        self.preview_frames = None if not stream_every or decode is None else max(1, round(stream_every * FRAMES_PER_SECOND))
+        self._previewed = 0
         self.plan = plan
         self.rep = reporter
         self.window = int(window_frames)
@@ -315,6 +320,22 @@ class Job:
 
         return cb
 
+    def _preview(self, prefix_len: int) -> Callable[[np.ndarray], None] | None:
+        if self.preview_frames is None:
+            return None
+
+        def on_codes(codes: np.ndarray) -> None:
+            # Frames of earlier windows, then this window's (its prefix repeats the tail of self.codes).
+            frames = np.concatenate([self.codes[: self.codes.shape[0] - prefix_len], codes]) if self.codes.size else codes
+            if frames.shape[0] - self._previewed < self.preview_frames:
+                return
+            self._previewed = frames.shape[0]
+            audio = self.decode(frames)
+            done = self._frames_before + max(0, codes.shape[0] - prefix_len)
+            self.rep("generate", done / max(1, self.total_max), done, self.total_max, partial=audio)
+
+        return on_codes
+
     # rounds ---------------------------------------------------------------------------------------
     def next_items(self) -> list[GenItem]:
         if self.done or self.error is not None:
@@ -325,7 +346,8 @@ class Job:
                 return []
             share = [0] * len(p.prompts)
             return [GenItem(prompt=pr, sampling=p.sampling, max_frames=mx, min_frames=mn,
-                            seed=derive_seed(p.seed, i), callback=self._callback(share, i))
+                            seed=derive_seed(p.seed, i), callback=self._callback(share, i),
+                            on_codes=self._preview(0) if i == 0 else None)
                     for i, (pr, (mn, mx)) in enumerate(zip(p.prompts, p.chunk_frames))]
         have = self.codes.shape[0]
         remaining = self.total_max - have
@@ -342,7 +364,8 @@ class Job:
         self._frames_before = have
         share = [0]
         return [GenItem(prompt=p.prompts[0], sampling=p.sampling, max_frames=new_max, min_frames=new_min,
-                        seed=derive_seed(p.seed, self.round), prefix=prefix, callback=self._callback(share, 0))]
+                        seed=derive_seed(p.seed, self.round), prefix=prefix, callback=self._callback(share, 0),
+                        on_codes=self._preview(0 if prefix is None else prefix.shape[0]))]
 
     def accept(self, results: Sequence[GenResult | BaseException]) -> None:
         self.round += 1
