@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     )
     curve_allow: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Client public keys (Z85) allowed when listening beyond loopback with CurveZMQ.",
+        description="Client public keys (Z85) allowed when listening beyond loopback with CurveZMQ (comma- or space-separated).",
     )
     max_message_bytes: int = Field(1 << 20, ge=1024, description="Largest request frame the daemon accepts.")
     max_queue: int = Field(64, ge=1, description="Queued jobs beyond this are answered 'busy'.")
@@ -90,12 +90,20 @@ class Settings(BaseSettings):
     # -- misc ------------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Daemon log level.")
 
-    @field_validator("allowed_roots", "curve_allow", mode="before")
+    @field_validator("allowed_roots", mode="before")
     @classmethod
-    def _split_list(cls, value: Any) -> Any:
+    def _split_paths(cls, value: Any) -> Any:
         if isinstance(value, str):
             parts = value.replace(os.pathsep, ",").split(",")
             return [p.strip() for p in parts if p.strip()]
+        return value
+
+    @field_validator("curve_allow", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        # Z85 keys may contain ':' (os.pathsep) but never ',' or spaces.
+        if isinstance(value, str):
+            return [p for p in value.replace(",", " ").split() if p]
         return value
 
     @classmethod

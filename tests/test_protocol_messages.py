@@ -138,3 +138,13 @@ def test_channel_times_out_without_daemon():
     with wire.Channel(info, timeout=0.3) as ch:
         with pytest.raises(wire.ReplyTimeout):
             ch.request("ping")
+
+
+def test_curve_allow_keeps_z85_keys_with_colons(monkeypatch):
+    from unimoe_audio.client.settings import load_settings
+
+    keys = ["rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7", "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID"]
+    monkeypatch.setenv("UNIMOE_AUDIO_CURVE_ALLOW", ",".join(keys))
+    monkeypatch.setenv("UNIMOE_AUDIO_ALLOWED_ROOTS", "/a:/b")
+    s = load_settings()
+    assert s.curve_allow == keys and [str(p) for p in s.allowed_roots] == ["/a", "/b"]
