@@ -6,11 +6,14 @@ Runs on CPU: the fast path is forced with ``moe_path``; the runner runs its stat
 """
 from __future__ import annotations
 
+import contextlib
+import types
+
 import numpy as np
 import pytest
 import torch
 
-from unimoe_audio.model.decoder import load_model
+from unimoe_audio.model.decoder import DecodeRunner, load_model
 from unimoe_audio.model.moe import SparseMoE, moe_path, route, set_moe_path
 from unimoe_audio.model.rope_index import positions_from_mask
 from unimoe_audio.model.tiny import random_model
@@ -209,3 +212,49 @@ def test_path_switches():
     assert set_moe_path(m, "grouped") == "auto" and set_moe_path(m, "auto") == "grouped"
     with pytest.raises(ValueError):
         set_moe_path(m, "dense")
+
+
+class _FakeGraphRunner(DecodeRunner):
+    """The runner's capture bookkeeping without CUDA: "capture" = warm-up + a replay that reruns the
+    static body (what a real graph replays)."""
+
+    def _capture(self):
+        self._body()
+        self._graph = types.SimpleNamespace(replay=self._body)
+        self._weights = self._weight_ptrs()
+        self.captures += 1
+
+
+def test_runner_captures_once_per_cache_shape_and_after_weight_moves():
+    m = _tied_model(seed=7)
+    ids, mask, frames = _prompt(seed=4)
+    keep = torch.tensor([1, 2])
+    ref, _, _ = _decode(m, ids, mask, frames, "grouped", keep_at=3, keep=keep)
+    with torch.inference_mode():
+        cache = m.new_cache(4, ids.shape[1] + 6)
+        m(m.embed(ids), positions_from_mask(mask), attention_mask=mask, cache=cache, logits="last")
+        run = _FakeGraphRunner(m, cache, use_graph=True)
+        n_real, fr, outs = mask.sum(-1), frames, []
+        for s in range(6):
+            if s == 3:
+                assert run.captures == 1  # steps 0-2 replay one capture
+                cache.keep(keep)
+                n_real, fr, outs = n_real[keep], fr[keep], [o[keep] for o in outs]
+            if s == 5:
+                assert run.captures == 2  # keep() changed the cache's tensors
+                with torch.no_grad(), torch.inference_mode(False):  # weights replaced, same values
+                    w = m.language_model.layers[0].mlp.experts[0].gate_proj.weight
+                    w.data = w.data.clone()
+            outs.append(run.step(m.embed_codec(fr[:, s:s + 1]), n_real[:, None])[:, 0])
+            n_real = n_real + 1
+    assert run.captures == 3
+    np.testing.assert_allclose(torch.stack(outs, 1).numpy(), ref.numpy(), atol=ATOL, rtol=0)
+
+
+def test_sdpa_context_policy():
+    from unimoe_audio.model import layers
+
+    assert isinstance(layers.sdpa_context(torch.device("cpu"), 1), contextlib.nullcontext)
+    if layers._sdpa_kernel is not None:
+        assert not isinstance(layers.sdpa_context(torch.device("cuda"), 1), contextlib.nullcontext)
+        assert isinstance(layers.sdpa_context(torch.device("cuda"), 7), contextlib.nullcontext)
