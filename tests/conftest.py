@@ -17,3 +17,15 @@ def fixtures_dir() -> Path:
 def model_fixture_dir() -> Path:
     """The golden tiny model: config.json, model.safetensors, golden.npz, golden_meta.json, tokenizer/."""
     return FIXTURES / "model"
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test with one torch thread: small convolutions are ~30x slower with 2 OpenMP threads on a
+    loaded 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

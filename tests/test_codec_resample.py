@@ -12,13 +12,7 @@ from unimoe_audio.model.resample import output_length, resample
 FIX = Path(__file__).parent / "fixtures" / "dac"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Small convolutions are 30x slower with 2 OpenMP threads on a loaded 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_exact_path_is_bit_identical_to_torchaudio():
