@@ -115,6 +115,9 @@ def sign(key: bytes | str, header: bytes, content: bytes) -> bytes:
     return mac.hexdigest().encode("ascii")
 
 
+#: How the frames of a message must look (said in errors about them).
+FRAMES_WANTED = ("[routing frames...] then exactly 4 frames: 'unimoe-audio/1', the hex HMAC-SHA256 signature, "
+                 "the header JSON, the content JSON")
 #: Header fields a received message must carry, and the type of every header field (docs/protocol.md).
 REQUIRED_HEADER_FIELDS = ("msg_id", "msg_type", "protocol_version")
 HEADER_FIELD_TYPES = {
@@ -185,8 +188,7 @@ def split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
     for i, frame in enumerate(frames):
         if frame == IDENT:
             return frames[:i], frames[i:]
-    raise WireError("bad_message", "no protocol delimiter frame " + IDENT.decode(), field="frames",
-                    wanted="[IDENT, signature, header, content]")
+    raise WireError("bad_message", f"no {IDENT.decode()!r} frame", field="frames", wanted=FRAMES_WANTED)
 
 
 def deserialize(frames: list[bytes], *, key: bytes | None, max_bytes: int | None = None,
@@ -203,7 +205,7 @@ def deserialize(frames: list[bytes], *, key: bytes | None, max_bytes: int | None
                             wanted=f"at most {max_bytes} bytes")
     if len(body) != 4:
         raise WireError("bad_message", f"wanted 4 frames after the delimiter, got {len(body)}", field="frames",
-                        wanted="[IDENT, signature, header, content]")
+                        wanted=FRAMES_WANTED)
     _, sig, hb, cb = body
     if check_signature:
         if key is None:

@@ -240,7 +240,8 @@ def write_output(
             tmp.unlink()
     seconds = x.shape[-1] / out_rate
     result = {"path": str(final), "sidecar": str(final.with_suffix(".json")), "seconds": seconds,
-              "sample_rate": out_rate, "channels": channels, "bit_depth": bit_depth}
+              "sample_rate": out_rate, "channels": channels, "bit_depth": bit_depth,
+              "loudness_lufs": _output_lufs(info)}
     side = dict(sidecar)
     side["output"] = {**result, "normalize": opts.normalize, "loudness_lufs": lufs if opts.normalize else None,
                       "true_peak_db": tp, "samples": int(x.shape[-1]), "fit_length": target is not None,
@@ -249,6 +250,15 @@ def write_output(
     side.setdefault("written", time.time())
     _write_json_atomic(final.with_suffix(".json"), side)
     return result
+
+
+def _output_lufs(info: dict[str, Any]) -> float | None:
+    """The written file's integrated loudness (LUFS): measured input + the gain applied; None when not
+    normalized or silent."""
+    norm = info.get("loudness") or {}
+    if norm.get("input_lufs") is None:
+        return None
+    return round(float(norm["input_lufs"]) + float(norm["gain_db"]), 2)
 
 
 def write_partial(audio: np.ndarray, sample_rate: int, folder: Path, job_id: str, index: int) -> Path:

@@ -169,6 +169,42 @@ def test_nan_in_json_is_bad_message(daemon, raw):
     assert rep.content["code"] == "bad_message" and rep.content["field"] == "content"
 
 
+def test_req_socket_clients_work_with_their_empty_first_frame(daemon):
+    """A REQ socket puts an empty delimiter frame before ours; the daemon keeps it in the reply."""
+    req = zmq.Context.instance().socket(zmq.REQ)
+    req.linger = 0
+    req.connect(daemon.info.endpoint("control"))
+    try:
+        frames, h = wire.serialize("ping", {}, key=daemon.info.key)
+        req.send_multipart(frames)
+        assert req.poll(30_000)
+        msg = wire.deserialize(req.recv_multipart(), key=daemon.info.key_bytes)
+        assert msg.msg_type == "ping_reply" and msg.header.parent_id == h.msg_id
+    finally:
+        req.close(0)
+
+
+def test_done_reports_the_files_loudness(daemon, ch):
+    import numpy as np
+    import pyloudnorm
+    import soundfile as sf
+
+    sub = daemon.channel().subscribe(["job."])
+    time.sleep(0.3)
+    try:
+        job_id = ch.request("submit", music(1.0, output={"loudness_lufs": -20.0}))["job_id"]
+        final, _ = wait_final(sub, job_id)
+    finally:
+        sub.close()
+    assert final.msg_type == "done"
+    lufs = final.content["loudness_lufs"]
+    audio, rate = sf.read(final.content["path"], dtype="float64")
+    measured = pyloudnorm.Meter(rate).integrated_loudness(audio)
+    assert isinstance(lufs, float) and np.isfinite(measured) and abs(lufs - measured) < 0.5, (lufs, measured)
+    assert lufs <= -19.5  # at the target, or below it when the true-peak ceiling limited the gain
+    assert ch.request("job", {"job_id": job_id})["job"]["result"]["loudness_lufs"] == lufs
+
+
 # -- idempotency ------------------------------------------------------------------------------------------------
 def test_replayed_submit_frames_make_one_job(daemon, raw, ch):
     req = music(1.0, tag="replay", request_id="replay-test-0001")
@@ -179,7 +215,7 @@ def test_replayed_submit_frames_make_one_job(daemon, raw, ch):
     second = raw.reply().content
     assert first["job_id"] == second["job_id"] and second["repeat"] is True and not first.get("repeat")
     jobs = ch.request("jobs", {"limit": 1000})["jobs"]
-    assert [j["job_id"] for j in jobs if j["tag"] == "replay"] == [first["job_id"]]
+    assert [j["job_id"] for j in jobs if j.get("tag") == "replay"] == [first["job_id"]]
     # the same key on another request is refused, naming the field
     with pytest.raises(wire.RemoteError) as ei:
         ch.request("submit", music(2.0, tag="replay", request_id="replay-test-0001"))
