@@ -10,7 +10,6 @@ import json
 import os
 import random
 import socket
-import struct
 
 import pytest
 import zmq

@@ -13,7 +13,6 @@ import stat
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import zmq
@@ -22,9 +21,10 @@ from pythonosc.osc_message import OscMessage
 from unimoe_audio.client import protocol as P
 from unimoe_audio.client import wire
 from unimoe_audio.client.client import Client
+from unimoe_audio.client.settings import Settings
 from unimoe_audio.daemon import osc_server
 
-from _daemon_harness import DaemonProc, free_port, music, wait_final, wait_for
+from _daemon_harness import DaemonProc, music, wait_final, wait_for
 
 LIMIT = 64 * 1024
 
@@ -339,7 +339,7 @@ def test_stale_temps_removed_and_data_folder_private(tmp_path, cache):
 
 
 def test_default_osc_port_taken_falls_back_unless_explicit(tmp_path, cache):
-    default = P_DEFAULT_OSC = 9137
+    default = Settings.model_fields["osc_port"].default  # 9137, machine-wide
     holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         try:
@@ -351,7 +351,7 @@ def test_default_osc_port_taken_falls_back_unless_explicit(tmp_path, cache):
         d.env.pop("UNIMOE_AUDIO_OSC_PORT")
         d.start()
         try:
-            assert d.info.osc_port and d.info.osc_port != P_DEFAULT_OSC
+            assert d.info.osc_port and d.info.osc_port != default
             assert d.channel().request("status", control=True)["osc_port"] == d.info.osc_port
             s = osc_socket()
             try:
