@@ -57,6 +57,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "normalize": ("output", "normalize"),
     "fit_length": ("output", "fit_length"),
     "priority": ("priority",),
+    "request_id": ("request_id",),  # idempotency key: a resent datagram makes no second job
 }
 # The OSC type each key takes, as the ZeroMQ schema types the field it fills (client/protocol.py).
 _FLOAT = ("seconds", "min_seconds", "max_seconds", "cfg_scale", "temperature", "top_p", "eos_factor", "tempo_bpm",

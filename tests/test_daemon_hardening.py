@@ -255,6 +255,19 @@ def test_request_id_survives_a_restart(tmp_path, cache):
         d.close()
 
 
+def test_osc_request_id_makes_a_resent_datagram_one_job(daemon, ch):
+    s = osc_socket()
+    try:
+        args = ["calm piano", "seconds", 0.5, "tag", "osc-once", "request_id", "osc-resend-0001"]
+        a1, first = osc_ask(s, daemon.info.osc_port, "/unimoe/music", *args)
+        a2, second = osc_ask(s, daemon.info.osc_port, "/unimoe/music", *args)
+        assert a1 == a2 == "/unimoe/accepted" and first[0] == second[0]
+    finally:
+        s.close()
+    assert [j["job_id"] for j in ch.request("jobs", {"limit": 1000})["jobs"] if j.get("tag") == "osc-once"] \
+        == [first[0]]
+
+
 # -- cancel of a finished job: ZeroMQ and OSC agree ----------------------------------------------------------------
 def test_cancel_finished_job_agrees_over_zeromq_and_osc(daemon, ch):
     sub = daemon.channel().subscribe(["job."])
