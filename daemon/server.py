@@ -485,7 +485,7 @@ class Daemon:
                 outputs.check_input_file(spec.reference_audio, self.roots, "spec.reference_audio")
             if spec.voice is not None and not self.voices.exists(spec.voice):
                 raise ProtocolError("not_found", f"no saved voice named {spec.voice!r}", field="spec.voice",
-                                    wanted="a name from 'voices list', or reference_audio + reference_text")
+                                    wanted="a name from 'unimoe-audio voices ls', or reference_audio + reference_text")
         elif spec.task == "video_score":
             outputs.check_input_file(spec.video, self.roots, "spec.video")
         outputs.output_folder(req.output.folder, self.settings.output_path, self.roots)

@@ -1,8 +1,7 @@
 """REAPER and Blender scripts: their pure planning, and their job flow against a real daemon (tiny model).
 
-REAPER and Blender are not here, so the REAPER script runs over a small recorder of the RPR_ calls it
-makes (the daemon is real); the Blender add-on's maths is tested directly and its request is run by the
-real daemon through the same HostJob the add-on's timer polls.
+The hosts themselves: tests/test_integrations_reaper.py (the script as REAPER runs it),
+tests/test_integrations_blender.py (the add-on inside real bpy), tests/test_integrations_audacity.py.
 """
 from __future__ import annotations
 
@@ -33,87 +32,7 @@ def daemon(tmp_path_factory):
     d.close()
 
 
-# -- REAPER ------------------------------------------------------------------------------------------
-class ReaperRecorder:
-    """The RPR_ functions the script calls, with REAPER's Python return conventions, recording calls."""
-
-    def __init__(self, sel=(1.0, 2.0), srate=44100.0, use_srate=1.0, tempo=120.0, folder="", answers=None):
-        self.sel, self.srate, self.use_srate, self.tempo, self.folder = sel, srate, use_srate, tempo, folder
-        self.answers = answers
-        self.calls: list[tuple] = []
-        self.tracks: list[dict] = []
-        self.cursor = 5.0
-        self.deferred: list[str] = []
-
-    def _rec(self, *call):
-        self.calls.append(call)
-
-    def RPR_GetSet_LoopTimeRange(self, is_set, is_loop, start, end, allow):
-        return (is_set, is_loop, self.sel[0], self.sel[1], allow)
-
-    def RPR_GetSetProjectInfo(self, proj, name, value, is_set):
-        return {"PROJECT_SRATE": self.srate, "PROJECT_SRATE_USE": self.use_srate}[name]
-
-    def RPR_Master_GetTempo(self):
-        return self.tempo
-
-    def RPR_GetProjectPath(self, buf, size):
-        return (self.folder, size)
-
-    def RPR_GetUserInputs(self, title, n, captions, values, size):
-        self._rec("GetUserInputs", title)
-        return (1, title, n, captions, self.answers, size) if self.answers is not None else (0, title, n, captions, values, size)
-
-    def RPR_GetCursorPosition(self):
-        return self.cursor
-
-    def RPR_CountTracks(self, proj):
-        return len(self.tracks)
-
-    def RPR_InsertTrackAtIndex(self, index, defaults):
-        self._rec("InsertTrackAtIndex", index)
-        self.tracks.insert(index, {"name": "", "items": [], "selected": False})
-
-    def RPR_GetTrack(self, proj, index):
-        return index
-
-    def RPR_GetSetMediaTrackInfo_String(self, track, parm, value, is_set):
-        self.tracks[track]["name"] = value
-        return (True, track, parm, value, is_set)
-
-    def RPR_SetOnlyTrackSelected(self, track):
-        for i, t in enumerate(self.tracks):
-            t["selected"] = i == track
-
-    def RPR_SetEditCurPos(self, pos, moveview, seekplay):
-        self._rec("SetEditCurPos", pos)
-        self.cursor = pos
-
-    def RPR_InsertMedia(self, path, mode):
-        self._rec("InsertMedia", path, mode)
-        track = next(t for t in self.tracks if t["selected"])
-        track["items"].append((self.cursor, path))
-
-    def RPR_UpdateArrange(self):
-        pass
-
-    def RPR_Undo_BeginBlock(self):
-        self._rec("Undo_BeginBlock")
-
-    def RPR_Undo_EndBlock(self, text, flags):
-        self._rec("Undo_EndBlock", text)
-
-    def RPR_ShowConsoleMsg(self, text):
-        pass
-
-    def RPR_ShowMessageBox(self, text, title, kind):
-        self._rec("ShowMessageBox", text)
-        return 1
-
-    def RPR_defer(self, code):
-        self.deferred.append(code)
-
-
+# -- REAPER (the script run as REAPER runs it: tests/test_integrations_reaper.py) --------------------
 def test_reaper_plan_request():
     p = rs.plan_request("music", 1.0, 3.5, prompt="warm pads", tempo=96.0, project_rate=44100, folder="/p")
     assert p.kind == "music" and p.position == 1.0 and p.samples == 110250 and p.length == 2.5
@@ -131,40 +50,6 @@ def test_reaper_plan_request():
         rs.plan_request("noise", 0, 1, prompt="x")
     assert rs.parse_inputs("music,slow, dark strings,") == ("music", "slow, dark strings", "")
     assert rs.parse_inputs("speech,Hello there,narrator") == ("speech", "Hello there", "narrator")
-
-
-def test_reaper_without_selection_or_daemon(tmp_path):
-    api = ReaperRecorder(sel=(0.0, 0.0))
-    s = rs.run(api, answers=("music", "x", ""), settings=load_settings(home=tmp_path))
-    assert s.state == "failed" and "no time selection" in s.message and not api.deferred
-    api = ReaperRecorder()
-    s = rs.run(api, answers=("music", "x", ""), settings=load_settings(home=tmp_path))
-    assert s.state == "failed" and "unimoe-audio serve" in s.message
-    with pytest.raises(DaemonUnavailable):
-        connect(load_settings(home=tmp_path))
-
-
-def test_reaper_fills_selection_on_new_track(daemon):
-    folder = daemon.home / "reaper-project"
-    api = ReaperRecorder(sel=(1.0, 2.0), srate=44100.0, folder=str(folder), answers="music,soft marimba loop,")
-    session = rs.run(api, settings=daemon.settings)
-    assert session.state == "running", session.message
-    assert api.deferred == ["unimoe_poll()"]
-    assert session.plan.fields["tempo_bpm"] == 120.0
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and api.deferred:
-        api.deferred.pop()
-        time.sleep(rs.POLL_EVERY_S)
-        rs.unimoe_poll()  # what REAPER's defer would call
-    assert session.state == "inserted", session.message
-    (track,) = api.tracks
-    assert track["name"] == "music: soft marimba loop"
-    ((pos, path),) = track["items"]
-    assert pos == 1.0 and Path(path).parent == folder.resolve()
-    assert wav_frames(path)[:2] == (44100, 44100)
-    assert api.cursor == 5.0  # the edit cursor is put back
-    names = [c[0] for c in api.calls]
-    assert names.index("Undo_BeginBlock") < names.index("InsertMedia") < names.index("Undo_EndBlock")
 
 
 # -- Blender -----------------------------------------------------------------------------------------
