@@ -5,6 +5,8 @@ and returns at once (no request to the daemon). Only :mod:`unimoe_audio.client` 
 """
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +94,35 @@ class HostJob:
     def cancel(self) -> None:
         if self.job_id:
             self.client.cancel(self.job_id)
+
+
+def submit_with_fallback(client: Client, kind: str, fields: dict[str, Any]) -> tuple[HostJob, str | None]:
+    """Submit with the host's own ``folder`` (a project's media folder, a .blend's folder); when the daemon
+    may not write there (``path_not_allowed``: outside its allowed roots), submit again without it so the
+    daemon writes into its own output folder. Returns (job, the folder to copy the result into, or None)."""
+    job = HostJob(client, kind, fields)
+    try:
+        job.submit()
+        return job, None
+    except BadRequest as exc:
+        if exc.code != "path_not_allowed" or not fields.get("folder"):
+            raise
+    job = HostJob(client, kind, {k: v for k, v in fields.items() if k != "folder"})
+    job.submit()
+    return job, str(fields["folder"])
+
+
+def copy_into(folder: str, path: str) -> str:
+    """Copy ``path`` into ``folder`` (created if needed) without overwriting (``name-2.wav`` ...); returns
+    the copy's path."""
+    os.makedirs(folder, exist_ok=True)
+    stem, ext = os.path.splitext(os.path.basename(path))
+    dest, n = os.path.join(folder, stem + ext), 1
+    while os.path.exists(dest):
+        n += 1
+        dest = os.path.join(folder, f"{stem}-{n}{ext}")
+    shutil.copy2(path, dest)
+    return dest
 
 
 def describe_error(exc: BaseException) -> str:

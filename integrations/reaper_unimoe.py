@@ -20,17 +20,15 @@ tested without REAPER.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
 from typing import Any
 
 try:  # REAPER runs scripts with the package importable only if the user set it up
-    from unimoe_audio.client.client import BadRequest
-    from unimoe_audio.integrations.hostjob import HostJob, connect, describe_error
+    from unimoe_audio.integrations.hostjob import connect, copy_into, describe_error, submit_with_fallback
 except ImportError as _exc:  # pragma: no cover - only inside a misconfigured REAPER
-    HostJob = connect = describe_error = BadRequest = None  # type: ignore[assignment,misc]
+    connect = copy_into = describe_error = submit_with_fallback = None  # type: ignore[assignment]
     _IMPORT_ERROR: Exception | None = _exc
 else:
     _IMPORT_ERROR = None
@@ -220,18 +218,6 @@ def insert_on_new_track(api: Api, path: str, position: float, length: float, nam
     return track, item
 
 
-def copy_into(folder: str, path: str) -> str:
-    """Copy ``path`` into ``folder`` (created if needed) without overwriting: ``name-2.wav`` ... Returns the copy."""
-    os.makedirs(folder, exist_ok=True)
-    stem, ext = os.path.splitext(os.path.basename(path))
-    dest, n = os.path.join(folder, stem + ext), 1
-    while os.path.exists(dest):
-        n += 1
-        dest = os.path.join(folder, f"{stem}-{n}{ext}")
-    shutil.copy2(path, dest)
-    return dest
-
-
 # --------------------------------------------------------------------------------------------------
 # the session: submit, then poll from RPR_defer
 # --------------------------------------------------------------------------------------------------
@@ -301,7 +287,8 @@ class Session:
             return self.fail(str(exc))
         try:
             self.client = connect(self.settings)
-            self.job = self._submit(self.plan.fields)
+            # the project's media folder, or the daemon's own folder and a copy when it may not write there
+            self.job, self.copy_to = submit_with_fallback(self.client, self.plan.kind, self.plan.fields)
         except Exception as exc:  # noqa: BLE001 - shown to the user
             return self.fail(describe_error(exc))
         self.state = "running"
@@ -310,20 +297,6 @@ class Session:
         self.say(f"{self.plan.kind} job {self.job.job_id} queued ({self.plan.length:.3f} s, "
                  f"{self.plan.samples} samples){where}")
         return True
-
-    def _submit(self, fields: dict[str, Any]) -> Any:
-        job = HostJob(self.client, self.plan.kind if self.plan else "music", fields)
-        try:
-            job.submit()
-        except BadRequest as exc:
-            # The project folder lies outside the daemon's allowed roots: let the daemon write into its own
-            # output folder and copy the file into the project afterwards.
-            if exc.code != "path_not_allowed" or "folder" not in fields:
-                raise
-            self.copy_to = str(fields["folder"])
-            job = HostJob(self.client, job.kind, {k: v for k, v in fields.items() if k != "folder"})
-            job.submit()
-        return job
 
     def tick(self) -> bool:
         """One deferred call; True while the job still runs (defer again). Looks at the job only once per
