@@ -146,7 +146,18 @@ class AudacityHost:
             names.append(n)
         return names
 
-    def screenshot(self, path: Path) -> Path:
+    def screenshot(self, path: Path, tries: int = 20) -> Path:
+        """The screen once Audacity has repainted (it repaints when idle): shots until two agree."""
+        last = b""
+        for _ in range(tries):
+            subprocess.run(["import", "-window", "root", "rgb:" + str(path) + ".rgb"], check=True, timeout=60,
+                           env={**os.environ, "DISPLAY": self.display}, capture_output=True)
+            now = Path(str(path) + ".rgb").read_bytes()
+            if now == last:
+                break
+            last = now
+            time.sleep(0.5)
+        Path(str(path) + ".rgb").unlink()
         subprocess.run(["import", "-window", "root", str(path)], check=True, timeout=60,
                        env={**os.environ, "DISPLAY": self.display}, capture_output=True)
         return path

@@ -124,6 +124,7 @@ def test_fills_the_selection_in_audacity(audacity, daemon, tmp_path):
     assert peak(1.3, 2.95) > 1000 and peak(4.05, 5.45) > 1000
     pipe.command("SelectTracks: Track=1 TrackCount=1 Mode=Set")
     pipe.command("SelectTime: Start=1.25 End=3.0")
+    pipe.command("FitV:")  # View > Track Size > Fit to Height: every track in the screenshot
     pipe.sync()
     shot = audacity.screenshot(tmp_path / "audacity.png")
     assert shot.stat().st_size > 10_000
