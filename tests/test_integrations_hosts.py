@@ -95,3 +95,42 @@ def test_blender_request_runs_on_the_daemon(daemon):
         client.close()
     assert res.state == "done", res
     assert wav_frames(res.path)[:2] == (req.samples, 48000) == (24024, 48000)
+
+
+# -- the non-blocking job follower the hosts use -------------------------------------------------------
+def test_jobwatch_reads_events_and_notices_a_dead_daemon(tmp_path):
+    from unimoe_audio.client.client import Client
+
+    d = DaemonProc(tmp_path).start()
+    try:
+        with Client(d.settings, auto_start=False) as c:
+            job = c.submit("music", caption="a long bed", seconds=60.0)
+            watch = c.watch(job.id, resync_s=0.5, resync_timeout=0.25)
+            first = watch.poll()  # the opening snapshot
+            assert first is not None and first.job_id == job.id and watch.requests == 1
+            t0 = time.monotonic()
+            deadline = t0 + 240
+            seen = []
+            while time.monotonic() < deadline:
+                upd = watch.poll()
+                if upd is not None:
+                    seen.append(upd.kind)
+                    if upd.kind == "progress":
+                        break
+                time.sleep(0.05)
+            assert "progress" in seen, seen
+            # events arrive without asking; a request only after each quiet spell of resync_s
+            assert watch.requests <= 1 + (time.monotonic() - t0) / watch.resync_s + 1
+            d.kill9()
+            final = None
+            deadline = time.monotonic() + 60
+            while final is None and time.monotonic() < deadline:
+                upd = watch.poll()
+                if upd is not None and upd.final:
+                    final = upd
+                time.sleep(0.05)
+            assert final is not None and final.kind == "failed"
+            assert final.event.error.code == "not_running" and "gone" in final.event.error.message
+            assert watch.poll() is None  # nothing new after the end
+    finally:
+        d.close()
