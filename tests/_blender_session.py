@@ -16,11 +16,11 @@ import bpy
 ADDON = "unimoe_audio_vse"
 
 
-def new_text_strip(coll, name, channel, start, length):
+def new_effect(coll, name, kind, channel, start, length):
     try:  # 4.4+/5.x
-        return coll.new_effect(name=name, type="TEXT", channel=channel, frame_start=start, length=length)
+        return coll.new_effect(name=name, type=kind, channel=channel, frame_start=start, length=length)
     except TypeError:  # 4.2 LTS
-        return coll.new_effect(name=name, type="TEXT", channel=channel, frame_start=start, frame_end=start + length)
+        return coll.new_effect(name=name, type=kind, channel=channel, frame_start=start, frame_end=start + length)
 
 
 def drive(mod, deadline_s):
@@ -70,8 +70,7 @@ def main(cfg_path, out_path):
         movie.frame_offset_start = cfg["trim_start"]
         movie.frame_offset_end = cfg["trim_end"]
         # something already on channel 3 over the movie: the music must go to channel 4
-        block = coll.new_effect(name="block", type="COLOR", channel=3, frame_start=int(movie.frame_final_start),
-                                length=5) if hasattr(coll, "new_effect") else None
+        block = new_effect(coll, "block", "COLOR", 3, int(movie.frame_final_start), 5)
         out["movie"] = strip_info(se, "clip")
         bpy.ops.wm.save_as_mainfile(filepath=cfg["blend"])
 
@@ -80,7 +79,7 @@ def main(cfg_path, out_path):
         out["status_queued"] = scene.unimoe.status
         out["score_ticks"] = drive(mod, cfg["deadline"])
 
-        text = new_text_strip(coll, "line1", 2, cfg["text_at"], cfg["text_frames"])
+        text = new_effect(coll, "line1", "TEXT", 2, cfg["text_at"], cfg["text_frames"])
         text.text = cfg["text"]
         se.active_strip = text
         out["speech_call"] = sorted(bpy.ops.sequencer.unimoe_speech(voice=cfg["voice"]))
@@ -93,12 +92,17 @@ def main(cfg_path, out_path):
         drive(mod, cfg["deadline"])
 
         out["runs"] = [{"state": r.state, "error": r.error, "path": r.path, "job_id": r.job_id,
+                        "result": r.job.last.path if r.job.last else "",
                         "copy_to": r.copy_to, "strip": strip_info(se, r.result_strip) if r.result_strip else None}
                        for r in mod.FINISHED]
         out["progress"] = scene.unimoe.progress
         out["status"] = scene.unimoe.status
-        out["block_channel"] = block.channel if block is not None else None
-        bpy.ops.sound.mixdown(filepath=cfg["mixdown"], container="WAV", codec="PCM", format="S16", mixrate=48000)
+        out["block_channel"] = block.channel
+        out["names"] = "strips" if hasattr(se, "strips") else "sequences"
+        # PyPI's 4.2 wheel is built without Audaspace: no sound strips, no mixdown
+        out["audaspace"] = bool(bpy.app.build_options.audaspace)
+        if out["audaspace"]:
+            bpy.ops.sound.mixdown(filepath=cfg["mixdown"], container="WAV", codec="PCM", format="S16", mixrate=48000)
         bpy.ops.preferences.addon_disable(module=ADDON)
         out["unregistered"] = not hasattr(bpy.types.Scene, "unimoe")
     except Exception:  # noqa: BLE001 - the test shows it

@@ -27,11 +27,17 @@ from unimoe_audio.integrations.timeline import wav_frames  # noqa: E402
 pytestmark = pytest.mark.host
 
 
-def bpy_python() -> Path:
-    py = Path(os.environ.get("UNIMOE_BPY_PYTHON") or ROOT / ".venv-bpy" / "bin" / "python")
+# (venv folder, bpy version, the env var that may point at another such python): 5.x names the sequencer's
+# collections `strips`, 4.2 LTS `sequences`; the add-on must work with both.
+BLENDERS = [(".venv-bpy", "5.0.1", "UNIMOE_BPY_PYTHON"), (".venv-bpy42", "4.2.23", "UNIMOE_BPY42_PYTHON")]
+
+
+def bpy_python(venv: str, version: str, env_var: str) -> Path:
+    py = Path(os.environ.get(env_var) or ROOT / venv / "bin" / "python")
     if not py.exists():
-        pytest.fail(f"no Blender Python at {py}: create it with `.ci/bpy-venv` (Python 3.11 + PyPI bpy==5.0.1 + "
-                    "this project's client; .ci/run does it), or set UNIMOE_BPY_PYTHON to such a python",
+        args = "" if venv == ".venv-bpy" else f" {venv} {version}"
+        pytest.fail(f"no Blender {version} Python at {py}: create it with `.ci/bpy-venv{args}` (Python 3.11 + "
+                    f"PyPI bpy=={version} + this project's client; .ci/run does it), or set {env_var}",
                     pytrace=False)
     return py
 
@@ -61,15 +67,16 @@ def test_build_zip_holds_the_addon(tmp_path):
     assert Path(out.stdout.strip()) == (tmp_path / "b.zip").resolve()
 
 
-def test_addon_in_blender_scores_a_movie_strip_and_speaks_a_text_strip(daemon, tmp_path):
-    py = bpy_python()
-    film = daemon.home / "film"  # inside the daemon's allowed roots: the clip, the .blend, the output beside it
+@pytest.mark.parametrize("venv,version,env_var", BLENDERS, ids=[v for _, v, _ in BLENDERS])
+def test_addon_in_blender_scores_a_movie_strip_and_speaks_a_text_strip(daemon, tmp_path, venv, version, env_var):
+    py = bpy_python(venv, version, env_var)
+    film = daemon.home / f"film-{version}"  # inside the daemon's allowed roots: the clip, the .blend, the output beside it
     film.mkdir(exist_ok=True)
     video = film / "clip.mp4"
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
                     "testsrc=duration=3:size=96x64:rate=24000/1001", "-pix_fmt", "yuv420p", str(video)],
                    check=True, capture_output=True)
-    blend = film / "cut.blend"
+    blend = film / f"cut-{version}.blend"
     cfg = {"zip": str(build_zip(tmp_path / "unimoe_audio_vse.zip")), "video": str(video), "blend": str(blend),
            "fps": 24, "fps_base": 1.001, "scene_end": 130, "movie_at": 10, "trim_start": 12, "trim_end": 24,
            "caption": "tense strings", "text_at": 70, "text_frames": 50, "text": "Hello from the sequencer.",
@@ -86,7 +93,8 @@ def test_addon_in_blender_scores_a_movie_strip_and_speaks_a_text_strip(daemon, t
     assert (tmp_path / "out.json").exists(), f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     out = json.loads((tmp_path / "out.json").read_text())
     assert "error" not in out, out.get("error", "") + proc.stderr[-3000:]
-    assert out["blender"].startswith(("4.", "5."))
+    assert out["blender"].split()[0] == version
+    assert out["names"] == ("strips" if tuple(map(int, version.split(".")[:2])) >= (4, 4) else "sequences")
     assert Path(out["client_file"]).is_relative_to(ROOT), f"the bpy venv has another checkout: rerun .ci/bpy-venv"
 
     # registered with its properties (the bug of issue #12: none were)
@@ -97,22 +105,35 @@ def test_addon_in_blender_scores_a_movie_strip_and_speaks_a_text_strip(daemon, t
     assert (movie["channel"], movie["frame_final_start"], movie["frame_final_end"]) == (2, 22, 58)
 
     score, speech, cancelled = out["runs"]
-    assert score["state"] == "done" and speech["state"] == "done", out["runs"]
     assert cancelled["state"] == "cancelled" and cancelled["strip"] is None
+    assert out["status"] == "cancelled"  # what the panel shows after Cancel
+    assert out["unregistered"]
+    # the daemon wrote into the .blend's folder, exactly the strips' lengths
+    assert Path(score["result"]).parent == blend.parent / "unimoe" and score["copy_to"] is None
+    assert wav_frames(score["result"])[:2] == (72072, 48000)  # 36 frames at 24000/1001, sample exact
+    assert wav_frames(speech["result"])[:2] == (100100, 48000)  # 50 frames
+
+    # PyPI's bpy 4.2 is built without Audaspace, so it cannot make sound strips: there the add-on gets as
+    # far as `sequences.new_sound` (the 4.2 name) and reports Blender's refusal; 5.x places the strips
+    assert out["audaspace"] == (version != "4.2.23")
+    if not out["audaspace"]:
+        for run in (score, speech):
+            assert run["state"] == "failed" and "without Audaspace" in run["error"], run
+        return
+
+    assert score["state"] == "done" and speech["state"] == "done", out["runs"]
     # music: on channel 4 (3 is taken over the movie), at the movie's first visible frame, its length,
-    # written into the .blend's folder and stored relative to the .blend
+    # stored relative to the .blend
     s = score["strip"]
     assert (s["type"], s["channel"], s["frame_start"], s["frame_final_start"], s["frame_final_duration"]) == \
         ("SOUND", 4, 22, 22, 36)
-    assert Path(s["filepath"]).parent == blend.parent / "unimoe" and s["stored_filepath"].startswith("//unimoe/")
-    assert score["copy_to"] is None and Path(s["filepath"]) == Path(score["path"])
-    assert wav_frames(s["filepath"])[:2] == (72072, 48000)  # 36 frames at 24000/1001, sample exact
+    assert s["stored_filepath"].startswith("//unimoe/") and Path(s["filepath"]) == Path(score["path"])
+    assert Path(score["path"]) == Path(score["result"])
     # speech: on channel 3 (free there), at the text strip's first frame, its length
     t = speech["strip"]
     assert (t["channel"], t["frame_final_start"], t["frame_final_duration"]) == (3, 70, 50)
-    assert wav_frames(t["filepath"])[:2] == (100100, 48000)
-    assert out["progress_done"] == 1.0 and out["status_done"].startswith("added ") and out["unregistered"]
-    assert out["status"] == "cancelled"  # what the panel shows after Cancel
+    assert Path(t["filepath"]) == Path(speech["result"])
+    assert out["progress_done"] == 1.0 and out["status_done"].startswith("added ")
 
     # what Blender plays: silence before and between the strips, sound where they are
     with wave.open(cfg["mixdown"]) as w:
