@@ -95,7 +95,7 @@ def test_addon_in_blender_scores_a_movie_strip_and_speaks_a_text_strip(daemon, t
     assert "error" not in out, out.get("error", "") + proc.stderr[-3000:]
     assert out["blender"].split()[0] == version
     assert out["names"] == ("strips" if tuple(map(int, version.split(".")[:2])) >= (4, 4) else "sequences")
-    assert Path(out["client_file"]).is_relative_to(ROOT), f"the bpy venv has another checkout: rerun .ci/bpy-venv"
+    assert Path(out["client_file"]).is_relative_to(ROOT), "the bpy venv has another checkout: rerun .ci/bpy-venv"
 
     # registered with its properties (the bug of issue #12: none were)
     assert {"caption", "mode"} <= set(out["score_props"]) and "voice" in out["speech_props"] and out["panel"]

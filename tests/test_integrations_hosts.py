@@ -16,10 +16,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _daemon_harness import DaemonProc  # noqa: E402
 
-from unimoe_audio.client.client import DaemonUnavailable  # noqa: E402
-from unimoe_audio.client.settings import load_settings  # noqa: E402
 from unimoe_audio.integrations import reaper_unimoe as rs  # noqa: E402
-from unimoe_audio.integrations.blender_vse_score import pick_channel, scene_rate, strip_request  # noqa: E402
+from unimoe_audio.integrations.blender_vse_score import pick_channel, scene_rate, strip_request, text_request  # noqa: E402
 from unimoe_audio.integrations.hostjob import HostJob, connect  # noqa: E402
 from unimoe_audio.integrations.timeline import wav_frames  # noqa: E402
 
@@ -67,6 +65,18 @@ def test_blender_scene_rate_and_strip_request():
         strip_request("/v/a.mov", 0, 10, 10, 25, 1.0)
     f = r.fields(caption="tense", folder="/out", seed=1, name="a-score")
     assert f["frames"] == 24 and f["fps"] == "24000/1001" and f["fit_length"] and f["folder"] == "/out"
+
+
+def test_blender_text_request():
+    r = text_request("  Hello there.  ", 70, 120, 24, 1.0010000467300415)
+    assert (r.text, r.frames, r.fps, r.start_frame, r.samples) == ("Hello there.", 50, "24000/1001", 70, 100100)
+    f = r.fields(voice="narrator", folder="/out", name="line1-speech")
+    assert f == {"text": "Hello there.", "frames": 50, "fps": "24000/1001", "fit_length": True,
+                 "sample_rate": 48000, "voice": "narrator", "folder": "/out", "name": "line1-speech"}
+    with pytest.raises(ValueError, match="no text"):
+        text_request("  ", 0, 10, 25, 1.0)
+    with pytest.raises(ValueError, match="no length"):
+        text_request("x", 10, 10, 25, 1.0)
 
 
 def test_blender_pick_channel():
