@@ -7,6 +7,7 @@ to Blender's loop), renders the scene's audio, and writes what it saw as JSON.
     python _blender_session.py CONFIG.json RESULT.json
 """
 import json
+import os
 import sys
 import time
 import traceback
@@ -42,7 +43,7 @@ def strip_info(se, name):
     return {"name": s.name, "type": s.type, "channel": s.channel, "frame_start": s.frame_start,
             "frame_final_start": s.frame_final_start, "frame_final_end": s.frame_final_end,
             "frame_final_duration": s.frame_final_duration,
-            "filepath": bpy.path.abspath(s.sound.filepath) if s.type == "SOUND" else "",
+            "filepath": os.path.normpath(bpy.path.abspath(s.sound.filepath)) if s.type == "SOUND" else "",
             "stored_filepath": s.sound.filepath if s.type == "SOUND" else ""}
 
 
@@ -89,6 +90,13 @@ def main(cfg_path, out_path):
         se.active_strip = movie  # a third job, cancelled from the panel's button
         bpy.ops.sequencer.unimoe_score(caption="to be cancelled", mode="reference")
         out["cancel_call"] = sorted(bpy.ops.sequencer.unimoe_cancel())
+        drive(mod, cfg["deadline"])
+        out["status_cancelled"] = scene.unimoe.status
+
+        # the .blend saved where the daemon may not write: its output is copied beside the .blend
+        bpy.ops.wm.save_as_mainfile(filepath=cfg["blend_outside"])
+        se.active_strip = movie
+        bpy.ops.sequencer.unimoe_score(caption="copied", mode="vision")
         drive(mod, cfg["deadline"])
 
         out["runs"] = [{"state": r.state, "error": r.error, "path": r.path, "job_id": r.job_id,

@@ -77,7 +77,10 @@ def test_addon_in_blender_scores_a_movie_strip_and_speaks_a_text_strip(daemon, t
                     "testsrc=duration=3:size=96x64:rate=24000/1001", "-pix_fmt", "yuv420p", str(video)],
                    check=True, capture_output=True)
     blend = film / f"cut-{version}.blend"
+    outside = tmp_path / "elsewhere" / "cut.blend"  # not under the daemon's allowed roots
+    outside.parent.mkdir()
     cfg = {"zip": str(build_zip(tmp_path / "unimoe_audio_vse.zip")), "video": str(video), "blend": str(blend),
+           "blend_outside": str(outside),
            "fps": 24, "fps_base": 1.001, "scene_end": 130, "movie_at": 10, "trim_start": 12, "trim_end": 24,
            "caption": "tense strings", "text_at": 70, "text_frames": 50, "text": "Hello from the sequencer.",
            "voice": "narrator", "deadline": 300, "mixdown": str(tmp_path / "mix.wav")}
@@ -104,9 +107,10 @@ def test_addon_in_blender_scores_a_movie_strip_and_speaks_a_text_strip(daemon, t
     movie = out["movie"]
     assert (movie["channel"], movie["frame_final_start"], movie["frame_final_end"]) == (2, 22, 58)
 
-    score, speech, cancelled = out["runs"]
+    score, speech, cancelled, copied = out["runs"]
     assert cancelled["state"] == "cancelled" and cancelled["strip"] is None
-    assert out["status"] == "cancelled"  # what the panel shows after Cancel
+    assert copied["copy_to"] == str(outside.parent / "unimoe")  # the daemon refused that folder
+    assert out["status_cancelled"] == "cancelled"  # what the panel shows after Cancel
     assert out["unregistered"]
     # the daemon wrote into the .blend's folder, exactly the strips' lengths
     assert Path(score["result"]).parent == blend.parent / "unimoe" and score["copy_to"] is None
@@ -117,23 +121,29 @@ def test_addon_in_blender_scores_a_movie_strip_and_speaks_a_text_strip(daemon, t
     # far as `sequences.new_sound` (the 4.2 name) and reports Blender's refusal; 5.x places the strips
     assert out["audaspace"] == (version != "4.2.23")
     if not out["audaspace"]:
-        for run in (score, speech):
+        for run in (score, speech, copied):
             assert run["state"] == "failed" and "without Audaspace" in run["error"], run
         return
 
     assert score["state"] == "done" and speech["state"] == "done", out["runs"]
     # music: on channel 4 (3 is taken over the movie), at the movie's first visible frame, its length,
-    # stored relative to the .blend
+    # stored relative to the .blend (Blender remapped it when the .blend was saved elsewhere below)
     s = score["strip"]
     assert (s["type"], s["channel"], s["frame_start"], s["frame_final_start"], s["frame_final_duration"]) == \
         ("SOUND", 4, 22, 22, 36)
-    assert s["stored_filepath"].startswith("//unimoe/") and Path(s["filepath"]) == Path(score["path"])
+    assert s["stored_filepath"].startswith("//") and Path(s["filepath"]) == Path(score["path"])
     assert Path(score["path"]) == Path(score["result"])
     # speech: on channel 3 (free there), at the text strip's first frame, its length
     t = speech["strip"]
     assert (t["channel"], t["frame_final_start"], t["frame_final_duration"]) == (3, 70, 50)
     assert Path(t["filepath"]) == Path(speech["result"])
     assert out["progress_done"] == 1.0 and out["status_done"].startswith("added ")
+    # copied: the daemon wrote into its own folder; the copy beside the outside .blend is on channel 5
+    c = copied["strip"]
+    assert copied["state"] == "done" and Path(copied["path"]).parent == outside.parent / "unimoe"
+    assert Path(copied["result"]).parent != outside.parent / "unimoe" and Path(copied["path"]).is_file()
+    assert (c["channel"], c["frame_final_start"], c["frame_final_duration"]) == (5, 22, 36)
+    assert c["stored_filepath"].startswith("//unimoe/") and wav_frames(copied["path"])[:2] == (72072, 48000)
 
     # what Blender plays: silence before and between the strips, sound where they are
     with wave.open(cfg["mixdown"]) as w:
