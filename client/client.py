@@ -37,7 +37,7 @@ from . import wire
 from .settings import ENV_PREFIX, Settings, load_settings
 
 __all__ = [
-    "Client", "Job", "JobUpdate", "GenerationResult", "PartialAudio", "ClientError", "DaemonUnavailable",
+    "Client", "Job", "JobWatch", "JobUpdate", "GenerationResult", "PartialAudio", "ClientError", "DaemonUnavailable",
     "ProtocolMismatch", "BadRequest", "GenerationFailed", "JobCancelled", "start_daemon", "TASK_NAMES",
 ]
 
@@ -392,6 +392,10 @@ class Client:
     def cancel(self, job_id: str) -> P.CancelReply:
         return self._call("cancel", P.CancelRequest(job_id=job_id), control=True)  # type: ignore[return-value]
 
+    def watch(self, job_id: str, **kw: Any) -> "JobWatch":
+        """Follow a job without blocking: see :class:`JobWatch` (hosts call its ``poll()`` from a timer)."""
+        return JobWatch(self, job_id, **kw)
+
     def snapshot(self, job_id: str) -> P.SnapshotReply:
         return self._call("snapshot", P.SnapshotRequest(job_id=job_id))  # type: ignore[return-value]
 
@@ -526,6 +530,84 @@ class Client:
         except ValidationError as exc:
             raise _from_protocol_error(P.validation_error(exc)) from None
         return list(self._call("voices", req).voices)  # type: ignore[attr-defined]
+
+
+class JobWatch:
+    """A job followed without blocking, for hosts that own their UI thread (REAPER's defer, Blender's timers).
+
+    Opening the watch subscribes to the job's events, then takes one snapshot (so nothing is missed).
+    :meth:`poll` only reads events already received (no request, returns at once) and gives the newest
+    update, or None when nothing new came. When no event has come for ``resync_s`` it checks that the
+    daemon's process is alive (a local check) and sends one short snapshot request (``resync_timeout``;
+    a busy daemon that does not answer in time is simply asked again later), which also covers events
+    published before the subscription reached the daemon.
+    """
+
+    def __init__(self, client: "Client", job_id: str, *, resync_s: float = 5.0, resync_timeout: float = 0.25):
+        self.client = client
+        self.job_id = job_id
+        self.resync_s = resync_s
+        self.resync_timeout = resync_timeout
+        self.requests = 1  # requests sent to the daemon (the opening snapshot); a host can check its cost
+        try:
+            self._sub: wire.Subscription | None = client.channel.subscribe([P.job_topic(job_id)])
+        except P.ProtocolError as exc:
+            raise _from_protocol_error(exc) from None
+        snap = client.snapshot(job_id)
+        self._seq = snap.seq
+        self.last: JobUpdate = _update_from_snapshot(snap)
+        self._pending: JobUpdate | None = self.last
+        self._quiet_since = time.monotonic()
+        if self.last.final:
+            self.close()
+
+    def poll(self) -> JobUpdate | None:
+        newest, self._pending = self._pending, None
+        while self._sub is not None and not (newest is not None and newest.final):
+            msg = self._sub.recv(timeout=0)
+            if msg is None:
+                break
+            seq = int(msg.content.get("seq") or 0)
+            if msg.content.get("job_id") != self.job_id or (seq and seq <= self._seq):
+                continue
+            upd = _update_from_event(msg.msg_type, msg.content)
+            if upd is not None:
+                self._seq = max(self._seq, seq)
+                newest = upd
+        if newest is None and not self.last.final and time.monotonic() - self._quiet_since >= self.resync_s:
+            self._quiet_since = time.monotonic()
+            newest = self._resync()
+        if newest is None:
+            return None
+        if not newest.final and newest.kind not in ("progress", "snapshot"):
+            newest.fraction = max(newest.fraction, self.last.fraction)  # started/partial carry no fraction
+        self.last = newest
+        self._quiet_since = time.monotonic()
+        if newest.final:
+            self.close()
+        return newest
+
+    def _resync(self) -> JobUpdate | None:
+        pid = self.client.info.pid
+        if pid and not wire.pid_alive(pid):
+            err = P.ErrorReply(code="not_running", message=f"the daemon (pid {pid}) is gone")
+            return JobUpdate(kind="failed", job_id=self.job_id, stage="failed", state="failed",
+                             event=P.FailedEvent(job_id=self.job_id, error=err))
+        self.requests += 1
+        try:
+            snap = self.client._call("snapshot", P.SnapshotRequest(job_id=self.job_id), timeout=self.resync_timeout)
+        except DaemonUnavailable:
+            return None  # no answer in time: ask again after the next quiet spell
+        assert isinstance(snap, P.SnapshotReply)
+        if snap.seq <= self._seq and snap.job.state not in P.FINAL_STATES:
+            return None
+        self._seq = max(self._seq, snap.seq)
+        return _update_from_snapshot(snap)
+
+    def close(self) -> None:
+        if self._sub is not None:
+            self._sub.close()
+            self._sub = None
 
 
 class Job:

@@ -5,9 +5,13 @@ Python enabled: Options > Preferences > Plug-ins > ReaScript). The unimoe-audio 
 from REAPER's Python (see docs/integrations.md), and a daemon must be running (``unimoe-audio serve``).
 
 Run it with a time selection: it asks what to make (``music`` or ``speech``) and the caption or text,
-submits one job of exactly the selection's length (at the project's sample rate and tempo), and keeps
-REAPER responsive while the job runs (``RPR_defer`` polls the daemon). When the job is done the WAV goes
-on a new track at the selection start.
+submits one job of exactly the selection's length (at the project's sample rate, and for music the tempo
+in force at the selection start), and keeps REAPER responsive while the job runs: REAPER calls the
+deferred ``unimoe_poll()`` about 30 times a second; every ``POLL_EVERY_S`` of those it reads the job's
+events already received (no request, no wait), and the console gets a line per stage or per 10 %.
+When the job is done the WAV goes on a new track (created for it, and the item put on that track
+explicitly) at the selection start. The file is written into the project's media folder, or, when the
+daemon may not write there (outside its allowed roots), into its own output folder and copied over.
 
 Everything that decides *what* to request and *where* to put it is in plain functions
 (:func:`plan_request`, :func:`insert_on_new_track` over any object with ``RPR_`` attributes) so it can be
@@ -17,20 +21,22 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
 try:  # REAPER runs scripts with the package importable only if the user set it up
-    from unimoe_audio.integrations.hostjob import HostJob, connect, describe_error
+    from unimoe_audio.integrations.hostjob import connect, copy_into, describe_error, submit_with_fallback
 except ImportError as _exc:  # pragma: no cover - only inside a misconfigured REAPER
-    HostJob = connect = describe_error = None  # type: ignore[assignment]
+    connect = copy_into = describe_error = submit_with_fallback = None  # type: ignore[assignment]
     _IMPORT_ERROR: Exception | None = _exc
 else:
     _IMPORT_ERROR = None
 
 TITLE = "unimoe-audio"
 DEFAULT_RATE = 48000
-POLL_EVERY_S = 0.25
+POLL_EVERY_S = 0.25  # how often the deferred callback looks at the job (REAPER defers ~30 times a second)
+CONSOLE_EVERY = 0.10  # a console line per stage change or per this fraction of progress
 
 
 # --------------------------------------------------------------------------------------------------
@@ -155,7 +161,21 @@ def project_rate(api: Api) -> int:
     return DEFAULT_RATE
 
 
-def project_tempo(api: Api) -> float | None:
+def project_tempo(api: Api, at: float = 0.0) -> float | None:
+    """The tempo in force at ``at`` seconds (the tempo map, not the project's first tempo):
+    ``TimeMap2_GetDividedBpmAtTime`` (the BPM as REAPER shows it, in beats of the
+    time signature), else ``TimeMap_GetTimeSigAtTime``'s tempo, else the master tempo."""
+    if api.has("RPR_TimeMap2_GetDividedBpmAtTime"):
+        v = api.RPR_TimeMap2_GetDividedBpmAtTime(0, float(at))
+        v = _last_numbers(v, 1)[0] if isinstance(v, (list, tuple)) else v
+        if v and float(v) > 0:
+            return float(v)
+    if api.has("RPR_TimeMap_GetTimeSigAtTime"):
+        # (proj, time, timesig_num, timesig_denom, tempo): the tempo is the last value
+        t = api.RPR_TimeMap_GetTimeSigAtTime(0, float(at), 0, 0, 0.0)
+        v = _last_numbers(t, 1)[0] if isinstance(t, (list, tuple)) else t
+        if v and float(v) > 0:
+            return float(v)
     if api.has("RPR_Master_GetTempo"):
         v = api.RPR_Master_GetTempo()
         return float(v) if v else None
@@ -173,47 +193,62 @@ def project_folder(api: Api) -> str | None:
     return None
 
 
-def insert_on_new_track(api: Api, path: str, position: float, name: str) -> Any:
-    """A new track at the end named ``name``, with ``path`` inserted at ``position`` (seconds); the edit
-    cursor goes back where it was. Returns the track."""
-    cursor = api.RPR_GetCursorPosition() if api.has("RPR_GetCursorPosition") else None
+def insert_on_new_track(api: Api, path: str, position: float, length: float, name: str) -> tuple[Any, Any]:
+    """A new track at the end named ``name`` holding one item of ``path`` at ``position`` for ``length``
+    seconds, in one undo step. The item is added to that track explicitly (``AddMediaItemToTrack``), so
+    neither the track selection nor the edit cursor is used or changed. Returns (track, item): REAPER's
+    opaque handle strings."""
     api.RPR_Undo_BeginBlock()
     try:
         index = int(api.RPR_CountTracks(0))
         api.RPR_InsertTrackAtIndex(index, True)
         track = api.RPR_GetTrack(0, index)
         api.RPR_GetSetMediaTrackInfo_String(track, "P_NAME", name, True)
-        api.RPR_SetOnlyTrackSelected(track)
-        api.RPR_SetEditCurPos(position, False, False)
-        api.RPR_InsertMedia(path, 0)  # 0: add to the selected track at the edit cursor
-        if cursor is not None:
-            api.RPR_SetEditCurPos(float(cursor if not isinstance(cursor, (list, tuple)) else cursor[0]), False, False)
+        item = api.RPR_AddMediaItemToTrack(track)
+        take = api.RPR_AddTakeToMediaItem(item)
+        source = api.RPR_PCM_Source_CreateFromFile(path)
+        api.RPR_SetMediaItemTake_Source(take, source)
+        api.RPR_GetSetMediaItemTakeInfo_String(take, "P_NAME", os.path.basename(path), True)
+        api.RPR_SetMediaItemInfo_Value(item, "D_POSITION", float(position))
+        api.RPR_SetMediaItemInfo_Value(item, "D_LENGTH", float(length))
+        api.RPR_UpdateItemInProject(item)
         api.RPR_UpdateArrange()
     finally:
         api.RPR_Undo_EndBlock(f"{TITLE}: insert {os.path.basename(path)}", -1)
-    return track
+    return track, item
 
 
 # --------------------------------------------------------------------------------------------------
 # the session: submit, then poll from RPR_defer
 # --------------------------------------------------------------------------------------------------
 class Session:
-    """One run of the script: ``start()`` asks, plans and submits; ``poll()`` (deferred) inserts when done.
-    ``state``: asking, running, inserted, failed, cancelled."""
+    """One run of the script: ``start()`` asks, plans and submits; ``tick()`` (deferred) follows the job and
+    inserts when done. ``state``: asking, running, inserted, failed, cancelled.
 
-    def __init__(self, api: Any, settings: Any = None):
+    ``ticks`` counts deferred calls, ``polls`` the ones that looked at the job (one per ``POLL_EVERY_S``),
+    ``lines`` the console lines written."""
+
+    def __init__(self, api: Any, settings: Any = None, clock: Any = time.monotonic):
         self.api = api if isinstance(api, Api) else Api(api)
         self.settings = settings
+        self.clock = clock
         self.plan: Plan | None = None
         self.job: Any = None
         self.client: Any = None
         self.state = "asking"
         self.message = ""
-        self.inserted_track: Any = None
-        self._last_stage = ""
+        self.inserted: tuple[Any, Any] | None = None  # (track, item) handles
+        self.path = ""
+        self.copy_to: str | None = None  # the project's media folder when the daemon may not write there
+        self.ticks = 0
+        self.polls = 0
+        self.lines = 0
+        self._next_poll = 0.0
+        self._shown = ("", -1)
 
     def say(self, text: str) -> None:
         self.message = text
+        self.lines += 1
         if self.api.has("RPR_ShowConsoleMsg"):
             self.api.RPR_ShowConsoleMsg(f"{TITLE}: {text}\n")
 
@@ -246,38 +281,41 @@ class Session:
                 return False
             kind, prompt, voice = answers
             folder = project_folder(self.api)
-            self.plan = plan_request(kind, start, end, prompt=prompt, tempo=project_tempo(self.api),
+            self.plan = plan_request(kind, start, end, prompt=prompt, tempo=project_tempo(self.api, start),
                                      project_rate=project_rate(self.api), folder=folder, voice=voice or None)
         except ValueError as exc:
             return self.fail(str(exc))
         try:
             self.client = connect(self.settings)
-            self.job = HostJob(self.client, self.plan.kind, self.plan.fields)
-            self.job.submit()
+            # the project's media folder, or the daemon's own folder and a copy when it may not write there
+            self.job, self.copy_to = submit_with_fallback(self.client, self.plan.kind, self.plan.fields)
         except Exception as exc:  # noqa: BLE001 - shown to the user
             return self.fail(describe_error(exc))
         self.state = "running"
-        self.say(f"{self.plan.kind} job {self.job.job_id} queued ({self.plan.length:.3f} s, {self.plan.samples} samples)")
+        self._next_poll = self.clock() + POLL_EVERY_S
+        where = f"; it will be copied into {self.copy_to}" if self.copy_to else ""
+        self.say(f"{self.plan.kind} job {self.job.job_id} queued ({self.plan.length:.3f} s, "
+                 f"{self.plan.samples} samples){where}")
         return True
 
-    def poll(self) -> bool:
-        """One step; True while the job still runs (defer again)."""
+    def tick(self) -> bool:
+        """One deferred call; True while the job still runs (defer again). Looks at the job only once per
+        ``POLL_EVERY_S``, and then reads events already received: it never waits on the daemon."""
         if self.state != "running":
             return False
+        self.ticks += 1
+        now = self.clock()
+        if now < self._next_poll:
+            return True
+        self._next_poll = now + POLL_EVERY_S
+        self.polls += 1
         res = self.job.poll()
         if not res.final:
-            stage = f"{res.stage} {int(res.fraction * 100)} %"
-            if stage != self._last_stage:
-                self._last_stage = stage
-                self.say(stage)
+            if res.changed:
+                self._progress(res.stage, res.fraction)
             return True
         if res.state == "done":
-            assert self.plan is not None
-            self.inserted_track = insert_on_new_track(self.api, res.path, self.plan.position, self.plan.track_name)
-            self.state = "inserted"
-            self.say(f"inserted {res.path} at {self.plan.position:.3f} s")
-            self.close()
-            return False
+            return self._insert(res.path)
         if res.state == "cancelled":
             self.state = "cancelled"
             self.say("the job was cancelled")
@@ -285,7 +323,33 @@ class Session:
             return False
         return self.fail(f"the job failed: {res.error}")
 
+    poll = tick  # the name the first version used
+
+    def _progress(self, stage: str, fraction: float) -> None:
+        step = int(fraction / CONSOLE_EVERY + 1e-9)
+        if (stage, step) == self._shown or (stage == self._shown[0] and step <= self._shown[1]):
+            return
+        self._shown = (stage, step)
+        self.say(f"{stage} {int(fraction * 100)} %")
+
+    def _insert(self, path: str) -> bool:
+        assert self.plan is not None
+        try:
+            if self.copy_to:
+                path = copy_into(self.copy_to, path)
+            self.path = path
+            self.inserted = insert_on_new_track(self.api, path, self.plan.position, self.plan.length,
+                                                self.plan.track_name)
+        except Exception as exc:  # noqa: BLE001 - shown to the user
+            return self.fail(f"could not insert {path}: {exc}")
+        self.state = "inserted"
+        self.say(f"inserted {path} at {self.plan.position:.3f} s")
+        self.close()
+        return False
+
     def close(self) -> None:
+        if self.job is not None and getattr(self.job, "watch", None) is not None:
+            self.job.watch.close()
         if self.client is not None:
             self.client.close()
             self.client = None
@@ -295,22 +359,24 @@ _SESSION: Session | None = None
 
 
 def unimoe_poll() -> None:
-    """Deferred by REAPER (``RPR_defer("unimoe_poll()")``) until the job ends."""
+    """Deferred by REAPER (``RPR_defer("unimoe_poll()")``, evaluated in this script's globals) until the
+    job ends."""
     s = _SESSION
-    if s is not None and s.poll():
+    if s is not None and s.tick():
         s.api.RPR_defer("unimoe_poll()")
 
 
 def run(api: Any, answers: tuple[str, str, str] | None = None, settings: Any = None) -> Session:
     """Entry point: REAPER passes its globals (``run(globals())``)."""
     global _SESSION
-    _SESSION = Session(api, settings)
+    clock = api.get("RPR_time_precise") if isinstance(api, dict) else getattr(api, "RPR_time_precise", None)
+    _SESSION = Session(api, settings, clock=clock or time.monotonic)
     if _SESSION.start(answers):
         _SESSION.api.RPR_defer("unimoe_poll()")
     return _SESSION
 
 
-if __name__ == "__main__" and "RPR_ShowConsoleMsg" in globals():  # pragma: no cover - inside REAPER
+if __name__ == "__main__" and "RPR_ShowConsoleMsg" in globals():  # inside REAPER (and its test)
     run(globals())
 elif __name__ == "__main__":  # pragma: no cover
     print("this is a REAPER ReaScript: load it from REAPER's action list (see docs/integrations.md)",

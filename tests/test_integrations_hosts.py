@@ -1,8 +1,7 @@
 """REAPER and Blender scripts: their pure planning, and their job flow against a real daemon (tiny model).
 
-REAPER and Blender are not here, so the REAPER script runs over a small recorder of the RPR_ calls it
-makes (the daemon is real); the Blender add-on's maths is tested directly and its request is run by the
-real daemon through the same HostJob the add-on's timer polls.
+The hosts themselves: tests/test_integrations_reaper.py (the script as REAPER runs it),
+tests/test_integrations_blender.py (the add-on inside real bpy), tests/test_integrations_audacity.py.
 """
 from __future__ import annotations
 
@@ -17,10 +16,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _daemon_harness import DaemonProc  # noqa: E402
 
-from unimoe_audio.client.client import DaemonUnavailable  # noqa: E402
-from unimoe_audio.client.settings import load_settings  # noqa: E402
 from unimoe_audio.integrations import reaper_unimoe as rs  # noqa: E402
-from unimoe_audio.integrations.blender_vse_score import pick_channel, scene_rate, strip_request  # noqa: E402
+from unimoe_audio.integrations.blender_vse_score import pick_channel, scene_rate, strip_request, text_request  # noqa: E402
 from unimoe_audio.integrations.hostjob import HostJob, connect  # noqa: E402
 from unimoe_audio.integrations.timeline import wav_frames  # noqa: E402
 
@@ -33,87 +30,7 @@ def daemon(tmp_path_factory):
     d.close()
 
 
-# -- REAPER ------------------------------------------------------------------------------------------
-class ReaperRecorder:
-    """The RPR_ functions the script calls, with REAPER's Python return conventions, recording calls."""
-
-    def __init__(self, sel=(1.0, 2.0), srate=44100.0, use_srate=1.0, tempo=120.0, folder="", answers=None):
-        self.sel, self.srate, self.use_srate, self.tempo, self.folder = sel, srate, use_srate, tempo, folder
-        self.answers = answers
-        self.calls: list[tuple] = []
-        self.tracks: list[dict] = []
-        self.cursor = 5.0
-        self.deferred: list[str] = []
-
-    def _rec(self, *call):
-        self.calls.append(call)
-
-    def RPR_GetSet_LoopTimeRange(self, is_set, is_loop, start, end, allow):
-        return (is_set, is_loop, self.sel[0], self.sel[1], allow)
-
-    def RPR_GetSetProjectInfo(self, proj, name, value, is_set):
-        return {"PROJECT_SRATE": self.srate, "PROJECT_SRATE_USE": self.use_srate}[name]
-
-    def RPR_Master_GetTempo(self):
-        return self.tempo
-
-    def RPR_GetProjectPath(self, buf, size):
-        return (self.folder, size)
-
-    def RPR_GetUserInputs(self, title, n, captions, values, size):
-        self._rec("GetUserInputs", title)
-        return (1, title, n, captions, self.answers, size) if self.answers is not None else (0, title, n, captions, values, size)
-
-    def RPR_GetCursorPosition(self):
-        return self.cursor
-
-    def RPR_CountTracks(self, proj):
-        return len(self.tracks)
-
-    def RPR_InsertTrackAtIndex(self, index, defaults):
-        self._rec("InsertTrackAtIndex", index)
-        self.tracks.insert(index, {"name": "", "items": [], "selected": False})
-
-    def RPR_GetTrack(self, proj, index):
-        return index
-
-    def RPR_GetSetMediaTrackInfo_String(self, track, parm, value, is_set):
-        self.tracks[track]["name"] = value
-        return (True, track, parm, value, is_set)
-
-    def RPR_SetOnlyTrackSelected(self, track):
-        for i, t in enumerate(self.tracks):
-            t["selected"] = i == track
-
-    def RPR_SetEditCurPos(self, pos, moveview, seekplay):
-        self._rec("SetEditCurPos", pos)
-        self.cursor = pos
-
-    def RPR_InsertMedia(self, path, mode):
-        self._rec("InsertMedia", path, mode)
-        track = next(t for t in self.tracks if t["selected"])
-        track["items"].append((self.cursor, path))
-
-    def RPR_UpdateArrange(self):
-        pass
-
-    def RPR_Undo_BeginBlock(self):
-        self._rec("Undo_BeginBlock")
-
-    def RPR_Undo_EndBlock(self, text, flags):
-        self._rec("Undo_EndBlock", text)
-
-    def RPR_ShowConsoleMsg(self, text):
-        pass
-
-    def RPR_ShowMessageBox(self, text, title, kind):
-        self._rec("ShowMessageBox", text)
-        return 1
-
-    def RPR_defer(self, code):
-        self.deferred.append(code)
-
-
+# -- REAPER (the script run as REAPER runs it: tests/test_integrations_reaper.py) --------------------
 def test_reaper_plan_request():
     p = rs.plan_request("music", 1.0, 3.5, prompt="warm pads", tempo=96.0, project_rate=44100, folder="/p")
     assert p.kind == "music" and p.position == 1.0 and p.samples == 110250 and p.length == 2.5
@@ -133,40 +50,6 @@ def test_reaper_plan_request():
     assert rs.parse_inputs("speech,Hello there,narrator") == ("speech", "Hello there", "narrator")
 
 
-def test_reaper_without_selection_or_daemon(tmp_path):
-    api = ReaperRecorder(sel=(0.0, 0.0))
-    s = rs.run(api, answers=("music", "x", ""), settings=load_settings(home=tmp_path))
-    assert s.state == "failed" and "no time selection" in s.message and not api.deferred
-    api = ReaperRecorder()
-    s = rs.run(api, answers=("music", "x", ""), settings=load_settings(home=tmp_path))
-    assert s.state == "failed" and "unimoe-audio serve" in s.message
-    with pytest.raises(DaemonUnavailable):
-        connect(load_settings(home=tmp_path))
-
-
-def test_reaper_fills_selection_on_new_track(daemon):
-    folder = daemon.home / "reaper-project"
-    api = ReaperRecorder(sel=(1.0, 2.0), srate=44100.0, folder=str(folder), answers="music,soft marimba loop,")
-    session = rs.run(api, settings=daemon.settings)
-    assert session.state == "running", session.message
-    assert api.deferred == ["unimoe_poll()"]
-    assert session.plan.fields["tempo_bpm"] == 120.0
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and api.deferred:
-        api.deferred.pop()
-        time.sleep(rs.POLL_EVERY_S)
-        rs.unimoe_poll()  # what REAPER's defer would call
-    assert session.state == "inserted", session.message
-    (track,) = api.tracks
-    assert track["name"] == "music: soft marimba loop"
-    ((pos, path),) = track["items"]
-    assert pos == 1.0 and Path(path).parent == folder.resolve()
-    assert wav_frames(path)[:2] == (44100, 44100)
-    assert api.cursor == 5.0  # the edit cursor is put back
-    names = [c[0] for c in api.calls]
-    assert names.index("Undo_BeginBlock") < names.index("InsertMedia") < names.index("Undo_EndBlock")
-
-
 # -- Blender -----------------------------------------------------------------------------------------
 def test_blender_scene_rate_and_strip_request():
     assert scene_rate(24, 1.0010000467300415) == Fraction(24000, 1001)
@@ -182,6 +65,18 @@ def test_blender_scene_rate_and_strip_request():
         strip_request("/v/a.mov", 0, 10, 10, 25, 1.0)
     f = r.fields(caption="tense", folder="/out", seed=1, name="a-score")
     assert f["frames"] == 24 and f["fps"] == "24000/1001" and f["fit_length"] and f["folder"] == "/out"
+
+
+def test_blender_text_request():
+    r = text_request("  Hello there.  ", 70, 120, 24, 1.0010000467300415)
+    assert (r.text, r.frames, r.fps, r.start_frame, r.samples) == ("Hello there.", 50, "24000/1001", 70, 100100)
+    f = r.fields(voice="narrator", folder="/out", name="line1-speech")
+    assert f == {"text": "Hello there.", "frames": 50, "fps": "24000/1001", "fit_length": True,
+                 "sample_rate": 48000, "voice": "narrator", "folder": "/out", "name": "line1-speech"}
+    with pytest.raises(ValueError, match="no text"):
+        text_request("  ", 0, 10, 25, 1.0)
+    with pytest.raises(ValueError, match="no length"):
+        text_request("x", 10, 10, 25, 1.0)
 
 
 def test_blender_pick_channel():
@@ -210,3 +105,42 @@ def test_blender_request_runs_on_the_daemon(daemon):
         client.close()
     assert res.state == "done", res
     assert wav_frames(res.path)[:2] == (req.samples, 48000) == (24024, 48000)
+
+
+# -- the non-blocking job follower the hosts use -------------------------------------------------------
+def test_jobwatch_reads_events_and_notices_a_dead_daemon(tmp_path):
+    from unimoe_audio.client.client import Client
+
+    d = DaemonProc(tmp_path).start()
+    try:
+        with Client(d.settings, auto_start=False) as c:
+            job = c.submit("music", caption="a long bed", seconds=60.0)
+            watch = c.watch(job.id, resync_s=0.5, resync_timeout=0.25)
+            first = watch.poll()  # the opening snapshot
+            assert first is not None and first.job_id == job.id and watch.requests == 1
+            t0 = time.monotonic()
+            deadline = t0 + 240
+            seen = []
+            while time.monotonic() < deadline:
+                upd = watch.poll()
+                if upd is not None:
+                    seen.append(upd.kind)
+                    if upd.kind == "progress":
+                        break
+                time.sleep(0.05)
+            assert "progress" in seen, seen
+            # events arrive without asking; a request only after each quiet spell of resync_s
+            assert watch.requests <= 1 + (time.monotonic() - t0) / watch.resync_s + 1
+            d.kill9()
+            final = None
+            deadline = time.monotonic() + 60
+            while final is None and time.monotonic() < deadline:
+                upd = watch.poll()
+                if upd is not None and upd.final:
+                    final = upd
+                time.sleep(0.05)
+            assert final is not None and final.kind == "failed"
+            assert final.event.error.code == "not_running" and "gone" in final.event.error.message
+            assert watch.poll() is None  # nothing new after the end
+    finally:
+        d.close()

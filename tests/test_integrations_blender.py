@@ -1,0 +1,158 @@
+"""The Blender add-on inside real Blender: the PyPI ``bpy`` wheel (Blender 5.0.1 as a Python module) in
+its own Python 3.11 venv (``.ci/bpy-venv`` makes it; ``UNIMOE_BPY_PYTHON`` may point at another), the
+add-on installed from the zip its build command writes and enabled, its operators called with their
+properties on a scene with a movie strip (an ffmpeg test clip) and a text strip, against a real daemon
+on the tiny model; the add-on's timer function is driven until the jobs end (tests/_blender_session.py).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from _daemon_harness import DaemonProc  # noqa: E402
+
+from unimoe_audio.client.client import Client  # noqa: E402
+from unimoe_audio.integrations.blender_zip import build_zip  # noqa: E402
+from unimoe_audio.integrations.timeline import wav_frames  # noqa: E402
+
+pytestmark = pytest.mark.host
+
+
+# (venv folder, bpy version, the env var that may point at another such python): 5.x names the sequencer's
+# collections `strips`, 4.2 LTS `sequences`; the add-on must work with both.
+BLENDERS = [(".venv-bpy", "5.0.1", "UNIMOE_BPY_PYTHON"), (".venv-bpy42", "4.2.23", "UNIMOE_BPY42_PYTHON")]
+
+
+def bpy_python(venv: str, version: str, env_var: str) -> Path:
+    py = Path(os.environ.get(env_var) or ROOT / venv / "bin" / "python")
+    if not py.exists():
+        args = "" if venv == ".venv-bpy" else f" {venv} {version}"
+        pytest.fail(f"no Blender {version} Python at {py}: create it with `.ci/bpy-venv{args}` (Python 3.11 + "
+                    f"PyPI bpy=={version} + this project's client; .ci/run does it), or set {env_var}",
+                    pytrace=False)
+    return py
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    d = DaemonProc(tmp_path_factory.mktemp("blender-home")).start()
+    ref = d.home / "ref.wav"
+    subprocess.run(["espeak-ng", "-w", str(ref), "Hello there, this is my voice."], check=True, capture_output=True)
+    with Client(d.settings, auto_start=False) as c:
+        c.voice_add("narrator", ref, "Hello there, this is my voice.")
+    yield d
+    d.close()
+
+
+def test_build_zip_holds_the_addon(tmp_path):
+    import zipfile
+
+    z = build_zip(tmp_path / "addon.zip")
+    with zipfile.ZipFile(z) as zf:
+        assert zf.namelist() == ["unimoe_audio_vse/__init__.py"]
+        src = zf.read("unimoe_audio_vse/__init__.py").decode()
+    # what makes Blender register the operators' properties (issue #12)
+    assert "from __future__ import annotations" not in src and "\nimport bpy\n" in src
+    out = subprocess.run([sys.executable, "-m", "unimoe_audio.integrations.blender_zip", "build-zip",
+                          str(tmp_path / "b.zip")], capture_output=True, text=True, check=True)
+    assert Path(out.stdout.strip()) == (tmp_path / "b.zip").resolve()
+
+
+@pytest.mark.parametrize("venv,version,env_var", BLENDERS, ids=[v for _, v, _ in BLENDERS])
+def test_addon_in_blender_scores_a_movie_strip_and_speaks_a_text_strip(daemon, tmp_path, venv, version, env_var):
+    py = bpy_python(venv, version, env_var)
+    film = daemon.home / f"film-{version}"  # inside the daemon's allowed roots: the clip, the .blend, the output beside it
+    film.mkdir(exist_ok=True)
+    video = film / "clip.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc=duration=3:size=96x64:rate=24000/1001", "-pix_fmt", "yuv420p", str(video)],
+                   check=True, capture_output=True)
+    blend = film / f"cut-{version}.blend"
+    outside = tmp_path / "elsewhere" / "cut.blend"  # not under the daemon's allowed roots
+    outside.parent.mkdir()
+    cfg = {"zip": str(build_zip(tmp_path / "unimoe_audio_vse.zip")), "video": str(video), "blend": str(blend),
+           "blend_outside": str(outside),
+           "fps": 24, "fps_base": 1.001, "scene_end": 130, "movie_at": 10, "trim_start": 12, "trim_end": 24,
+           "caption": "tense strings", "text_at": 70, "text_frames": 50, "text": "Hello from the sequencer.",
+           "voice": "narrator", "deadline": 300, "mixdown": str(tmp_path / "mix.wav")}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("UNIMOE_AUDIO_", "PYTHON", "BLENDER_"))}
+    env.update({k: v for k, v in daemon.env.items() if k.startswith("UNIMOE_AUDIO_")})
+    user = tmp_path / "blender-user"  # Blender's preferences and installed add-ons stay in the test's folder
+    env.update(BLENDER_USER_RESOURCES=str(user), BLENDER_USER_CONFIG=str(user / "config"),
+               BLENDER_USER_SCRIPTS=str(user / "scripts"), BLENDER_USER_EXTENSIONS=str(user / "extensions"),
+               OMP_NUM_THREADS="1")
+    proc = subprocess.run([str(py), str(HERE / "_blender_session.py"), str(tmp_path / "cfg.json"),
+                           str(tmp_path / "out.json")], env=env, capture_output=True, text=True, timeout=900)
+    assert (tmp_path / "out.json").exists(), f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert "error" not in out, out.get("error", "") + proc.stderr[-3000:]
+    assert out["blender"].split()[0] == version
+    assert out["names"] == ("strips" if tuple(map(int, version.split(".")[:2])) >= (4, 4) else "sequences")
+    assert Path(out["client_file"]).is_relative_to(ROOT), "the bpy venv has another checkout: rerun .ci/bpy-venv"
+
+    # registered with its properties (the bug of issue #12: none were)
+    assert {"caption", "mode"} <= set(out["score_props"]) and "voice" in out["speech_props"] and out["panel"]
+    assert out["score_call"] == out["speech_call"] == out["cancel_call"] == ["FINISHED"]
+    assert out["status_queued"] == "queued (36 frames)"
+    movie = out["movie"]
+    assert (movie["channel"], movie["frame_final_start"], movie["frame_final_end"]) == (2, 22, 58)
+
+    score, speech, cancelled, copied = out["runs"]
+    assert cancelled["state"] == "cancelled" and cancelled["strip"] is None
+    assert copied["copy_to"] == str(outside.parent / "unimoe")  # the daemon refused that folder
+    assert out["status_cancelled"] == "cancelled"  # what the panel shows after Cancel
+    assert out["unregistered"]
+    # the daemon wrote into the .blend's folder, exactly the strips' lengths
+    assert Path(score["result"]).parent == blend.parent / "unimoe" and score["copy_to"] is None
+    assert wav_frames(score["result"])[:2] == (72072, 48000)  # 36 frames at 24000/1001, sample exact
+    assert wav_frames(speech["result"])[:2] == (100100, 48000)  # 50 frames
+
+    # PyPI's bpy 4.2 is built without Audaspace, so it cannot make sound strips: there the add-on gets as
+    # far as `sequences.new_sound` (the 4.2 name) and reports Blender's refusal; 5.x places the strips
+    assert out["audaspace"] == (version != "4.2.23")
+    if not out["audaspace"]:
+        for run in (score, speech, copied):
+            assert run["state"] == "failed" and "without Audaspace" in run["error"], run
+        return
+
+    assert score["state"] == "done" and speech["state"] == "done", out["runs"]
+    # music: on channel 4 (3 is taken over the movie), at the movie's first visible frame, its length,
+    # stored relative to the .blend (Blender remapped it when the .blend was saved elsewhere below)
+    s = score["strip"]
+    assert (s["type"], s["channel"], s["frame_start"], s["frame_final_start"], s["frame_final_duration"]) == \
+        ("SOUND", 4, 22, 22, 36)
+    assert s["stored_filepath"].startswith("//") and Path(s["filepath"]) == Path(score["path"])
+    assert Path(score["path"]) == Path(score["result"])
+    # speech: on channel 3 (free there), at the text strip's first frame, its length
+    t = speech["strip"]
+    assert (t["channel"], t["frame_final_start"], t["frame_final_duration"]) == (3, 70, 50)
+    assert Path(t["filepath"]) == Path(speech["result"])
+    assert out["progress_done"] == 1.0 and out["status_done"].startswith("added ")
+    # copied: the daemon wrote into its own folder; the copy beside the outside .blend is on channel 5
+    c = copied["strip"]
+    assert copied["state"] == "done" and Path(copied["path"]).parent == outside.parent / "unimoe"
+    assert Path(copied["result"]).parent != outside.parent / "unimoe" and Path(copied["path"]).is_file()
+    assert (c["channel"], c["frame_final_start"], c["frame_final_duration"]) == (5, 22, 36)
+    assert c["stored_filepath"].startswith("//unimoe/") and wav_frames(copied["path"])[:2] == (72072, 48000)
+
+    # what Blender plays: silence before and between the strips, sound where they are
+    with wave.open(cfg["mixdown"]) as w:
+        rate, ch, data = w.getframerate(), w.getnchannels(), w.readframes(w.getnframes())
+    samples = memoryview(data).cast("h")
+
+    def peak(f0: int, f1: int) -> int:
+        a, b = (round(f * rate * 1001 / 24000) * ch for f in (f0, f1))
+        return max((abs(x) for x in samples[a:b]), default=0)
+
+    assert peak(0, 21) == 0 and peak(59, 69) == 0 and peak(121, 130) == 0
+    assert peak(22, 58) > 0 and peak(70, 120) > 0

@@ -1,0 +1,130 @@
+"""The REAPER script run the way REAPER runs it: the file executed as ``__main__`` with the ``RPR_*``
+functions in its globals, its ``RPR_defer`` strings evaluated by the host's loop at REAPER's defer rate,
+opaque handle strings (tests/_reaper_host.py), against a real daemon on the tiny model."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _daemon_harness import DaemonProc  # noqa: E402
+from _reaper_host import FakeReaper  # noqa: E402
+
+from unimoe_audio.client.client import Client  # noqa: E402
+from unimoe_audio.integrations import reaper_unimoe as rs  # noqa: E402
+from unimoe_audio.integrations.timeline import wav_frames  # noqa: E402
+
+SCRIPT = Path(rs.__file__)
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    d = DaemonProc(tmp_path_factory.mktemp("reaper-home")).start()
+    # a saved voice for the speech runs, from an espeak-ng recording
+    ref = d.home / "ref.wav"
+    subprocess.run(["espeak-ng", "-w", str(ref), "Hello there, this is my voice."], check=True, capture_output=True)
+    with Client(d.settings, auto_start=False) as c:
+        c.voice_add("narrator", ref, "Hello there, this is my voice.")
+    yield d
+    d.close()
+
+
+@pytest.fixture
+def as_daemon_user(daemon, monkeypatch):
+    """The script finds the daemon as a user's REAPER would: through the environment's settings."""
+    for k in [k for k in list(__import__("os").environ) if k.startswith("UNIMOE_AUDIO_")]:
+        monkeypatch.delenv(k)
+    for k, v in daemon.env.items():
+        if k.startswith("UNIMOE_AUDIO_"):
+            monkeypatch.setenv(k, v)
+    return daemon
+
+
+def test_tempo_at_the_selection_start():
+    host = FakeReaper(tempo_map=((0.0, 120.0), (4.0, 90.0), (8.0, 140.0)))
+    assert rs.project_tempo(rs.Api(host), 5.0) == 90.0
+    assert rs.project_tempo(rs.Api(host), 8.0) == 140.0
+    # older REAPER: no TimeMap2_GetDividedBpmAtTime, the time signature call's tempo
+    only_sig = {"RPR_TimeMap_GetTimeSigAtTime": host.RPR_TimeMap_GetTimeSigAtTime}
+    assert rs.project_tempo(rs.Api(only_sig), 4.5) == 90.0
+    assert rs.project_tempo(rs.Api({"RPR_Master_GetTempo": lambda: 100.0}), 9.0) == 100.0
+
+
+def test_music_fills_the_selection_on_its_own_track(as_daemon_user, tmp_path):
+    daemon = as_daemon_user
+    media = daemon.home / "song" / "Media"
+    host = FakeReaper(selection=(5.0, 6.5), srate=44100.0, tempo_map=((0.0, 120.0), (4.0, 90.0)),
+                      media_folder=str(media), answers="music,soft marimba, warm,")
+    host.RPR_InsertTrackAtIndex(0, True)  # the user's own track: the item must not land there
+    users_track = host.tracks[0]
+    ns = host.run_script(SCRIPT)
+    s = ns["_SESSION"]
+    assert s.state == "running", host.console
+    assert s.plan.fields["tempo_bpm"] == 90.0  # the tempo at 5 s, not the project's first tempo
+    assert host.deferred == ["unimoe_poll()"]
+
+    t0 = time.monotonic()
+    host.run_deferred(timeout=300)
+    elapsed = time.monotonic() - t0
+    assert s.state == "inserted", "".join(host.console)
+
+    track, item = s.inserted
+    assert host.tracks == [users_track, track] and host.track(users_track).items == []
+    assert host.track(track).name == "music: soft marimba, warm"
+    it = host.item(item)
+    assert host.track(track).items == [item] and it.track == track
+    assert (it.position, it.length) == (5.0, 1.5)
+    (take,) = it.takes
+    src = host.take(take).source
+    assert Path(src).parent == media.resolve() and src == s.path
+    assert wav_frames(src)[:2] == (66150, 44100)  # 1.5 s at the project's 44.1 kHz, sample exact
+    assert host.undo == [f"unimoe-audio: insert {Path(src).name}"] and host.undo_depth == 0
+    assert host.cursor == 7.5  # the edit cursor is neither used nor moved
+
+    # REAPER's UI thread: the job is looked at once per POLL_EVERY_S (not per defer), and looking costs
+    # no request to the daemon except one short resync after a long silence.
+    assert s.ticks >= s.polls and s.polls <= elapsed / rs.POLL_EVERY_S + 2
+    assert s.job.watch.requests <= 1 + elapsed / s.job.watch.resync_s + 1
+    # throttled console: at most one line per stage and 10 % step
+    progress = [re.match(r"unimoe-audio: (\S+) (\d+) %", line) for line in host.console]
+    steps = [(m.group(1), int(m.group(2)) // 10) for m in progress if m]
+    assert len(steps) == len(set(steps)) and len(host.console) == s.lines
+
+
+def test_speech_outside_the_allowed_roots_is_copied_into_the_project(as_daemon_user, tmp_path):
+    media = tmp_path / "elsewhere" / "Media"  # not under the daemon's allowed roots
+    host = FakeReaper(selection=(0.5, 2.0), use_srate=0.0, media_folder=str(media),
+                      answers="speech,Hello from the timeline.,narrator")
+    s = host.run_script(SCRIPT)["_SESSION"]
+    assert s.state == "running", host.console
+    assert s.copy_to == str(media) and "tempo_bpm" not in s.plan.fields
+    host.run_deferred(timeout=300)
+    assert s.state == "inserted", "".join(host.console)
+    track, item = s.inserted
+    src = host.take(host.item(item).takes[0]).source
+    assert Path(src).parent == media and Path(src).is_file()
+    assert wav_frames(src)[:2] == (72000, 48000)  # the project follows the device: 48 kHz
+    assert host.track(track).name == "speech: Hello from the timeline."
+
+
+def test_unknown_voice_and_no_selection_are_told(as_daemon_user, tmp_path):
+    host = FakeReaper(selection=(1.0, 2.0), media_folder=str(as_daemon_user.home / "p"),
+                      answers="speech,Hi there.,nobody")
+    s = host.run_script(SCRIPT)["_SESSION"]
+    assert s.state == "failed" and not host.deferred
+    assert "voices ls" in host.boxes[0] and "nobody" in host.boxes[0]
+    host = FakeReaper(selection=(3.0, 3.0), answers="music,x,")
+    s = host.run_script(SCRIPT)["_SESSION"]
+    assert s.state == "failed" and "no time selection" in host.boxes[0]
+
+
+def test_no_daemon_is_told(monkeypatch, tmp_path):
+    monkeypatch.setenv("UNIMOE_AUDIO_HOME", str(tmp_path))
+    host = FakeReaper(selection=(1.0, 2.0), answers="music,x,")
+    s = host.run_script(SCRIPT)["_SESSION"]
+    assert s.state == "failed" and "unimoe-audio serve" in host.boxes[0] and not host.deferred
