@@ -57,52 +57,99 @@ def read_peaks(path: str | Path, buckets: int = BUCKETS) -> Peaks:
 
 
 class Player(QObject):
-    """One QMediaPlayer for the panel. ``fraction_changed`` drives the playhead; ``state_changed`` says
-    playing (True) or not. Works without an audio device (the position still advances)."""
+    """The panel's transport. ``fraction_changed`` drives the playhead; ``state_changed`` says playing (True)
+    or not.
+
+    With an audio output it is QtMultimedia's QMediaPlayer. Where the system has no audio output
+    (a headless box, a container) it is a playback model: the same transport and position, driven by the
+    clock, silent. Qt 6.12's player with its null sink can hang in ``stop()``, and there is nothing to
+    hear there anyway; ``audible`` says which one runs.
+    """
 
     fraction_changed = Signal(float)
     state_changed = Signal(bool)
     error = Signal(str)
 
-    def __init__(self, parent: QObject | None = None):
-        super().__init__(parent)
-        from PySide6.QtMultimedia import QAudioOutput, QMediaPlayer
+    TICK_MS = 30
 
-        self._QMediaPlayer = QMediaPlayer
-        self.player = QMediaPlayer(self)
-        self.output = QAudioOutput(self)
-        self.player.setAudioOutput(self.output)
+    def __init__(self, parent: QObject | None = None, *, audible: bool | None = None):
+        super().__init__(parent)
+        from PySide6.QtMultimedia import QMediaDevices
+
+        self.audible = bool(QMediaDevices.audioOutputs()) if audible is None else audible
         self.path = ""
         self._loop = False
-        self._pending_seek: float | None = None
-        self.player.positionChanged.connect(self._on_position)
-        self.player.playbackStateChanged.connect(lambda s: self.state_changed.emit(self.is_playing()))
-        self.player.durationChanged.connect(self._on_duration)
-        self.player.errorOccurred.connect(lambda e, msg: self.error.emit(msg or str(e)))
+        self._pending_seek_ms: int | None = None
+        if self.audible:
+            from PySide6.QtMultimedia import QAudioOutput, QMediaPlayer
+
+            self._QMediaPlayer = QMediaPlayer
+            self.player = QMediaPlayer(self)
+            self.output = QAudioOutput(self)
+            self.player.setAudioOutput(self.output)
+            self.player.positionChanged.connect(self._on_position)
+            self.player.playbackStateChanged.connect(lambda s: self.state_changed.emit(self.is_playing()))
+            self.player.durationChanged.connect(self._on_duration)
+            self.player.errorOccurred.connect(lambda e, msg: self.error.emit(msg or str(e)))
+        else:
+            from PySide6.QtCore import QElapsedTimer, QTimer
+
+            self._clock = QElapsedTimer()
+            self._duration_ms = 0
+            self._origin_ms = 0  # position when the clock started
+            self._playing = False
+            self._tick = QTimer(self)
+            self._tick.setInterval(self.TICK_MS)
+            self._tick.timeout.connect(self._on_tick)
 
     # -- source ---------------------------------------------------------------------------------------
     def load(self, path: str, *, keep_position: bool = False) -> None:
-        """Play ``path`` next. ``keep_position``: continue at the same fraction (A/B, growing previews)."""
+        """Play ``path`` next. ``keep_position``: continue at the same time (A/B, a growing preview)."""
         if path == self.path:
             return
-        fraction = self.fraction() if keep_position else 0.0
+        pos = self.position_ms() if keep_position else 0
         playing = self.is_playing()
         self.path = path
-        self.player.setSource(QUrl.fromLocalFile(path) if path else QUrl())
-        self._pending_seek = fraction if fraction > 0 else None
-        if playing and path:
-            self.player.play()
+        if self.audible:
+            self.player.setSource(QUrl.fromLocalFile(path) if path else QUrl())
+            self._pending_seek_ms = pos if pos > 0 else None
+            if playing and path:
+                self.player.play()
+            return
+        self._duration_ms = _duration_ms(path) if path else 0
+        self._origin_ms = min(pos, self._duration_ms)
+        if self._playing:
+            self._clock.restart()
+        if not path:
+            self._set_playing(False)
+        self.fraction_changed.emit(self.fraction())
 
     # -- transport ------------------------------------------------------------------------------------
     def is_playing(self) -> bool:
-        return self.player.playbackState() == self._QMediaPlayer.PlaybackState.PlayingState
+        if self.audible:
+            return self.player.playbackState() == self._QMediaPlayer.PlaybackState.PlayingState
+        return self._playing
 
     def play(self) -> None:
-        if self.path:
+        if not self.path:
+            return
+        if self.audible:
             self.player.play()
+            return
+        if not self._playing:
+            if self._origin_ms >= self._duration_ms:
+                self._origin_ms = 0
+            self._clock.restart()
+            self._set_playing(True)
 
     def stop(self) -> None:
-        self.player.stop()
+        if self.audible:
+            self.player.stop()
+            return
+        if self._playing:
+            self._origin_ms = 0
+            self._set_playing(False)
+            self.fraction_changed.emit(0.0)
 
     def toggle(self) -> bool:
         """Play or stop; returns whether it now plays."""
@@ -114,27 +161,82 @@ class Player(QObject):
 
     def set_loop(self, on: bool) -> None:
         self._loop = on
-        self.player.setLoops(self._QMediaPlayer.Loops.Infinite if on else 1)
+        if self.audible:
+            self.player.setLoops(self._QMediaPlayer.Loops.Infinite if on else 1)
 
     def loop(self) -> bool:
         return self._loop
 
+    def duration_ms(self) -> int:
+        return self.player.duration() if self.audible else self._duration_ms
+
+    def position_ms(self) -> int:
+        if self.audible:
+            return self.player.position()
+        if not self._playing:
+            return self._origin_ms
+        pos = self._origin_ms + self._clock.elapsed()
+        if self._loop and self._duration_ms > 0:
+            return pos % self._duration_ms
+        return min(pos, self._duration_ms)
+
     def fraction(self) -> float:
-        d = self.player.duration()
-        return self.player.position() / d if d > 0 else 0.0
+        d = self.duration_ms()
+        return self.position_ms() / d if d > 0 else 0.0
 
     def seek(self, fraction: float) -> None:
-        d = self.player.duration()
-        if d <= 0:
-            self._pending_seek = fraction
+        f = max(0.0, min(1.0, fraction))
+        d = self.duration_ms()
+        if self.audible:
+            if d <= 0:
+                self._pending_seek_ms = None
+                self._pending_fraction = f
+                return
+            self.player.setPosition(int(f * d))
             return
-        self.player.setPosition(int(max(0.0, min(1.0, fraction)) * d))
+        self._origin_ms = int(f * d)
+        if self._playing:
+            self._clock.restart()
+        self.fraction_changed.emit(self.fraction())
+
+    # -- internals --------------------------------------------------------------------------------------
+    def _set_playing(self, on: bool) -> None:
+        self._playing = on
+        if on:
+            self._tick.start()
+        else:
+            self._tick.stop()
+        self.state_changed.emit(on)
+
+    def _on_tick(self) -> None:
+        pos = self._origin_ms + self._clock.elapsed()
+        if pos >= self._duration_ms and not self._loop:
+            self._origin_ms = self._duration_ms
+            self._set_playing(False)
+            self.fraction_changed.emit(1.0 if self._duration_ms else 0.0)
+            return
+        self.fraction_changed.emit(self.fraction())
 
     def _on_duration(self, duration: int) -> None:
-        if duration > 0 and self._pending_seek is not None:
-            f, self._pending_seek = self._pending_seek, None
+        if duration <= 0:
+            return
+        f = getattr(self, "_pending_fraction", None)
+        if f is not None:
+            self._pending_fraction = None
             self.player.setPosition(int(f * duration))
+        elif self._pending_seek_ms is not None:
+            ms, self._pending_seek_ms = self._pending_seek_ms, None
+            self.player.setPosition(min(ms, duration))
 
     def _on_position(self, pos: int) -> None:
         d = self.player.duration()
         self.fraction_changed.emit(pos / d if d > 0 else 0.0)
+
+
+def _duration_ms(path: str) -> int:
+    import soundfile as sf
+
+    try:
+        return int(round(sf.info(path).duration * 1000))
+    except Exception:  # noqa: BLE001 - unreadable or vanished (a replaced preview): nothing to play
+        return 0
