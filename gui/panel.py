@@ -194,6 +194,7 @@ class Panel(QWidget):
         self.offline_label = QLabel()
         self.offline_label.setStyleSheet("QLabel { color: #8d6e00; }")
         self.offline_label.setWordWrap(True)
+        self.offline_label.setVisible(False)
         gen.addWidget(self.offline_label, 1)
         self.generate_button = QPushButton("Generate")
         self.generate_button.setDefault(True)
