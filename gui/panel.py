@@ -185,17 +185,20 @@ class Panel(QWidget):
         self.error_label.setVisible(False)
         root.addWidget(self.error_label)
 
+        self.offline_label = QLabel()
+        self.offline_label.setStyleSheet("QLabel { color: #6d4c00; background: #fff8e1; border: 1px solid #ffe082;"
+                                         " border-radius: 4px; padding: 4px; }")
+        self.offline_label.setWordWrap(True)
+        self.offline_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.offline_label.setVisible(False)
+        root.addWidget(self.offline_label)
+
         gen = QHBoxLayout()
         self.notice_label = QLabel()
         self.notice_label.setStyleSheet("QLabel { color: palette(mid); }")
         self.notice_label.setWordWrap(True)
         self.notice_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         gen.addWidget(self.notice_label, 1)
-        self.offline_label = QLabel()
-        self.offline_label.setStyleSheet("QLabel { color: #8d6e00; }")
-        self.offline_label.setWordWrap(True)
-        self.offline_label.setVisible(False)
-        gen.addWidget(self.offline_label, 1)
         self.generate_button = QPushButton("Generate")
         self.generate_button.setDefault(True)
         self.generate_button.setMinimumWidth(120)
@@ -326,8 +329,9 @@ class Panel(QWidget):
             self.generate_button.setToolTip("Send the request to the daemon (Ctrl+Return)")
             self._retry.stop()
         else:
-            text = f"Generate is off: no daemon ({reason.splitlines()[0] if reason else 'not connected'}); " \
-                   f"{OFFLINE_HINT}. Reconnecting by itself when one appears."
+            why = reason.splitlines()[0] if reason else "not connected"
+            text = f"Generate is off: no daemon ({why}). {OFFLINE_HINT[0].upper()}{OFFLINE_HINT[1:]}; the panel " \
+                   "reconnects by itself when a daemon appears."
             self.offline_label.setText(text)
             self.offline_label.setVisible(True)
             self.generate_button.setToolTip(text)
@@ -510,6 +514,9 @@ class Panel(QWidget):
             self.jobs.apply(job_id, stage=values.get("stage", ""))
             return
         self.jobs.apply(job_id, **values)
+        if kind in ("failed", "cancelled") and not row.path:
+            row.peaks = None  # the preview of a take that never finished is gone with it
+            self.jobs.changed(job_id)
         if values.get("partial_path") and not row.final:
             self._show_preview(row)
         if kind == "done" and row.path:

@@ -175,7 +175,9 @@ class WaveDelegate(QStyledItemDelegate):
         peaks = index.data(Qt.ItemDataRole.UserRole)
         if isinstance(peaks, tuple):
             peaks, partial = peaks
+            color = PARTIAL_COLOR if partial else WAVE_COLOR
+            if option.state & QStyle.StateFlag.State_Selected:  # blue on the highlight would vanish
+                color = option.palette.color(QPalette.ColorRole.HighlightedText)
             painter.save()
-            paint_peaks(painter, QRectF(option.rect).adjusted(2, 2, -2, -2), peaks,
-                        PARTIAL_COLOR if partial else WAVE_COLOR)
+            paint_peaks(painter, QRectF(option.rect).adjusted(2, 2, -2, -2), peaks, color)
             painter.restore()
