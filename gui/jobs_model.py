@@ -212,9 +212,8 @@ class JobsModel(QAbstractTableModel):
     def at(self, row: int) -> JobRow | None:
         return self._rows[row] if 0 <= row < len(self._rows) else None
 
-    def add(self, row: JobRow, *, at_end: bool = False) -> int:
-        """Insert a take: under the takes of its group (numbered after them), else first (or last, for
-        jobs of earlier sessions listed oldest last). Returns its row."""
+    def add(self, row: JobRow) -> int:
+        """Insert a take: under the takes of its group (numbered after them), else first. Returns its row."""
         if self.row_of(row.job_id) >= 0:
             return self.row_of(row.job_id)
         same = [i for i, r in enumerate(self._rows) if row.group and r.group == row.group]
@@ -222,7 +221,7 @@ class JobsModel(QAbstractTableModel):
             row.take = max(self._rows[i].take for i in same) + 1
             at = same[-1] + 1
         else:
-            at = len(self._rows) if at_end else 0
+            at = 0
         self.beginInsertRows(QModelIndex(), at, at)
         self._rows.insert(at, row)
         self.endInsertRows()

@@ -386,9 +386,10 @@ class Panel(QWidget):
         self._set_online(False, message)
 
     def _on_jobs_listed(self, infos: list) -> None:
-        """The daemon's queue on connect: earlier sessions' takes join the list (oldest last), known rows
-        catch up with what happened while the panel was away."""
-        for info in infos:
+        """The daemon's queue on connect (newest first): earlier sessions' takes join the list, oldest added
+        first so takes of one request are numbered in the order they were made; known rows catch up with
+        what happened while the panel was away."""
+        for info in reversed(infos):
             kind, fields = flat_fields(info.request)
             values: dict[str, Any] = {"state": info.state, "fraction": 1.0 if info.state == "done" else info.fraction,
                                       "stage": info.stage or info.state, "eta_s": info.eta_s}
@@ -401,7 +402,7 @@ class Panel(QWidget):
                 row = JobRow(job_id=info.job_id, task=info.task, description=desc.splitlines()[0][:60] if desc else "",
                              created=info.created or time.time(), kind=kind, fields=fields,
                              group=group_key(kind, fields) if kind else "", kept=self.store.is_kept(info.job_id))
-                self.jobs.add(row, at_end=True)
+                self.jobs.add(row)
             row = self.jobs.apply(info.job_id, **values)
             if row is not None and row.path and row.peaks is None:
                 self._peaks_todo.append(row.job_id)
