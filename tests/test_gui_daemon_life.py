@@ -115,3 +115,13 @@ def test_the_panel_app_refuses_x11_without_the_library_with_that_message(tmp_pat
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2, r
     assert "libxcb-cursor0" in r.stderr
+
+
+def test_the_panel_never_imports_the_model_or_the_daemon():
+    code = ("import sys, unimoe_audio.gui.panel, unimoe_audio.gui.app\n"
+            "bad = sorted(m for m in sys.modules if m.startswith(('unimoe_audio.model', 'unimoe_audio.daemon', 'torch')))\n"
+            "print(bad)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={"PATH": "/usr/bin:/bin", "QT_QPA_PLATFORM": "offscreen"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"

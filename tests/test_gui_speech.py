@@ -25,8 +25,11 @@ def daemon(tmp_path_factory):
 def drop_on(widget, mime: QMimeData) -> bool:
     """Deliver a real drag-enter and drop of ``mime`` to ``widget`` (what a file manager's drag does)."""
     pos = QPointF(widget.width() / 2, widget.height() / 2)
-    enter = QDragEnterEvent(pos, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                            Qt.KeyboardModifier.NoModifier)
+    args = (Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    try:  # Qt 6.12 takes a QPointF (the QPoint form is deprecated there); 6.11 only a QPoint
+        enter = QDragEnterEvent(pos, *args)
+    except TypeError:
+        enter = QDragEnterEvent(pos.toPoint(), *args)
     QApplication.sendEvent(widget, enter)
     if not enter.isAccepted():
         return False

@@ -87,8 +87,11 @@ def test_waveform_holds_the_files_peaks_and_play_seek_loop_drag(panel, daemon):
     assert mime.urls()[0].toString().startswith("file://")
     assert panel.jobs.flags(panel.jobs.index(i, 0)) & Qt.ItemFlag.ItemIsDragEnabled
     assert [u.toLocalFile() for u in wave.mime_data().urls()] == [row.path]
-    # Copy path stays
+    # Copy path stays; Reveal opens the folder or, where no file manager answers, shows its path
     assert panel.copy_selected_path() == row.path
+    opened = panel.reveal_selected()
+    folder = str(daemon.home.resolve() / "takes")
+    assert (f"opened {folder}" if opened else f"The file is in: {folder}") in panel.notice_label.text()
 
 
 def test_partial_preview_appears_and_plays_before_done(panel, daemon):
