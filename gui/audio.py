@@ -80,6 +80,7 @@ class Player(QObject):
         self.path = ""
         self._loop = False
         self._pending_seek_ms: int | None = None
+        self._pending_fraction: float | None = None
         if self.audible:
             from PySide6.QtMultimedia import QAudioOutput, QMediaPlayer
 
@@ -220,7 +221,7 @@ class Player(QObject):
     def _on_duration(self, duration: int) -> None:
         if duration <= 0:
             return
-        f = getattr(self, "_pending_fraction", None)
+        f = self._pending_fraction
         if f is not None:
             self._pending_fraction = None
             self.player.setPosition(int(f * duration))

@@ -46,8 +46,8 @@ def flat_fields(request: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
             fields[k] = v
     if task == "music" and "bars" in fields and fields.get("tempo_bpm"):
         pass  # the client turns bars at a tempo into the length again
-    elif length.get("seconds") is not None:
-        fields["seconds"] = length["seconds"]
+    else:
+        fields.update({k: v for k, v in length.items() if v is not None})  # seconds, or frames + fps ...
     if sampling.get("seed") is not None:
         fields["seed"] = sampling["seed"]
     out = request.get("output") or {}

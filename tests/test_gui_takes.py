@@ -12,6 +12,7 @@ from _gui_harness import connected_panel, generate_music, new_job, wait_done, wa
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtTest import QTest
 
+from unimoe_audio.gui.jobs_model import group_key
 from unimoe_audio.gui.store import PanelStore
 
 
@@ -206,6 +207,10 @@ def test_history_presets_and_earlier_jobs_come_back(qtbot, panel, daemon):
     earlier = again.jobs.get(job)
     assert earlier is not None and earlier.state == "done" and earlier.kind == "music"
     assert earlier.description == "rainy lo-fi beat" and earlier.seed == 3
+    # the stored request groups with the same request filled in on the form today
+    again.music.set_fields({"caption": "rainy lo-fi beat", "seconds": 1.0, "seed": 9})
+    again.output.set_fields({})
+    assert group_key("music", again.request_fields("music")) == earlier.group
     assert again.jobs.get(kept).kept
     wait_until(lambda: earlier.peaks is not None, 30, "the earlier take's waveform", again)
     again.select_job(job)
