@@ -125,3 +125,31 @@ def test_the_panel_never_imports_the_model_or_the_daemon():
                        env={"PATH": "/usr/bin:/bin", "QT_QPA_PLATFORM": "offscreen"})
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def test_the_selected_rows_progress_bar_is_readable(qtbot):
+    """The bar's text is dark on a light fill on a selected (highlighted) row, where the platform style
+    drew highlighted text on the highlight colour."""
+    from PySide6.QtGui import QColor, QImage, QPainter
+    from PySide6.QtWidgets import QStyle, QStyleOptionViewItem
+
+    from unimoe_audio.gui.jobs_model import COL_PROGRESS, JobRow, JobsModel
+    from unimoe_audio.gui.widgets import ProgressDelegate
+
+    model = JobsModel()
+    model.add(JobRow(job_id="j1", task="music", state="running", fraction=0.42))
+    img = QImage(120, 26, QImage.Format.Format_RGB32)
+    img.fill(QColor("#000080"))
+    opt = QStyleOptionViewItem()
+    opt.rect = img.rect()
+    opt.state = QStyle.StateFlag.State_Selected | QStyle.StateFlag.State_Enabled
+    opt.palette.setColor(opt.palette.ColorRole.Highlight, QColor("#000080"))
+    painter = QPainter(img)
+    ProgressDelegate().paint(painter, opt, model.index(0, COL_PROGRESS))
+    painter.end()
+    # the middle band of the bar (where the "42 %" text sits): light background, dark text
+    lum = [QColor(img.pixel(x, y)).lightness() for x in range(20, 100) for y in range(8, 18)]
+    light = sum(1 for v in lum if v > 180)
+    dark = sum(1 for v in lum if v < 90)
+    assert light > len(lum) * 0.5, "the bar is light under the text"
+    assert dark > 10, "the text is dark"
