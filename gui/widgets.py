@@ -66,7 +66,8 @@ class WaveformView(QWidget):
         self.setMinimumHeight(72)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
-        self.setToolTip("Click to seek; drag to drop the WAV into a DAW, editor or file manager")
+        self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)  # so Space reaches the panel's play toggle after a click
+        self.setToolTip("Click to seek; drag to drop the WAV into a DAW, editor or file manager; Space plays")
 
     def sizeHint(self) -> QSize:
         return QSize(400, 72)

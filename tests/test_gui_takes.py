@@ -65,6 +65,12 @@ def test_waveform_holds_the_files_peaks_and_play_seek_loop_drag(panel, daemon):
                      QPoint(int(4 + 0.75 * (wave.width() - 8)), wave.height() // 2))
     wait_until(lambda: abs(panel.player.fraction() - 0.75) < 0.05, 10, "the seek", panel)
     assert wave.playhead == pytest.approx(0.75, abs=0.05)
+    assert wave.hasFocus()  # the click focused it: Space there plays from the seek point
+    QTest.keyClick(wave, Qt.Key.Key_Space)
+    wait_until(lambda: panel.player.is_playing(), 10, "Space on the waveform", panel)
+    assert panel.player.fraction() >= 0.7
+    panel.toggle_play()
+    wait_until(lambda: not panel.player.is_playing(), 10, "stop", panel)
 
     # loop: from near the end it wraps to the start and keeps playing
     QTest.mouseClick(panel.loop_button, Qt.MouseButton.LeftButton)
