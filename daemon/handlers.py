@@ -224,10 +224,11 @@ class Handlers:
 
         d = self.d
         out = []
+        # The built-in tiny model serves only when no model folder was found (a make-tiny folder served by
+        # path is tiny too, but it is that folder that is active).
+        builtin_serves = d.host.tiny and d.host.find_real()[0] is None
         for m in list_models(d.settings):
-            active = m.selected or (m.builtin and d.host.tiny)
-            if m.builtin and not d.host.tiny:
-                active = False
+            active = builtin_serves if m.builtin else m.selected
             out.append(ModelInfo(name=m.name, path=m.path, tiny=m.builtin, active=active,
                                  loaded=active and d.host.engine is not None))
         return ModelsReply(models=out), None

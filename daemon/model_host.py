@@ -61,6 +61,20 @@ def process_rss() -> int | None:
             return None
 
 
+def flagged_tiny(model_dir: Path) -> tuple[bool, str | None]:
+    """A model folder made by 'models make-tiny' says so in its own config.json (``unimoe_audio_tiny``):
+    served by path it is still random noise, and clients must be told."""
+    try:
+        import json
+
+        cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return False, None
+    if isinstance(cfg, dict) and cfg.get("unimoe_audio_tiny"):
+        return True, f"{model_dir} is a tiny random model (its config.json has unimoe_audio_tiny: true)"
+    return False, None
+
+
 class ModelHost:
     def __init__(self, settings: Settings, on_state: Callable[[str, ErrorReply | None], None] | None = None):
         self.settings = settings
@@ -97,14 +111,14 @@ class ModelHost:
     def peek(self) -> None:
         """Set tiny/tiny_reason from what is installed, without loading anything."""
         path, reason = self.find_real()
-        self.tiny, self.tiny_reason = path is None, reason
+        self.tiny, self.tiny_reason = (True, reason) if path is None else flagged_tiny(path)
 
     def resolve(self) -> tuple[Path, bool, str | None]:
         """(model folder, tiny?, why tiny). Builds the tiny model when needed."""
         s = self.settings
         path, reason = self.find_real()
         if path is not None:
-            return path, False, None
+            return (path, *flagged_tiny(path))
         from ..model.tiny_bundle import ensure_tiny_model
 
         path = Path(ensure_tiny_model(s.cache_path / "tiny-model"))

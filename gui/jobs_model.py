@@ -1,17 +1,62 @@
-"""The panel's job list: one row per job, updated from the client's JobUpdate values (UI thread only)."""
+"""The panel's job list: one row per take, updated from the client's JobUpdate values (UI thread only).
+
+Takes of one request (same task and fields, any seed) form a group: a new take is listed right under its
+group's takes and numbered, so variations sit together for A/B listening.
+"""
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtCore import QAbstractTableModel, QMimeData, QModelIndex, QPersistentModelIndex, Qt
 from PySide6.QtGui import QBrush, QColor
+
+from .audio import Peaks
+from .widgets import file_mime
 
 FINAL_STATES = ("done", "failed", "cancelled")
 
-COLUMNS = ("Task", "Description", "State", "Progress", "Stage", "ETA", "File")
-COL_TASK, COL_DESC, COL_STATE, COL_PROGRESS, COL_STAGE, COL_ETA, COL_FILE = range(len(COLUMNS))
+# Model columns keep their indices (scripts and tests read File at 6); the view shows Take and Wave earlier.
+COLUMNS = ("Task", "Description", "State", "Progress", "Stage", "ETA", "File", "Take", "Wave")
+COL_TASK, COL_DESC, COL_STATE, COL_PROGRESS, COL_STAGE, COL_ETA, COL_FILE, COL_TAKE, COL_WAVE = range(len(COLUMNS))
+_KIND_OF_TASK = {"video_score": "score"}
+
+
+def group_key(kind: str, fields: dict[str, Any]) -> str:
+    """Takes of the same request share this key: the task and its fields without the seed."""
+    rest = {k: v for k, v in fields.items() if k != "seed"}
+    return kind + ":" + json.dumps(rest, sort_keys=True, default=str)
+
+
+def flat_fields(request: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """(kind, flat fields for ``Client.submit``) from a SubmitRequest as the daemon stored it, so a take of
+    an earlier session can be regenerated and grouped like one submitted here."""
+    if not request:
+        return "", {}
+    spec = dict(request.get("spec") or {})
+    task = spec.pop("task", "")
+    kind = _KIND_OF_TASK.get(task, task)
+    fields: dict[str, Any] = {}
+    length = spec.pop("length", None) or {}
+    sampling = spec.pop("sampling", None) or {}
+    for k, v in spec.items():
+        if v not in (None, "", [], {}):
+            fields[k] = v
+    if task == "music" and "bars" in fields and fields.get("tempo_bpm"):
+        pass  # the client turns bars at a tempo into the length again
+    else:
+        fields.update({k: v for k, v in length.items() if v is not None})  # seconds, or frames + fps ...
+    if sampling.get("seed") is not None:
+        fields["seed"] = sampling["seed"]
+    out = request.get("output") or {}
+    if out.get("folder"):
+        fields["folder"] = out["folder"]
+    for k in ("sample_rate", "channels"):
+        if out.get(k):
+            fields[k] = out[k]
+    return kind, fields
 
 _TASK_LABEL = {"music": "Music", "speech": "Speech", "video_score": "Score", "score": "Score"}
 _STATE_COLOR = {"done": "#2e7d32", "failed": "#c62828", "cancelled": "#757575", "running": "#1565c0",
@@ -45,6 +90,19 @@ class JobRow:
     error: str = ""
     error_field: str | None = None
     created: float = field(default_factory=time.time)
+    kind: str = ""  # music | speech | score (the client's names)
+    fields: dict[str, Any] = field(default_factory=dict)  # what was submitted (flat client fields)
+    group: str = ""
+    take: int = 1
+    seed: int | None = None
+    partial_path: str = ""  # the latest preview of a running job
+    peaks: Peaks | None = None  # of path, or of partial_path while running
+    kept: bool = False
+
+    @property
+    def audio_path(self) -> str:
+        """What can be played now: the result, or the growing preview."""
+        return self.path or ("" if self.final else self.partial_path)
 
     @property
     def final(self) -> bool:
@@ -90,11 +148,18 @@ class JobsModel(QAbstractTableModel):
                 return "" if row.final else format_eta(row.eta_s)
             if col == COL_FILE:
                 return row.path.rsplit("/", 1)[-1] if row.path else ""
+            if col == COL_TAKE:
+                return ("★ " if row.kept else "") + f"#{row.take}"
         if role == Qt.ItemDataRole.UserRole:
+            if col == COL_WAVE:
+                return (row.peaks, not row.path) if row.peaks is not None else None
             return row.fraction if col == COL_PROGRESS else row.job_id
         if role == Qt.ItemDataRole.ToolTipRole:
             if col == COL_FILE and row.path:
                 return row.path
+            if col == COL_TAKE:
+                seed = f", seed {row.seed}" if row.seed is not None else ""
+                return f"take {row.take} of this request{seed}" + (" (kept)" if row.kept else "")
             if row.error:
                 return row.error
             return f"job {row.job_id}"
@@ -102,6 +167,33 @@ class JobsModel(QAbstractTableModel):
             color = _STATE_COLOR.get(row.state)
             return QBrush(QColor(color)) if color else None
         return None
+
+    def flags(self, index: QModelIndex | QPersistentModelIndex) -> Qt.ItemFlag:
+        f = super().flags(index)
+        row = self.at(index.row()) if index.isValid() else None
+        if row is not None and row.path:
+            f |= Qt.ItemFlag.ItemIsDragEnabled
+        return f
+
+    def mimeTypes(self) -> list[str]:
+        return ["text/uri-list", "text/plain"]
+
+    def mimeData(self, indexes: list[QModelIndex]) -> QMimeData:
+        """A dragged take is its WAV as a file URL (what DAWs, editors and file managers accept)."""
+        paths = []
+        for i in indexes:
+            row = self.at(i.row())
+            if row is not None and row.path and row.path not in paths:
+                paths.append(row.path)
+        mime = file_mime(paths[0]) if paths else QMimeData()
+        if len(paths) > 1:
+            from PySide6.QtCore import QUrl
+
+            mime.setUrls([QUrl.fromLocalFile(p) for p in paths])
+        return mime
+
+    def supportedDragActions(self) -> Qt.DropAction:
+        return Qt.DropAction.CopyAction
 
     # -- rows ------------------------------------------------------------------------------------------
     def rows(self) -> list[JobRow]:
@@ -120,12 +212,28 @@ class JobsModel(QAbstractTableModel):
     def at(self, row: int) -> JobRow | None:
         return self._rows[row] if 0 <= row < len(self._rows) else None
 
-    def add(self, row: JobRow) -> None:
+    def add(self, row: JobRow) -> int:
+        """Insert a take: under the takes of its group (numbered after them), else first. Returns its row."""
         if self.row_of(row.job_id) >= 0:
-            return
-        self.beginInsertRows(QModelIndex(), 0, 0)
-        self._rows.insert(0, row)
+            return self.row_of(row.job_id)
+        same = [i for i, r in enumerate(self._rows) if row.group and r.group == row.group]
+        if same:
+            row.take = max(self._rows[i].take for i in same) + 1
+            at = same[-1] + 1
+        else:
+            at = 0
+        self.beginInsertRows(QModelIndex(), at, at)
+        self._rows.insert(at, row)
         self.endInsertRows()
+        return at
+
+    def takes(self, group: str) -> list[JobRow]:
+        return [r for r in self._rows if group and r.group == group]
+
+    def changed(self, job_id: str) -> None:
+        i = self.row_of(job_id)
+        if i >= 0:
+            self.dataChanged.emit(self.index(i, 0), self.index(i, len(COLUMNS) - 1))
 
     def apply(self, job_id: str, **values: Any) -> JobRow | None:
         """Update a row's fields. A finished row keeps its final state (late events cannot revive it)."""
@@ -142,7 +250,7 @@ class JobsModel(QAbstractTableModel):
         return row
 
     def remove_finished(self) -> None:
-        keep = [r for r in self._rows if not r.final]
+        keep = [r for r in self._rows if not r.final or r.kept]
         if len(keep) != len(self._rows):
             self.beginResetModel()
             self._rows = keep

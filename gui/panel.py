@@ -1,411 +1,85 @@
-"""The desktop panel: Music / Speech / Score forms, output options, a live job list and the daemon status.
+"""The panel window and its controller: forms on top, the takes below with a waveform and a transport.
 
 Everything that talks to the daemon runs off the UI thread (see :mod:`.backend`); the UI thread only
-builds plain field dicts, sends them through queued signals and paints what comes back.
+builds plain field dicts, sends them through queued signals and paints what comes back. Widgets live in
+:mod:`.forms` and :mod:`.widgets`, audio in :mod:`.audio`, what is remembered in :mod:`.store`.
+
+No dead ends: when the daemon goes away the panel says so, turns Generate off with the reason next to
+it, and keeps trying to reconnect (quietly, without starting a daemon); Connect makes a fresh client.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QModelIndex, QSize, Qt, QThread, QTimer, QUrl, Signal
-from PySide6.QtGui import QDesktopServices, QGuiApplication
+from PySide6.QtCore import QEvent, QObject, QSize, Qt, QThread, QTimer, QUrl, Signal
+from PySide6.QtGui import QDesktopServices, QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
-    QAbstractItemView, QApplication, QButtonGroup, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout,
-    QFrame, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPlainTextEdit, QPushButton, QRadioButton,
-    QSizePolicy, QSpinBox, QStyle, QStyledItemDelegate, QStyleOptionProgressBar, QStyleOptionViewItem, QTableView,
+    QAbstractItemView, QFrame, QHBoxLayout, QHeaderView, QInputDialog, QLabel, QMenu, QPushButton, QTableView,
     QTabWidget, QToolButton, QVBoxLayout, QWidget,
 )
 
 from unimoe_audio.client.settings import Settings, load_settings
 
+from .audio import Player, read_peaks
 from .backend import Backend, JobWatcher, short_field, wait_thread
-from .jobs_model import COL_DESC, COL_PROGRESS, COL_STAGE, COL_TASK, COLUMNS, JobRow, JobsModel
+from .forms import (
+    OUTPUT_FIELDS, FormError, MusicForm, OutputBox, ScoreForm, SpeechForm,  # noqa: F401 - re-exported
+)
+from .jobs_model import (
+    COL_DESC, COL_PROGRESS, COL_STAGE, COL_TAKE, COL_TASK, COL_WAVE, COLUMNS, JobRow, JobsModel, flat_fields,
+    group_key,
+)
+from .store import PanelStore
+from .widgets import ProgressDelegate, WaveDelegate, WaveformView
 
-KEYS = ["", "C major", "G major", "D major", "A major", "E major", "F major", "Bb major", "Eb major",
-        "A minor", "E minor", "B minor", "D minor", "G minor", "C minor", "F# minor"]
-RATES = [("default", None), ("44100 Hz", 44100), ("48000 Hz", 48000), ("96000 Hz", 96000)]
-CHANNELS = [("default", None), ("stereo", 2), ("mono", 1)]
 TABS = ("music", "speech", "score")
 
 TINY_WARNING = ("The built-in tiny test model is serving: every result is noise. Install the real weights "
                 "with 'unimoe-audio models pull' and restart the daemon.")
+OFFLINE_HINT = "start one with 'unimoe-audio serve' or press Connect"
 
 _ERROR_STYLE = "border: 1px solid #c62828;"
 
 
-class ProgressDelegate(QStyledItemDelegate):
-    """Paints the Progress column as a progress bar."""
-
-    def paint(self, painter: Any, option: QStyleOptionViewItem, index: QModelIndex) -> None:
-        fraction = index.data(Qt.ItemDataRole.UserRole)
-        if not isinstance(fraction, (int, float)):
-            return super().paint(painter, option, index)
-        bar = QStyleOptionProgressBar()
-        bar.rect = option.rect.adjusted(2, 3, -2, -3)
-        bar.minimum, bar.maximum = 0, 1000
-        bar.progress = int(max(0.0, min(1.0, float(fraction))) * 1000)
-        bar.text = f"{int(round(fraction * 100))} %"
-        bar.textVisible = True
-        bar.state = option.state
-        style = option.widget.style() if option.widget else QApplication.style()
-        style.drawControl(QStyle.ControlElement.CE_ProgressBar, bar, painter, option.widget)
-
-
-class _Row(QWidget):
-    """A horizontal row inside a form: as tall as its contents, so the form's label lines up with it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
-
-
-def _file_row(edit: QLineEdit, button: QToolButton) -> QWidget:
-    w = _Row()
-    lay = QHBoxLayout(w)
-    lay.setContentsMargins(0, 0, 0, 0)
-    lay.setSpacing(4)
-    lay.addWidget(edit, 1)
-    lay.addWidget(button)
-    return w
-
-
-def _seed_box() -> QSpinBox:
-    box = QSpinBox()
-    box.setRange(-1, 2**31 - 1)
-    box.setValue(-1)
-    box.setSpecialValueText("random")
-    box.setToolTip("Seed for a repeatable result; 'random' lets the daemon pick one (reported back).")
-    return box
-
-
-class FormError(ValueError):
-    """A form value the panel can reject before asking the daemon (``field`` as the protocol names it)."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
-
-
-def _form(widget: QWidget) -> QFormLayout:
-    form = QFormLayout(widget)
-    form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-    form.setLabelAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-    form.setFormAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
-    return form
-
-
-class MusicForm(QWidget):
-    def __init__(self) -> None:
-        super().__init__()
-        form = _form(self)
-        self.caption = QPlainTextEdit()
-        self.caption.setPlaceholderText("e.g. calm piano with soft strings, slow and warm")
-        self.caption.setFixedHeight(54)
-        form.addRow("Caption", self.caption)
-
-        self.by_seconds = QRadioButton("Seconds")
-        self.by_bars = QRadioButton("Bars (4/4)")
-        self.by_seconds.setChecked(True)
-        group = QButtonGroup(self)
-        group.addButton(self.by_seconds)
-        group.addButton(self.by_bars)
-        self.seconds = QDoubleSpinBox()
-        self.seconds.setRange(0.1, 600.0)
-        self.seconds.setDecimals(2)
-        self.seconds.setValue(8.0)
-        self.seconds.setSuffix(" s")
-        self.bars = QSpinBox()
-        self.bars.setRange(1, 1024)
-        self.bars.setValue(4)
-        length = _Row()
-        lay = QHBoxLayout(length)
-        lay.setContentsMargins(0, 0, 0, 0)
-        for w in (self.by_seconds, self.seconds, self.by_bars, self.bars):
-            lay.addWidget(w)
-        lay.addStretch(1)
-        form.addRow("Length", length)
-
-        self.tempo = QDoubleSpinBox()
-        self.tempo.setRange(0.0, 400.0)
-        self.tempo.setDecimals(1)
-        self.tempo.setValue(0.0)
-        self.tempo.setSpecialValueText("any")
-        self.tempo.setSuffix(" BPM")
-        self.tempo.setToolTip("Tempo; with a length in bars it also sets the exact length")
-        self.key = QComboBox()
-        self.key.setEditable(True)
-        self.key.addItems(KEYS)
-        self.key.lineEdit().setPlaceholderText("any key")
-        self.seed = _seed_box()
-        row = _Row()
-        lay = QHBoxLayout(row)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(self.tempo)
-        lay.addWidget(QLabel("Key"))
-        lay.addWidget(self.key, 1)
-        lay.addWidget(QLabel("Seed"))
-        lay.addWidget(self.seed)
-        form.addRow("Tempo", row)
-        self.by_seconds.toggled.connect(self._sync)
-        self._sync()
-
-    def _sync(self) -> None:
-        secs = self.by_seconds.isChecked()
-        self.seconds.setEnabled(secs)
-        self.bars.setEnabled(not secs)
-        self.tempo.setSpecialValueText("any" if secs else "— needed —")
-
-    def fields(self) -> dict[str, Any]:
-        f: dict[str, Any] = {"caption": self.caption.toPlainText().strip()}
-        if self.by_seconds.isChecked():
-            f["seconds"] = float(self.seconds.value())
-        else:  # the client turns bars at a tempo into a sample-exact length (4/4)
-            f["bars"] = int(self.bars.value())
-            if self.tempo.value() <= 0:
-                raise FormError("tempo_bpm", "a length in bars needs a tempo")
-        if self.tempo.value() > 0:
-            f["tempo_bpm"] = float(self.tempo.value())
-        key = self.key.currentText().strip()
-        if key:
-            f["key"] = key
-        if self.seed.value() >= 0:
-            f["seed"] = int(self.seed.value())
-        return {k: v for k, v in f.items() if v is not None}
-
-    def description(self) -> str:
-        return self.caption.toPlainText().strip().splitlines()[0][:60] if self.caption.toPlainText().strip() else ""
-
-    def widget_for(self, name: str) -> QWidget | None:
-        return {"caption": self.caption, "seconds": self.seconds, "frames": self.seconds, "bars": self.bars,
-                "tempo_bpm": self.tempo, "key": self.key, "seed": self.seed, "length": self.seconds}.get(name)
-
-
-class SpeechForm(QWidget):
-    refresh_voices = Signal()
-
-    def __init__(self) -> None:
-        super().__init__()
-        form = _form(self)
-        self.text = QPlainTextEdit()
-        self.text.setPlaceholderText("What should be said")
-        self.text.setFixedHeight(54)
-        form.addRow("Text", self.text)
-
-        self.voice = QComboBox()
-        self.voice.addItem("(no saved voice)", None)
-        refresh = QToolButton()
-        refresh.setText("↻")
-        refresh.setToolTip("Reload the daemon's saved voices")
-        refresh.clicked.connect(self.refresh_voices)
-        row = _Row()
-        lay = QHBoxLayout(row)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(self.voice, 1)
-        lay.addWidget(refresh)
-        form.addRow("Voice", row)
-
-        self.reference = QLineEdit()
-        self.reference.setPlaceholderText("or a reference recording (WAV/FLAC/MP3)")
-        browse = QToolButton()
-        browse.setText("…")
-        browse.clicked.connect(self._browse)
-        form.addRow("Reference", _file_row(self.reference, browse))
-        self.transcript = QLineEdit()
-        self.transcript.setPlaceholderText("what the reference recording says")
-        form.addRow("Transcript", self.transcript)
-
-        self.seconds = QDoubleSpinBox()
-        self.seconds.setRange(0.0, 600.0)
-        self.seconds.setDecimals(2)
-        self.seconds.setSpecialValueText("auto")
-        self.seconds.setSuffix(" s")
-        self.seed = _seed_box()
-        row = _Row()
-        lay = QHBoxLayout(row)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(self.seconds, 1)
-        lay.addWidget(QLabel("Seed"))
-        lay.addWidget(self.seed)
-        form.addRow("Length", row)
-
-    def _browse(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Reference recording", "",
-                                              "Audio (*.wav *.flac *.mp3 *.ogg *.m4a);;All files (*)")
-        if path:
-            self.reference.setText(path)
-
-    def set_voices(self, voices: list[Any]) -> None:
-        current = self.voice.currentData()
-        self.voice.clear()
-        self.voice.addItem("(no saved voice)", None)
-        for v in voices:
-            label = f"{v.name} ({v.seconds:.1f} s)" if getattr(v, "seconds", None) else v.name
-            self.voice.addItem(label, v.name)
-        i = self.voice.findData(current)
-        self.voice.setCurrentIndex(max(0, i))
-
-    def fields(self) -> dict[str, Any]:
-        f: dict[str, Any] = {"text": self.text.toPlainText().strip()}
-        voice = self.voice.currentData()
-        if voice:
-            f["voice"] = voice
-        ref = self.reference.text().strip()
-        if ref and not voice:
-            f["reference_audio"] = ref
-            f["reference_text"] = self.transcript.text().strip() or None
-        if self.seconds.value() > 0:
-            f["seconds"] = float(self.seconds.value())
-        if self.seed.value() >= 0:
-            f["seed"] = int(self.seed.value())
-        return {k: v for k, v in f.items() if v is not None}
-
-    def description(self) -> str:
-        t = self.text.toPlainText().strip()
-        return t.splitlines()[0][:60] if t else ""
-
-    def widget_for(self, name: str) -> QWidget | None:
-        return {"text": self.text, "voice": self.voice, "reference_audio": self.reference,
-                "reference_text": self.transcript, "seconds": self.seconds, "length": self.seconds,
-                "seed": self.seed}.get(name)
-
-
-class ScoreForm(QWidget):
-    def __init__(self) -> None:
-        super().__init__()
-        form = _form(self)
-        self.video = QLineEdit()
-        self.video.setPlaceholderText("video file (mp4, mov, mkv...)")
-        browse = QToolButton()
-        browse.setText("…")
-        browse.clicked.connect(self._browse)
-        form.addRow("Video", _file_row(self.video, browse))
-
-        self.in_s = QDoubleSpinBox()
-        self.in_s.setRange(0.0, 86400.0)
-        self.in_s.setDecimals(3)
-        self.in_s.setSuffix(" s")
-        self.out_s = QDoubleSpinBox()
-        self.out_s.setRange(0.0, 86400.0)
-        self.out_s.setDecimals(3)
-        self.out_s.setSuffix(" s")
-        self.out_s.setSpecialValueText("end")
-        row = _Row()
-        lay = QHBoxLayout(row)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(QLabel("In"))
-        lay.addWidget(self.in_s, 1)
-        lay.addWidget(QLabel("Out"))
-        lay.addWidget(self.out_s, 1)
-        form.addRow("Range", row)
-
-        self.caption = QLineEdit()
-        self.caption.setPlaceholderText("optional: e.g. tense strings, building")
-        form.addRow("Caption", self.caption)
-        self.mode = QComboBox()
-        self.mode.addItem("vision: follow the picture", "vision")
-        self.mode.addItem("reference: use the clip as a style reference", "reference")
-        self.seed = _seed_box()
-        row = _Row()
-        lay = QHBoxLayout(row)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(self.mode, 1)
-        lay.addWidget(QLabel("Seed"))
-        lay.addWidget(self.seed)
-        form.addRow("Mode", row)
-
-    def _browse(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Video", "", "Video (*.mp4 *.mov *.mkv *.avi *.webm);;All files (*)")
-        if path:
-            self.video.setText(path)
-
-    def fields(self) -> dict[str, Any]:
-        f: dict[str, Any] = {"video": self.video.text().strip(), "caption": self.caption.text().strip(),
-                             "in_seconds": float(self.in_s.value()), "mode": self.mode.currentData()}
-        if self.out_s.value() > 0:
-            f["out_seconds"] = float(self.out_s.value())
-        if self.seed.value() >= 0:
-            f["seed"] = int(self.seed.value())
-        return f
-
-    def description(self) -> str:
-        v = self.video.text().strip()
-        name = Path(v).name if v else ""
-        rng = f" {self.in_s.value():g}–{self.out_s.value():g} s" if self.out_s.value() > 0 else ""
-        return f"{name}{rng}"
-
-    def widget_for(self, name: str) -> QWidget | None:
-        return {"video": self.video, "in_seconds": self.in_s, "out_seconds": self.out_s, "caption": self.caption,
-                "mode": self.mode, "seed": self.seed}.get(name)
-
-
-class OutputBox(QGroupBox):
-    def __init__(self) -> None:
-        super().__init__("Output")
-        form = _form(self)
-        self.folder = QLineEdit()
-        self.folder.setPlaceholderText("the daemon's output folder")
-        browse = QToolButton()
-        browse.setText("…")
-        browse.clicked.connect(self._browse)
-        form.addRow("Folder", _file_row(self.folder, browse))
-        self.rate = QComboBox()
-        for label, value in RATES:
-            self.rate.addItem(label, value)
-        self.channels = QComboBox()
-        for label, value in CHANNELS:
-            self.channels.addItem(label, value)
-        row = _Row()
-        lay = QHBoxLayout(row)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(self.rate, 1)
-        lay.addWidget(QLabel("Channels"))
-        lay.addWidget(self.channels, 1)
-        form.addRow("Sample rate", row)
-
-    def _browse(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Output folder", self.folder.text())
-        if path:
-            self.folder.setText(path)
-
-    def fields(self) -> dict[str, Any]:
-        f: dict[str, Any] = {}
-        if self.folder.text().strip():
-            f["folder"] = self.folder.text().strip()
-        if self.rate.currentData():
-            f["sample_rate"] = int(self.rate.currentData())
-        if self.channels.currentData():
-            f["channels"] = int(self.channels.currentData())
-        return f
-
-    def widget_for(self, name: str) -> QWidget | None:
-        return {"folder": self.folder, "name": self.folder, "sample_rate": self.rate,
-                "channels": self.channels}.get(name)
-
-
 class Panel(QWidget):
     """The whole panel. ``settings`` picks the daemon (its UNIMOE_AUDIO_HOME); ``auto_start`` starts one
-    in the background when none answers."""
+    in the background when none answers (on the first connect and on Connect, not on quiet retries)."""
 
     # UI thread -> backend thread (queued)
-    _do_connect = Signal()
+    _do_connect = Signal(bool)
     _do_status = Signal()
     _do_voices = Signal()
     _do_submit = Signal(str, dict, str)
     _do_cancel = Signal(str)
+    _do_save_voice = Signal(str, str, str)
 
     job_finished = Signal(str, str)  # job_id, final state (for scripts and tests)
+    preview_shown = Signal(str, str)  # job_id, partial WAV path (a running take's growing preview)
+
+    #: milliseconds between quiet reconnect attempts while no daemon answers
+    RETRY_MS = 1500
 
     def __init__(self, settings: Settings | None = None, *, auto_start: bool = True, status_interval_ms: int = 2000,
                  parent: QWidget | None = None):
         super().__init__(parent)
         self.setWindowTitle("UniMoE Audio")
         self.settings = settings or load_settings()
+        self.store = PanelStore.for_settings(self.settings)
         self.status: Any = None
+        self.online = False
+        self.offline_reason = "connecting to the daemon…"
+        self._connecting = False
         self._watchers: dict[str, JobWatcher] = {}
         self._error_widget: QWidget | None = None
         self._closed = False
+        self._ab_partner: str | None = None
+        self._shown_job: str | None = None
+        self._peaks_todo: list[str] = []
+        self._ab_switching = False
 
+        self.player = Player(self)
         self._build()
 
         self._thread = QThread(self)
@@ -417,20 +91,33 @@ class Panel(QWidget):
         self._do_voices.connect(self.backend.refresh_voices)
         self._do_submit.connect(self.backend.submit)
         self._do_cancel.connect(self.backend.cancel)
+        self._do_save_voice.connect(self.backend.save_voice)
         self.backend.notice.connect(self._on_notice)
         self.backend.connected.connect(self._on_connected)
         self.backend.connection_failed.connect(self._on_connection_failed)
+        self.backend.jobs_listed.connect(self._on_jobs_listed)
         self.backend.status_changed.connect(self._on_status)
         self.backend.status_failed.connect(self._on_status_failed)
         self.backend.voices_changed.connect(self.speech.set_voices)
         self.backend.submitted.connect(self._on_submitted)
         self.backend.submit_failed.connect(self._on_submit_failed)
         self.backend.cancel_done.connect(self._on_cancel_done)
+        self.backend.voice_saved.connect(lambda name: self._on_notice(f"voice '{name}' saved"))
+        self.backend.voice_failed.connect(lambda msg, field: self.show_error("speech", msg, field or None))
         self._thread.start()
 
         self._timer = QTimer(self)
         self._timer.setInterval(status_interval_ms)
         self._timer.timeout.connect(self._do_status)
+        self._retry = QTimer(self)
+        self._retry.setInterval(self.RETRY_MS)
+        self._retry.timeout.connect(lambda: self._connect(start=False))
+        self._peaks_timer = QTimer(self)
+        self._peaks_timer.setInterval(0)
+        self._peaks_timer.timeout.connect(self._next_peaks)
+        self.player.fraction_changed.connect(self._on_play_position)
+        self.player.state_changed.connect(self._on_play_state)
+        self.player.error.connect(lambda msg: self._on_notice(f"playback: {msg}"))
         self.connect_daemon()
 
     # -- layout ---------------------------------------------------------------------------------------
@@ -445,6 +132,7 @@ class Panel(QWidget):
         self.status_label.setWordWrap(True)
         top.addWidget(self.status_label, 1)
         self.connect_button = QPushButton("Connect")
+        self.connect_button.setToolTip("Connect again with a fresh client (starts a daemon when allowed)")
         self.connect_button.setVisible(False)
         self.connect_button.clicked.connect(self.connect_daemon)
         top.addWidget(self.connect_button)
@@ -465,6 +153,26 @@ class Panel(QWidget):
         self.tabs.addTab(self.speech, "Speech")
         self.tabs.addTab(self.score, "Score")
         self.speech.refresh_voices.connect(lambda: self._do_voices.emit())
+        self.speech.save_voice.connect(self.ask_save_voice)
+        corner = QWidget()
+        lay = QHBoxLayout(corner)
+        lay.setContentsMargins(0, 0, 0, 2)
+        lay.setSpacing(2)
+        self.history_button = QToolButton()
+        self.history_button.setText("History")
+        self.history_button.setToolTip("Prompts you generated with on this tab (kept between sessions)")
+        self.history_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.history_button.setMenu(QMenu(self.history_button))
+        self.history_button.menu().aboutToShow.connect(self._fill_history_menu)
+        self.presets_button = QToolButton()
+        self.presets_button.setText("Presets")
+        self.presets_button.setToolTip("Saved settings of this tab; 'Save as preset…' keeps the current ones")
+        self.presets_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.presets_button.setMenu(QMenu(self.presets_button))
+        self.presets_button.menu().aboutToShow.connect(self._fill_presets_menu)
+        lay.addWidget(self.history_button)
+        lay.addWidget(self.presets_button)
+        self.tabs.setCornerWidget(corner, Qt.Corner.TopRightCorner)
         root.addWidget(self.tabs)
 
         self.output = OutputBox()
@@ -477,9 +185,19 @@ class Panel(QWidget):
         self.error_label.setVisible(False)
         root.addWidget(self.error_label)
 
+        self.offline_label = QLabel()
+        self.offline_label.setStyleSheet("QLabel { color: #6d4c00; background: #fff8e1; border: 1px solid #ffe082;"
+                                         " border-radius: 4px; padding: 4px; }")
+        self.offline_label.setWordWrap(True)
+        self.offline_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.offline_label.setVisible(False)
+        root.addWidget(self.offline_label)
+
         gen = QHBoxLayout()
         self.notice_label = QLabel()
         self.notice_label.setStyleSheet("QLabel { color: palette(mid); }")
+        self.notice_label.setWordWrap(True)
+        self.notice_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         gen.addWidget(self.notice_label, 1)
         self.generate_button = QPushButton("Generate")
         self.generate_button.setDefault(True)
@@ -488,6 +206,7 @@ class Panel(QWidget):
         self.generate_button.clicked.connect(self.generate)
         gen.addWidget(self.generate_button)
         root.addLayout(gen)
+        QShortcut(QKeySequence("Ctrl+Return"), self, activated=self.generate)
 
         line = QFrame()
         line.setFrameShape(QFrame.Shape.HLine)
@@ -500,23 +219,62 @@ class Panel(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setDragEnabled(True)
+        self.table.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
+        self.table.setDefaultDropAction(Qt.DropAction.CopyAction)
         self.table.verticalHeader().setVisible(False)
-        self.table.verticalHeader().setDefaultSectionSize(24)
+        self.table.verticalHeader().setDefaultSectionSize(26)
         self.table.setAlternatingRowColors(True)
         self.table.setItemDelegateForColumn(COL_PROGRESS, ProgressDelegate(self.table))
+        self.table.setItemDelegateForColumn(COL_WAVE, WaveDelegate(self.table))
         header = self.table.horizontalHeader()
         for col in range(len(COLUMNS)):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(COL_DESC, QHeaderView.ResizeMode.Stretch)
-        header.setSectionResizeMode(COL_PROGRESS, QHeaderView.ResizeMode.Fixed)
-        header.resizeSection(COL_PROGRESS, 90)
-        header.setSectionResizeMode(COL_STAGE, QHeaderView.ResizeMode.Interactive)
-        header.resizeSection(COL_STAGE, 90)
+        for col, width in ((COL_PROGRESS, 80), (COL_STAGE, 80), (COL_WAVE, 90)):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
+            header.resizeSection(col, width)
         header.resizeSection(COL_TASK, 60)
-        self.table.setMinimumHeight(150)
-        self.table.selectionModel().selectionChanged.connect(lambda *_: self._sync_buttons())
-        self.table.doubleClicked.connect(lambda *_: self.reveal_selected())
+        header.moveSection(header.visualIndex(COL_TAKE), 1)  # Task, Take, Description, Wave, State, ...
+        header.moveSection(header.visualIndex(COL_WAVE), 3)
+        self.table.setMinimumHeight(140)
+        self.table.selectionModel().selectionChanged.connect(lambda *_: self._on_selection())
+        self.table.doubleClicked.connect(lambda *_: self.toggle_play())
+        self.table.installEventFilter(self)
         root.addWidget(self.table, 1)
+
+        self.waveform = WaveformView()
+        self.waveform.seek_requested.connect(self.seek)
+        self.waveform.installEventFilter(self)
+        root.addWidget(self.waveform)
+
+        transport = QHBoxLayout()
+        self.play_button = QPushButton("▶ Play")
+        self.play_button.setToolTip("Play or stop the selected take (Space)")
+        self.play_button.clicked.connect(self.toggle_play)
+        self.loop_button = QPushButton("Loop")
+        self.loop_button.setCheckable(True)
+        self.loop_button.setToolTip("Play the take over and over")
+        self.loop_button.toggled.connect(self.player.set_loop)
+        self.ab_button = QPushButton("A/B")
+        self.ab_button.setToolTip("Switch to the other take of this request at the same position")
+        self.ab_button.clicked.connect(self.ab_switch)
+        self.keep_button = QPushButton("Keep")
+        self.keep_button.setCheckable(True)
+        self.keep_button.setToolTip("Mark the take as a keeper (★; kept takes survive Clear finished)")
+        self.keep_button.clicked.connect(lambda on: self.set_kept(on))
+        self.same_seed_button = QPushButton("Again, same seed")
+        self.same_seed_button.setToolTip("Generate this request again with the seed of this take")
+        self.same_seed_button.clicked.connect(lambda: self.regenerate(same_seed=True))
+        self.new_seed_button = QPushButton("New take")
+        self.new_seed_button.setToolTip("Generate this request again with a new seed (a new take in its group)")
+        self.new_seed_button.clicked.connect(lambda: self.regenerate(same_seed=False))
+        for b in (self.play_button, self.loop_button, self.ab_button, self.keep_button):
+            transport.addWidget(b)
+        transport.addStretch(1)
+        transport.addWidget(self.same_seed_button)
+        transport.addWidget(self.new_seed_button)
+        root.addLayout(transport)
 
         buttons = QHBoxLayout()
         self.cancel_button = QPushButton("Cancel")
@@ -526,6 +284,7 @@ class Panel(QWidget):
         self.copy_button = QPushButton("Copy path")
         self.copy_button.clicked.connect(self.copy_selected_path)
         self.clear_button = QPushButton("Clear finished")
+        self.clear_button.setToolTip("Remove finished takes from the list (kept takes stay)")
         self.clear_button.clicked.connect(self.jobs.remove_finished)
         for b in (self.cancel_button, self.reveal_button, self.copy_button):
             buttons.addWidget(b)
@@ -535,27 +294,66 @@ class Panel(QWidget):
         self._sync_buttons()
 
     def sizeHint(self) -> QSize:
-        return QSize(620, 760)
+        return QSize(680, 860)
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
+        # Space plays the selected take where it cannot mean "type a space" (the list and the waveform).
+        if event.type() == QEvent.Type.KeyPress and event.key() == Qt.Key.Key_Space and not event.modifiers():
+            self.toggle_play()
+            return True
+        return super().eventFilter(obj, event)
 
     # -- daemon ---------------------------------------------------------------------------------------
     def connect_daemon(self) -> None:
+        """Connect with a fresh client (Connect button; the first connect): may start a daemon."""
         self.connect_button.setVisible(False)
         self.status_label.setText("Connecting to the daemon…")
-        self._do_connect.emit()
+        self._connect(start=True)
+
+    def _connect(self, start: bool) -> None:
+        if self._connecting or self._closed:
+            return
+        self._connecting = True
+        self._do_connect.emit(start)
 
     def _on_notice(self, text: str) -> None:
         self.notice_label.setText(text)
 
+    def _set_online(self, online: bool, reason: str = "") -> None:
+        self.online = online
+        self.offline_reason = "" if online else reason
+        self.generate_button.setEnabled(online)
+        if online:
+            self.offline_label.clear()
+            self.offline_label.setVisible(False)
+            self.generate_button.setToolTip("Send the request to the daemon (Ctrl+Return)")
+            self._retry.stop()
+        else:
+            why = reason.splitlines()[0] if reason else "not connected"
+            text = f"Generate is off: no daemon ({why}). {OFFLINE_HINT[0].upper()}{OFFLINE_HINT[1:]}; the panel " \
+                   "reconnects by itself when a daemon appears."
+            self.offline_label.setText(text)
+            self.offline_label.setVisible(True)
+            self.generate_button.setToolTip(text)
+            self.connect_button.setVisible(True)
+            if not self._retry.isActive() and not self._closed:
+                self._retry.start()
+
     def _on_connected(self, status: Any) -> None:
-        self.generate_button.setEnabled(True)
+        self._connecting = False
+        self._set_online(True)
+        self.connect_button.setVisible(False)
         self._on_status(status)
         self._timer.start()
+        for row in self.jobs.rows():  # takes that were running when the daemon went away
+            if not row.final:
+                self.watch(row.job_id)
 
     def _on_connection_failed(self, message: str) -> None:
+        self._connecting = False
         self.status_label.setText(f"<b>No daemon</b>: {_html(message.splitlines()[0] if message else '')}")
         self.status_label.setToolTip(message)
-        self.connect_button.setVisible(True)
-        self.generate_button.setEnabled(False)
+        self._set_online(False, message)
 
     def _on_status(self, status: Any) -> None:
         self.status = status
@@ -579,8 +377,37 @@ class Panel(QWidget):
             self.tiny_warning.setToolTip(f"why: {status.tiny_reason}")
 
     def _on_status_failed(self, message: str) -> None:
+        if not self.online:
+            return
+        self._timer.stop()
         self.status_label.setText(f"<b>Daemon not answering</b>: {_html(message.splitlines()[0])}")
-        self.connect_button.setVisible(True)
+        for w in list(self._watchers.values()):  # they follow the old client; _on_connected re-watches
+            w.stop()
+        self._set_online(False, message)
+
+    def _on_jobs_listed(self, infos: list) -> None:
+        """The daemon's queue on connect (newest first): earlier sessions' takes join the list, oldest added
+        first so takes of one request are numbered in the order they were made; known rows catch up with
+        what happened while the panel was away."""
+        for info in reversed(infos):
+            kind, fields = flat_fields(info.request)
+            values: dict[str, Any] = {"state": info.state, "fraction": 1.0 if info.state == "done" else info.fraction,
+                                      "stage": info.stage or info.state, "eta_s": info.eta_s}
+            if info.result is not None:
+                values.update(path=info.result.path, seconds=info.result.seconds, seed=info.result.seed)
+            if info.error is not None:
+                values.update(error=f"{info.error.code}: {info.error.message}", error_field=info.error.field)
+            if self.jobs.get(info.job_id) is None:
+                desc = str(fields.get("caption") or fields.get("text") or Path(str(fields.get("video", ""))).name)
+                row = JobRow(job_id=info.job_id, task=info.task, description=desc.splitlines()[0][:60] if desc else "",
+                             created=info.created or time.time(), kind=kind, fields=fields,
+                             group=group_key(kind, fields) if kind else "", kept=self.store.is_kept(info.job_id))
+                self.jobs.add(row)
+            row = self.jobs.apply(info.job_id, **values)
+            if row is not None and row.path and row.peaks is None:
+                self._peaks_todo.append(row.job_id)
+        if self._peaks_todo:
+            self._peaks_timer.start()
 
     # -- generate -------------------------------------------------------------------------------------
     def current_kind(self) -> str:
@@ -598,14 +425,23 @@ class Panel(QWidget):
     def generate(self) -> None:
         kind = self.current_kind()
         self.clear_error()
+        if not self.online:  # a click (or Ctrl+Return) that cannot be sent says why
+            self.show_error(kind, f"Not sent: no daemon is connected ({self.offline_reason or 'not connected'}); "
+                                  f"{OFFLINE_HINT}.", None)
+            return
         try:
             fields = self.request_fields(kind)
         except FormError as exc:
             self.show_error(kind, f"{exc.field}: {exc}", f"spec.{exc.field}")
             return
+        self.store.remember(kind, self.form(kind).prompt())
+        self.submit(kind, fields, self.form(kind).description())
+
+    def submit(self, kind: str, fields: dict[str, Any], description: str) -> None:
+        """Send a request; previews are always asked for (stream_partial), so a running take can be heard."""
         self.generate_button.setEnabled(False)
-        QTimer.singleShot(400, lambda: self.generate_button.setEnabled(self.backend.client is not None))
-        self._do_submit.emit(kind, fields, self.form(kind).description())
+        QTimer.singleShot(400, lambda: self.generate_button.setEnabled(self.online))
+        self._do_submit.emit(kind, {**fields, "stream_partial": True}, description)
 
     def clear_error(self) -> None:
         self.error_label.clear()
@@ -640,12 +476,16 @@ class Panel(QWidget):
             widget.setFocus()
 
     def _on_submit_failed(self, kind: str, message: str, field: str) -> None:
-        self.generate_button.setEnabled(self.backend.client is not None)
+        self.generate_button.setEnabled(self.online)
         self.show_error(kind, message, field or None)
 
-    def _on_submitted(self, job_id: str, task: str, description: str) -> None:
-        self.jobs.add(JobRow(job_id=job_id, task=task, description=description))
-        self.table.selectRow(0)
+    def _on_submitted(self, job_id: str, task: str, description: str, sent: dict) -> None:
+        kind = sent.get("kind", "")
+        fields = {k: v for k, v in (sent.get("fields") or {}).items() if k != "stream_partial"}
+        row = JobRow(job_id=job_id, task=task, description=description, kind=kind, fields=fields,
+                     group=group_key(kind, fields), seed=fields.get("seed"))
+        at = self.jobs.add(row)
+        self.table.selectRow(at)
         self.watch(job_id)
         self._do_status.emit()
 
@@ -655,14 +495,14 @@ class Panel(QWidget):
             return
         w = JobWatcher(client, job_id, self)
         w.update.connect(self._on_job_update)
-        w.finished.connect(lambda j=job_id: self._watcher_done(j))
+        w.finished.connect(lambda j=job_id, w=w: self._watcher_done(j, w))
         self._watchers[job_id] = w
         w.start()
 
-    def _watcher_done(self, job_id: str) -> None:
-        w = self._watchers.pop(job_id, None)
-        if w is not None:
-            w.deleteLater()
+    def _watcher_done(self, job_id: str, w: JobWatcher) -> None:
+        if self._watchers.get(job_id) is w:
+            del self._watchers[job_id]
+        w.deleteLater()
 
     def _on_job_update(self, job_id: str, values: dict) -> None:
         values = dict(values)
@@ -671,12 +511,52 @@ class Panel(QWidget):
         if row is None:
             return
         was_final = row.final
+        if kind == "lost":
+            self.jobs.apply(job_id, stage=values.get("stage", ""))
+            return
         self.jobs.apply(job_id, **values)
+        if kind in ("failed", "cancelled") and not row.path:
+            row.peaks = None  # the preview of a take that never finished is gone with it
+            self.jobs.changed(job_id)
+        if values.get("partial_path") and not row.final:
+            self._show_preview(row)
+        if kind == "done" and row.path:
+            self._load_peaks(row)
         if kind in ("done", "failed", "cancelled") and not was_final:
             self._sync_buttons()
+            if self.selected_row() is row:
+                self._show_selected(keep_position=True)
             self.job_finished.emit(job_id, kind)
 
-    # -- job actions ----------------------------------------------------------------------------------
+    def _show_preview(self, row: JobRow) -> None:
+        try:
+            row.peaks = read_peaks(row.partial_path)
+        except Exception:  # noqa: BLE001 - a preview replaced or removed under us: the next one comes
+            return
+        self.jobs.changed(row.job_id)
+        if self.selected_row() is row:
+            self._show_selected(keep_position=True)
+        self.preview_shown.emit(row.job_id, row.partial_path)
+
+    def _load_peaks(self, row: JobRow) -> None:
+        try:
+            row.peaks = read_peaks(row.path)
+        except Exception as exc:  # noqa: BLE001 - the file may be gone (moved, deleted by the user)
+            row.peaks = None
+            self.jobs.apply(row.job_id, stage=f"cannot read the file: {exc}")
+        self.jobs.changed(row.job_id)
+
+    def _next_peaks(self) -> None:
+        while self._peaks_todo:
+            row = self.jobs.get(self._peaks_todo.pop(0))
+            if row is not None and row.path and row.peaks is None:
+                self._load_peaks(row)
+                if self.selected_row() is row:
+                    self._show_selected()
+                return  # one file per tick: the UI stays responsive while earlier takes load
+        self._peaks_timer.stop()
+
+    # -- takes: selection, playback, A/B, keep, regenerate ------------------------------------------------
     def selected_row(self) -> JobRow | None:
         idx = self.table.selectionModel().selectedRows()
         return self.jobs.at(idx[0].row()) if idx else None
@@ -686,13 +566,172 @@ class Panel(QWidget):
         if i >= 0:
             self.table.selectRow(i)
 
+    def _on_selection(self) -> None:
+        row = self.selected_row()
+        prev = self.jobs.get(self._shown_job) if self._shown_job else None
+        if row is not None and prev is not None and prev is not row and prev.group == row.group and prev.audio_path:
+            self._ab_partner = prev.job_id
+        elif row is None or prev is None or prev.group != row.group:
+            self._ab_partner = None
+        self._show_selected(keep_position=self._ab_switching)
+        self._sync_buttons()
+
+    def _show_selected(self, keep_position: bool = False) -> None:
+        row = self.selected_row()
+        self._shown_job = row.job_id if row is not None else None
+        if row is not None and row.path and row.peaks is None:
+            self._load_peaks(row)
+        path = row.audio_path if row is not None else ""
+        self.waveform.set_peaks(row.peaks if row is not None and path else None, partial=bool(row and not row.path))
+        self.player.load(path, keep_position=keep_position)
+        self.waveform.set_playhead(self.player.fraction() if path else None)
+        self._sync_buttons()
+
+    def toggle_play(self) -> bool:
+        """Play or stop the selected take (the growing preview while it runs). Returns whether it plays."""
+        row = self.selected_row()
+        if row is None or not row.audio_path:
+            self._on_notice("nothing to play yet: select a take that has audio")
+            return False
+        if self.player.path != row.audio_path:
+            self.player.load(row.audio_path)
+        return self.player.toggle()
+
+    def seek(self, fraction: float) -> None:
+        row = self.selected_row()
+        if row is not None and row.audio_path and self.player.path != row.audio_path:
+            self.player.load(row.audio_path)
+        self.player.seek(fraction)
+        self.waveform.set_playhead(fraction)
+
+    def _on_play_position(self, fraction: float) -> None:
+        if self.player.path and self.player.path == self.waveform.path:
+            self.waveform.set_playhead(fraction)
+
+    def _on_play_state(self, playing: bool) -> None:
+        self.play_button.setText("■ Stop" if playing else "▶ Play")
+
+    def ab_target(self) -> JobRow | None:
+        row = self.selected_row()
+        if row is None or not row.group:
+            return None
+        partner = self.jobs.get(self._ab_partner) if self._ab_partner else None
+        if partner is not None and partner.group == row.group and partner.audio_path and partner is not row:
+            return partner
+        others = [r for r in self.jobs.takes(row.group) if r is not row and r.audio_path]
+        return others[0] if others else None
+
+    def ab_switch(self) -> JobRow | None:
+        """Switch to the other take of the request, at the same play position (and keep playing)."""
+        target = self.ab_target()
+        if target is None:
+            return None
+        self._ab_switching = True
+        try:
+            self.select_job(target.job_id)
+        finally:
+            self._ab_switching = False
+        return target
+
+    def set_kept(self, kept: bool) -> None:
+        row = self.selected_row()
+        if row is None:
+            return
+        row.kept = kept
+        self.store.set_kept(row.job_id, kept)
+        self.jobs.changed(row.job_id)
+        self._sync_buttons()
+
+    def regenerate(self, same_seed: bool) -> bool:
+        """Another take of the selected request: same seed (repeat it) or a new one (a variation)."""
+        row = self.selected_row()
+        if row is None or not row.kind:
+            return False
+        fields = dict(row.fields)
+        fields.pop("seed", None)
+        if same_seed:
+            seed = row.seed if row.seed is not None else row.fields.get("seed")
+            if seed is None:
+                return False
+            fields["seed"] = int(seed)
+        if not self.online:
+            self.show_error(row.kind, f"Not sent: no daemon is connected; {OFFLINE_HINT}.", None)
+            return False
+        self.submit(row.kind, fields, row.description)
+        return True
+
     def _sync_buttons(self) -> None:
         row = self.selected_row()
         self.cancel_button.setEnabled(row is not None and not row.final)
         has_file = row is not None and bool(row.path)
         self.reveal_button.setEnabled(has_file)
         self.copy_button.setEnabled(has_file)
+        self.play_button.setEnabled(row is not None and bool(row.audio_path))
+        self.ab_button.setEnabled(self.ab_target() is not None)
+        self.keep_button.setEnabled(row is not None)
+        self.keep_button.setChecked(bool(row is not None and row.kept))
+        can_again = row is not None and bool(row.kind)
+        self.new_seed_button.setEnabled(can_again)
+        self.same_seed_button.setEnabled(can_again and (row.seed is not None or "seed" in row.fields))
 
+    # -- history and presets ---------------------------------------------------------------------------
+    def _fill_history_menu(self) -> None:
+        menu = self.history_button.menu()
+        menu.clear()
+        kind = self.current_kind()
+        items = self.store.history(kind)
+        if not items:
+            menu.addAction("(nothing generated on this tab yet)").setEnabled(False)
+        for text in items[:20]:
+            label = text if len(text) <= 70 else text[:67] + "…"
+            menu.addAction(label, lambda t=text: self.form(kind).set_prompt(t))
+
+    def _fill_presets_menu(self) -> None:
+        menu = self.presets_button.menu()
+        menu.clear()
+        kind = self.current_kind()
+        for name in sorted(self.store.presets(kind)):
+            menu.addAction(name, lambda n=name: self.apply_preset(n))
+        if self.store.presets(kind):
+            menu.addSeparator()
+        menu.addAction("Save as preset…", self._ask_save_preset)
+
+    def _ask_save_preset(self) -> None:
+        name, ok = QInputDialog.getText(self, "Save preset", "Name of the preset:")
+        if ok and name.strip():
+            self.save_preset(name.strip())
+
+    def save_preset(self, name: str) -> None:
+        kind = self.current_kind()
+        try:
+            fields = self.request_fields(kind)
+        except FormError as exc:
+            self.show_error(kind, f"{exc.field}: {exc}", f"spec.{exc.field}")
+            return
+        self.store.save_preset(name, kind, fields)
+        self._on_notice(f"preset '{name}' saved")
+
+    def apply_preset(self, name: str) -> bool:
+        preset = self.store.presets().get(name)
+        if preset is None:
+            return False
+        kind, fields = preset["kind"], preset["fields"]
+        self.tabs.setCurrentWidget(self.form(kind))
+        self.form(kind).set_fields(fields)
+        self.output.set_fields({k: fields.get(k) for k in OUTPUT_FIELDS})
+        return True
+
+    # -- speech: save a voice --------------------------------------------------------------------------
+    def ask_save_voice(self, audio: str, transcript: str) -> None:
+        name, ok = QInputDialog.getText(self, "Save as voice", "Name of the voice:", text=Path(audio).stem)
+        if ok and name.strip():
+            self.save_voice(name.strip(), audio, transcript)
+
+    def save_voice(self, name: str, audio: str, transcript: str) -> None:
+        self._on_notice(f"saving voice '{name}'…")
+        self._do_save_voice.emit(name, audio, transcript)
+
+    # -- job actions ----------------------------------------------------------------------------------
     def cancel_selected(self) -> None:
         row = self.selected_row()
         if row is not None and not row.final:
@@ -712,51 +751,57 @@ class Panel(QWidget):
         return row.path
 
     def reveal_selected(self) -> bool:
+        """Open the take's folder in the file manager; where none answers, show the folder's path."""
         row = self.selected_row()
         if row is None or not row.path:
             return False
-        return reveal(row.path)
+        folder = str(Path(row.path).parent)
+        if reveal(row.path):
+            self._on_notice(f"opened {folder}")
+            return True
+        self._on_notice(f"No file manager answered. The file is in: {folder}")
+        return False
 
     # -- closing --------------------------------------------------------------------------------------
     def shutdown(self) -> None:
-        """Stop the watchers and the backend thread, then close the client (idempotent)."""
+        """Stop playback, the watchers and the backend thread, then close the clients (idempotent)."""
         if self._closed:
             return
         self._closed = True
         self._timer.stop()
+        self._retry.stop()
+        self._peaks_timer.stop()
+        self.player.stop()
         watchers = list(self._watchers.values())
         for w in watchers:
             w.stop()
         for w in watchers:
-            wait_thread(w, JobWatcher.SLICE + 5)
+            wait_thread(w, JobWatcher.SLICE + Backend.request_timeout + 5)
         self._thread.quit()
         wait_thread(self._thread, 65)
         self.backend.close()
 
-    def closeEvent(self, event: Any) -> None:
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
         self.shutdown()
         super().closeEvent(event)
 
 
 def reveal(path: str) -> bool:
-    """Show a file in the platform's file manager (its folder, selected where the platform allows)."""
-    p = Path(path)
-    if sys_platform() == "darwin":
-        import subprocess
-
-        return subprocess.call(["open", "-R", str(p)]) == 0
-    if sys_platform() == "win32":
-        import subprocess
-
-        subprocess.Popen(["explorer", "/select,", str(p)])
-        return True
-    return QDesktopServices.openUrl(QUrl.fromLocalFile(str(p.parent if p.is_file() else p)))
-
-
-def sys_platform() -> str:
+    """Show a file in the platform's file manager (its folder, selected where the platform allows).
+    False where nothing could be opened (no file manager, no desktop session)."""
+    import subprocess
     import sys
 
-    return sys.platform
+    p = Path(path)
+    try:
+        if sys.platform == "darwin":
+            return subprocess.call(["open", "-R", str(p)]) == 0
+        if sys.platform == "win32":
+            subprocess.Popen(["explorer", "/select,", str(p)])
+            return True
+    except OSError:
+        return False
+    return QDesktopServices.openUrl(QUrl.fromLocalFile(str(p.parent if p.is_file() else p)))
 
 
 def _html(text: str) -> str:
