@@ -471,7 +471,7 @@ class Daemon:
         h = self.host
         return StatusReply(
             state=self._state(), model=self.settings.model, model_dir=str(h.model_dir) if h.model_dir else None,
-            model_hash=h.model_hash, tiny=h.tiny, tiny_reason=h.tiny_reason, device=h.device, dtype=h.dtype,
+            model_hash=h.model_hash, tiny=h.tiny, tiny_reason=h.tiny_reason, device=h.device, dtype=h.dtype, quant=h.quant,
             memory=MemoryInfo(**h.memory()), queue_length=self.store.queued_count(), running=self.store.running_ids(),
             error=h.error, keep_alive=self.settings.keep_alive, uptime_s=time.time() - self.started,
             version=self.version, pid=os.getpid(), output_dir=str(self.settings.output_path),

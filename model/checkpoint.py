@@ -116,10 +116,12 @@ def _listing(keys: list[str], limit: int = 8) -> str:
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.bfloat16,
                load_vision: bool = True, load_lm_head: bool = False,
-               config: ModelConfig | None = None, quant: str | None = None) -> UniMoEAudioModel:
+               config: ModelConfig | None = None, quant: str | None = None,
+               prepare: bool = True) -> UniMoEAudioModel:
     """``quant`` None/"none": the folder's own storage (full precision, or what its quantization
     marker says); "int8"/"int4": quantize the attention and expert linears tensor by tensor while
-    loading (never holding the full-precision model), or load a folder stored that way."""
+    loading (never holding the full-precision model), or load a folder stored that way. ``prepare``
+    builds the quantized kernels now (int4 then keeps only the kernel's packed copy; False to save)."""
     from . import quant as Q
 
     folder, _ = weight_files(path)
@@ -197,6 +199,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     if missing:
         raise _fail(f"missing tensors in {folder}: {_listing([to_disk_key(m) for m in missing])}")
     model.eval()
-    if method != "none":
+    if method != "none" and prepare:
         Q.prepare_kernels(model, dtype)
     return model

@@ -1,4 +1,5 @@
-"""Weight-only int8 / int4 linears for the attention, routed-expert and shared-expert projections.
+"""Weight-only int8 / int4 linears for the attention, routed-expert and shared-expert projections
+(and the vision tower's linears).
 
     quantize_model(model, "int8")          # in place: those nn.Linear -> QuantLinear
     save_quantized(model, src_dir, dest)    # a model folder whose safetensors hold the packed weights
@@ -48,7 +49,9 @@ _QUANT_RE = re.compile(
     r"self_attn\.(q_proj|k_proj|v_proj|o_proj)"
     r"|mlp\.fixed_real_moe\.\d+\.(gate_proj|up_proj|down_proj)"
     r"|mlp\.dynamic_real_moe\.deepspeed_moe\.experts\.deepspeed_experts\.\d+\.(gate_proj|up_proj|down_proj)"
-    r")$")
+    r")$"
+    # the vision tower's linears (0.67 B of the full model's weights; video scoring only)
+    r"|^visual\.(blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(gate_proj|up_proj|down_proj))|merger\.mlp\.(0|2))$")
 
 
 def is_quantized_linear(name: str) -> bool:
@@ -151,6 +154,7 @@ class QuantLinear(nn.Module):
             if bias else None
         self.act_dtype = dtype
         self._run: tuple | None = None  # (kernel name, tensors) prepared for the device and dtype
+        self._released = False  # the stored codes were dropped for the kernel's own packed copy
 
     @classmethod
     def from_linear(cls, lin: nn.Linear, method: str) -> "QuantLinear":
@@ -172,8 +176,14 @@ class QuantLinear(nn.Module):
                 self.qweight, self.scale_zeros = q, sz
         self._run = None
 
+    def _need_codes(self) -> None:
+        if self._released:
+            raise RuntimeError("this int4 linear kept only its kernel's packed weights (it ran already); "
+                               "quantize or load it again to save, move or dequantize it")
+
     def stored(self) -> dict[str, torch.Tensor]:
         """The tensors saved for this linear (suffix -> tensor)."""
+        self._need_codes()
         out = {"qweight": self.qweight}
         out["scales" if self.method == "int8" else "scale_zeros"] = self.scales if self.method == "int8" \
             else self.scale_zeros
@@ -184,12 +194,20 @@ class QuantLinear(nn.Module):
     def dequantized(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """The weight W [N, K] this linear multiplies by (the reference the kernels are checked against)."""
         dtype = dtype or self.act_dtype
+        self._need_codes()
         if self.method == "int8":
             return dequantize_int8(self.qweight, self.scales, dtype)
         w = dequantize_int4(self.qweight, self.scale_zeros, self.group_size, dtype)
         return w[: self.out_features, : self.in_features]
 
     def _apply(self, fn, recurse=True):
+        if self._released:
+            run = self._run
+            out = super()._apply(fn, recurse)
+            if run is not None and self.qweight.device == run[1].device:
+                self._run = (run[0], run[1], run[2].to(self.act_dtype))  # a dtype change keeps the kernel
+                return out
+            self._need_codes()
         self._run = None
         out = super()._apply(fn, recurse)
         # .to(dtype) must not turn the integer codes into floats: only the activation dtype follows
@@ -211,24 +229,25 @@ class QuantLinear(nn.Module):
         dev = self.qweight.device
         kind = self._fused_kind(dev)
         run: tuple | None = None
-        if kind is not None and _KERNEL_OK.get((kind, dev.type, dtype), True):
+        if kind is not None and _kernel_ok(kind, self.method, dev, dtype):
             try:
                 run = self._build(kind, dtype)
-                if (kind, dev.type, dtype) not in _KERNEL_OK:
-                    _KERNEL_OK[(kind, dev.type, dtype)] = self._agrees(run, dtype)
-                if not _KERNEL_OK[(kind, dev.type, dtype)]:
-                    run = None
             except (RuntimeError, NotImplementedError, AttributeError):
-                _KERNEL_OK[(kind, dev.type, dtype)] = False
-                run = None
+                run = None  # this shape is not supported by the kernel: dequantise instead
         if run is None:
             run = self._build("dequant", dtype)
         self._run = run
+        if run[0] in ("int4pack_cpu", "int4pack_cuda"):
+            # the kernel holds its own repacked copy: drop the stored codes so int4 costs 0.5 byte a
+            # weight, not 1 (saving needs them: quantize and save before running, as convert_folder does)
+            self._released = True
+            self._buffers["qweight"] = torch.empty(0, dtype=torch.uint8, device=dev)
         return run[0]
 
     def _fused_kind(self, dev: torch.device) -> str | None:
         if self.method == "int8":
-            return "int8pack" if dev.type in ("cpu", "cuda") else None
+            # the CPU kernel crashes (not raises) on bf16 input when K is not a multiple of 8
+            return "int8pack" if dev.type in ("cpu", "cuda") and self.in_features % 8 == 0 else None
         if dev.type == "cpu":
             return "int4pack_cpu"
         if dev.type == "cuda":
@@ -246,17 +265,6 @@ class QuantLinear(nn.Module):
             packed = torch.ops.aten._convert_weight_to_int4pack((q[:, ::2] << 4 | q[:, 1::2]).to(torch.uint8), 8)
             return kind, packed, self.scale_zeros.to(dtype)
         return "dequant", None, None
-
-    def _agrees(self, run: tuple, dtype: torch.dtype) -> bool:
-        """A fused kernel is used only if it reproduces the dequantised reference on random input."""
-        g = torch.Generator(device="cpu").manual_seed(0)
-        x = torch.randn((3, self.in_features), generator=g).to(device=self.qweight.device, dtype=dtype)
-        y = self._call(run, x).float()
-        ref = F.linear(x.float(), self.dequantized(torch.float32))
-        if self.bias is not None:
-            ref = ref + self.bias.float()
-        tol = 1e-3 if dtype == torch.float32 else 3e-2
-        return bool(torch.allclose(y, ref, rtol=tol, atol=tol * float(ref.abs().max().clamp(min=1.0))))
 
     def _call(self, run: tuple, x: torch.Tensor) -> torch.Tensor:
         kind = run[0]
@@ -288,13 +296,40 @@ class QuantLinear(nn.Module):
         run = self._run
         if run is None or (run[1] is not None and run[1].device != x.device) or \
                 (run[2] is not None and run[2].dtype != x.dtype):
-            self.prepare(x.dtype)
-            run = self._run
+            if self._released and run is not None and run[1].device == x.device:
+                self._run = run = (run[0], run[1], run[2].to(x.dtype))
+            else:
+                self.prepare(x.dtype)
+                run = self._run
         return self._call(run, x)
 
     def extra_repr(self) -> str:
         g = f", group_size={self.group_size}" if self.method == "int4" else ""
         return f"in_features={self.in_features}, out_features={self.out_features}, {self.method}{g}"
+
+
+def _kernel_ok(kind: str, method: str, device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether a fused kernel runs on ``device``/``dtype`` and reproduces the dequantised reference,
+    probed once on a small random weight (a kernel that is missing or disagrees is never used)."""
+    key = (kind, str(device), dtype)
+    ok = _KERNEL_OK.get(key)
+    if ok is None:
+        g = torch.Generator(device="cpu").manual_seed(0)
+        lin = nn.Linear(256, 64, bias=True)
+        with torch.no_grad():
+            lin.weight.copy_(torch.randn(64, 256, generator=g) * 0.02)
+            lin.bias.copy_(torch.randn(64, generator=g) * 0.02)
+        q = QuantLinear.from_linear(lin.to(device), method)
+        x = torch.randn((3, 256), generator=g).to(device=device, dtype=dtype)
+        try:
+            y = q._call(q._build(kind, dtype), x).float()
+            ref = F.linear(x.float(), q.dequantized(torch.float32), q.bias.float())
+            tol = 1e-3 if dtype == torch.float32 else 3e-2
+            ok = bool(torch.allclose(y, ref, rtol=tol, atol=tol * float(ref.abs().max().clamp(min=1.0))))
+        except (RuntimeError, NotImplementedError, AttributeError):
+            ok = False
+        _KERNEL_OK[key] = ok
+    return ok
 
 
 # --- whole models ----------------------------------------------------------------------------------------
@@ -450,7 +485,7 @@ def convert_folder(src: str | Path, dest: str | Path, method: str) -> Path:
         raise ValueError("nothing to do for quantization 'none'")
     if folder_quant(src) != "none":
         raise ValueError(f"{src} is already quantized ({folder_quant(src)})")
-    model = load_model(src, device="cpu", dtype=torch.bfloat16, load_vision=True, quant=method)
+    model = load_model(src, device="cpu", dtype=torch.bfloat16, load_vision=True, quant=method, prepare=False)
     return save_quantized(model, src, dest, method)
 
 
