@@ -53,7 +53,7 @@ def test_kernel_equals_dequantized_reference(method, n, k, dtype):
     assert kernel == ("int4pack_cpu" if method == "int4" else "int8pack" if k % 8 == 0 else "dequant")
     y = q(x)
     assert y.dtype == dtype and y.shape == (5, n)
-    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    tol = 1e-5 if kernel == "dequant" and dtype == torch.float32 else 2e-2  # the kernels take bf16 input
     np.testing.assert_allclose(y.float().numpy(), ref.numpy(), atol=tol * max(1.0, ref.abs().max().item()), rtol=0)
 
 
@@ -62,7 +62,7 @@ def test_int4_dequant_fallback_equals_kernel():
     q = Q.QuantLinear.from_linear(lin, "int4")
     x = torch.randn(3, 96)
     ref = q._call(q._build("dequant", torch.float32), x)
-    np.testing.assert_allclose(q(x).detach().numpy(), ref.detach().numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(q(x).detach().numpy(), ref.detach().numpy(), atol=2e-2 * ref.abs().max().item(), rtol=0)
 
 
 @pytest.mark.parametrize("method", ["int8", "int4"])
