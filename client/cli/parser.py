@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Local generative audio with UniMoE-Audio: speech in a cloned voice, music from text, "
         "music for a video. A background daemon holds the model; these commands talk to it.",
         epilog="exit codes: 0 ok, 1 unexpected error, 2 bad input, 3 daemon unavailable, 4 generation failed, "
-        "130 interrupted (the started jobs are cancelled)",
+        "5 timed out waiting, 130 interrupted (the started jobs are cancelled)",
     )
     add_common(parser, top=True)
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
