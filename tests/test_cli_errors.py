@@ -117,3 +117,15 @@ def test_hints_name_real_verbs(env):
     assert cli(env, "voices", verb).code == 0  # the hinted verb exists
     r = cli(env, "jobs", "wait", "0123456789abcdef")
     assert r.code == 2 and "'jobs ls'" in one_line_error(r.err)
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(env, roots):
+    # stderr is a pipe here: no bars, one plain line per further 10%
+    r = cli(env, "music", "x", "--seconds", "2", "-o", str(roots / "inside" / "progress.wav")).ok()
+    lines = [ln for ln in r.err.splitlines() if ln.startswith("unimoe-audio: music: ")]
+    percents = [int(ln.split(": ")[2].split("%")[0]) for ln in lines]
+    assert percents == sorted(set(percents)) and percents[-1] == 100, r.err
+    assert len(percents) >= 5, r.err  # a 2 s render passes most deciles
+    assert all(p % 10 == 0 for p in percents)
+    quiet = cli(env, "music", "x", "--seconds", "0.5", "-q", "-o", str(roots / "inside" / "quiet.wav")).ok()
+    assert "%" not in quiet.err
