@@ -26,6 +26,7 @@ from typing import Any, Callable
 #: Where the DAC 16 kHz codec comes from when the model repository carries none (``<model>/dac``).
 DAC_REPO = "descript/dac_16khz"
 VERIFIED_NAME = "unimoe-verified.json"
+PROGRESS_MIN_BYTES = 1 << 20  # files this big get a progress line per further 10%
 _CHUNK = 4 * 1024 * 1024
 
 
@@ -158,7 +159,7 @@ def pull_repo(repo: str, dest: Path, *, revision: str | None = None, token: str 
 
             def report(done: int, _f: RemoteFile = f, _shown: list[int] = shown) -> None:
                 step = 10 if _f.size == 0 else int(10 * done / _f.size)
-                if progress and step > _shown[0]:
+                if progress and _f.size >= PROGRESS_MIN_BYTES and step > max(0, _shown[0]):
                     _shown[0] = step
                     note(f"{_f.path}: {step * 10}% of {_human(_f.size)}")
 
