@@ -243,30 +243,48 @@ def _check_name(name: str) -> str:
 
 
 def import_model(
-    settings: Settings, src: str | os.PathLike[str], name: str | None = None, *, link: bool = False, force: bool = False
+    settings: Settings, src: str | os.PathLike[str], name: str | None = None, *, link: bool = False, force: bool = False,
+    quant: str | None = None,
 ) -> tuple[Path, ModelCheck]:
-    """Validate ``src`` and copy it (or symlink it with ``link``) into the models folder as ``name``."""
+    """Validate ``src`` and copy it (or symlink it with ``link``) into the models folder as ``name``.
+
+    ``quant`` "int8"/"int4" stores the attention and expert weights quantized instead of copying
+    (done once, by the model layer in a child process, so this module never imports torch); the
+    daemon then loads the quantized files directly, without the full-precision peak."""
     src_path = Path(src).expanduser().resolve()
     chk = validate_model_dir(src_path)
     if not chk.ok:
         raise ModelStoreError(f"{src_path} is not a usable checkpoint: " + "; ".join(chk.problems))
+    if quant in ("none", ""):
+        quant = None
+    if quant is not None and quant not in ("int8", "int4"):
+        raise ModelStoreError(f"unknown quantization {quant!r}: use int8 or int4")
+    if quant is not None and link:
+        raise ModelStoreError("--link and --quant exclude each other: a quantized import writes new files")
     name = _check_name(name or src_path.name)
     dest = settings.models_path / name
-    if dest.exists() or dest.is_symlink():
-        if not force:
-            raise ModelStoreError(f"model {name!r} already exists at {dest} (use --force to replace it)")
-        remove_model(settings, name)
+    if (dest.exists() or dest.is_symlink()) and not force:
+        raise ModelStoreError(f"model {name!r} already exists at {dest} (use --force to replace it)")
     settings.models_path.mkdir(parents=True, exist_ok=True)
-    if link:
-        dest.symlink_to(src_path, target_is_directory=True)
-    else:
-        tmp = settings.models_path / f".import-{name}-{uuid.uuid4().hex[:8]}"
-        try:
+    tmp = settings.models_path / f".import-{name}-{uuid.uuid4().hex[:8]}"
+    try:
+        if quant is not None:
+            proc = subprocess.run([sys.executable, "-m", "unimoe_audio.model.quant", str(src_path), str(tmp),
+                                   "--method", quant], text=True, capture_output=True)
+            if proc.returncode != 0:
+                tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+                raise ModelStoreError(f"quantizing {src_path} to {quant} failed: {tail[0]}")
+        elif not link:
             shutil.copytree(src_path, tmp, ignore=shutil.ignore_patterns(".cache", ".git"))
+        if dest.exists() or dest.is_symlink():
+            remove_model(settings, name)  # only now: a failed import leaves the old model in place
+        if link:
+            dest.symlink_to(src_path, target_is_directory=True)
+        else:
             os.replace(tmp, dest)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     return dest, validate_model_dir(dest)
 
 

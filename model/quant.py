@@ -429,6 +429,8 @@ def save_quantized(model: nn.Module, src_dir: str | Path, dest: str | Path, meth
     from .checkpoint import to_disk_key
 
     src, dest = Path(src_dir), Path(dest)
+    if not any(isinstance(m, QuantLinear) for m in model.modules()):
+        raise ValueError("the model has no quantized linears to save")
     dest.mkdir(parents=True, exist_ok=True)
     for p in src.iterdir():
         if p.name.endswith(".safetensors") or p.name == "model.safetensors.index.json" or p.name.startswith("."):
@@ -506,4 +508,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # run the imported module's main: classes defined in __main__ would not be the ones the loader uses
+    from unimoe_audio.model import quant as _self
+
+    raise SystemExit(_self.main())

@@ -38,7 +38,10 @@ def _ls(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _import(args: argparse.Namespace, settings: Settings) -> int:
-    dest, chk = models_store.import_model(settings, args.dir, args.name, link=args.link, force=args.force)
+    if args.quant:
+        note(args, f"quantizing {args.dir} to {args.quant} (once; the model then loads from the quantized files)")
+    dest, chk = models_store.import_model(settings, args.dir, args.name, link=args.link, force=args.force,
+                                          quant=args.quant)
     if args.json:
         emit_json({"name": dest.name, "path": str(dest), "check": chk.to_dict()})
     else:
@@ -134,6 +137,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--name", help="name in the models folder (default: the folder's name)")
     q.add_argument("--link", action="store_true", help="symlink instead of copying")
     q.add_argument("--force", action="store_true", help="replace a model of the same name")
+    q.add_argument("--quant", choices=["int8", "int4"],
+                   help="store the attention and expert weights quantized (int8: about half of bf16, int4: about a "
+                        "third); loading then never needs the full-precision peak")
     q = msub.add_parser("rm", help="delete an installed model")
     add_common(q)
     q.add_argument("name")
