@@ -32,6 +32,7 @@ import torch  # noqa: E402
 from bench_model import PROMPT_LEN, _prompt, time_decode  # noqa: E402
 from unimoe_audio.model import memory as M  # noqa: E402
 from unimoe_audio.model import quant as Q  # noqa: E402
+from unimoe_audio.model.moe import moe_path  # noqa: E402
 from unimoe_audio.model.rope_index import positions_from_mask  # noqa: E402
 from unimoe_audio.model.tiny import random_model  # noqa: E402
 
@@ -133,12 +134,16 @@ def quality(variants: dict, ref_name: str, steps: int) -> list[dict]:
 
 
 _CHILD = r"""
-import json, resource, sys, time, torch
+import json, sys, time, torch
 torch.set_num_threads(1)
+def vm(key):  # this process's own figures (ru_maxrss would carry the parent's peak across fork+exec)
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
 from unimoe_audio.model.checkpoint import load_model
 from unimoe_audio.model import quant as Q
 folder, dtype, quant = sys.argv[1], getattr(torch, sys.argv[2]), sys.argv[3]
-rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+rss0 = vm("VmRSS")
 t0 = time.perf_counter()
 m = load_model(folder, dtype=dtype, load_vision=False, quant=quant)
 load_s = time.perf_counter() - t0
@@ -150,7 +155,7 @@ with torch.inference_mode():
     n = mask.sum(-1); f = torch.full((2, 1, 12), 1026)
     for _ in range(20):
         out = m(m.embed_codec(f), n[:, None], cache=cache, logits="last"); f = out.logits[:, :, :, :1024].argmax(-1); n = n + 1
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = vm("VmHWM")
 print(json.dumps(dict(peak_rss_bytes=peak, baseline_rss_bytes=rss0, load_s=load_s, quant=Q.quant_of(m))))
 """
 
@@ -203,6 +208,34 @@ def full_size_computed() -> list[dict]:
     return rows
 
 
+def print_memory(peaks: list[dict], full: list[dict]) -> None:
+    if peaks:
+        print("Peak memory, small config, CPU (fresh process: load + 48-token prefill + 20 decode steps)")
+        print(f"{'source':38} {'dtype':9} {'quant':5} {'peak MB':>8} {'over base':>9} {'estimate':>8} {'disk MB':>8} "
+              f"{'load s':>6}")
+        for r in peaks:
+            print(f"{r['source']:38} {r['dtype']:9} {r['quant']:5} {r['peak_rss_mb']:8.0f} "
+                  f"{r['peak_over_baseline_mb']:9.0f} {r['estimate_total_mb']:8.0f} {r['weights_on_disk_mb']:8.0f} "
+                  f"{r['load_s']:6.2f}")
+        print()
+    print("Full size (7 B), COMPUTED from the tensors' shapes (no GPU here): GB")
+    print(f"{'device':6} {'dtype':9} {'quant':5} {'vision':6} {'weights':>8} {'peak':>6}")
+    for r in full:
+        print(f"{r['device']:6} {r['dtype']:9} {r['quant']:5} {str(r['vision']):6} {r['weights_gb']:8.2f} "
+              f"{r['peak_gb']:6.2f}")
+
+
+def only_memory(out: Path) -> int:
+    data = json.loads(out.read_text()) if out.is_file() else {"meta": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        data["memory_small_cpu"] = memory_peaks(Path(tmp))
+    data["full_size_computed"] = full_size_computed()
+    print_memory(data["memory_small_cpu"], data["full_size_computed"])
+    out.write_text(json.dumps(data, indent=1))
+    print(f"updated {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=30, help="timed decode steps per variant per round")
@@ -210,11 +243,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quality-steps", type=int, default=200)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only-memory", action="store_true",
+                    help="rerun only the memory parts and update them in an existing --out JSON")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "quant-cpu.json"))
     a = ap.parse_args(argv)
     if a.quick:
         a.steps, a.rounds, a.quality_steps = 10, 1, 30
     torch.set_num_threads(a.threads)
+    if a.only_memory:
+        return only_memory(Path(a.out))
 
     base = random_model("small", seed=0, gate_std=0.08, norm_jitter=0.0, vision=False, lm_head=False)
     variants = {"float32": base, "bfloat16": copy.deepcopy(base).to(torch.bfloat16)}
@@ -224,29 +261,32 @@ def main(argv: list[str] | None = None) -> int:
     kernels = {q: sorted({m.kernel for m in variants[q].modules() if isinstance(m, Q.QuantLinear)}) for q in ("int8", "int4")}
 
     distinct = distinct_experts(base)
-    times: dict[str, list[float]] = {k: [] for k in variants}
+    # the same fp32 weights through the chosen-experts grouped matmul (the sync-free path's kernel)
+    timed = dict(variants, **{"fp32 chosen": base})
+    times: dict[str, list[float]] = {k: [] for k in timed}
     bws = []
     for _ in range(a.rounds):
         bws.append(bandwidth_gbs(a.threads))
-        for name, m in variants.items():
-            t, _ = time_decode(m, 2, a.steps)
+        for name, m in timed.items():
+            with moe_path(m, "chosen" if name == "fp32 chosen" else "auto"):
+                t, _ = time_decode(m, 2, a.steps)
             times[name] += t
     bw = statistics.median(bws)
     speed = []
-    hdr = f"{'weights':9} {'ms/step':>8} {'steps/s':>8} {'MB/step':>8} {'floor ms':>8} {'% floor':>8} {'vs fp32':>8}"
+    hdr = f"{'weights':11} {'ms/step':>8} {'steps/s':>8} {'MB/step':>8} {'floor ms':>8} {'% floor':>8} {'vs fp32':>8}"
     print(f"CPU decode, small config, 1 CFG pair, {a.threads} threads, read bandwidth {bw:.1f} GB/s, "
           f"{distinct:.2f} distinct experts/layer/step")
     print(hdr)
     print("-" * len(hdr))
     fp32_ms = statistics.median(times["float32"]) * 1e3
-    for name, m in variants.items():
+    for name, m in timed.items():
         ms = statistics.median(times[name]) * 1e3
         nbytes = step_bytes(m, distinct)
         floor = nbytes / (bw * 1e9) * 1e3
         r = dict(weights=name, ms_per_step=ms, steps_per_s=1e3 / ms, bytes_per_step=nbytes, floor_ms=floor,
                  percent_of_floor=100 * floor / ms, x_floor=ms / floor, speedup_vs_fp32=fp32_ms / ms)
         speed.append(r)
-        print(f"{name:9} {ms:8.2f} {1e3 / ms:8.1f} {nbytes / 1e6:8.1f} {floor:8.2f} {r['percent_of_floor']:7.1f}% "
+        print(f"{name:11} {ms:8.2f} {1e3 / ms:8.1f} {nbytes / 1e6:8.1f} {floor:8.2f} {r['percent_of_floor']:7.1f}% "
               f"{r['speedup_vs_fp32']:7.2f}x")
 
     print()
@@ -259,21 +299,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{str(r['first_divergent_step']):>8}")
 
     peaks: list[dict] = []
+    print()
     if not a.quick:
-        print()
         with tempfile.TemporaryDirectory() as tmp:
             peaks = memory_peaks(Path(tmp))
-        print("Peak memory, small config, CPU (fresh process: load + 48-token prefill + 20 decode steps)")
-        print(f"{'source':38} {'dtype':9} {'quant':5} {'peak MB':>8} {'over base':>9} {'estimate':>8} {'disk MB':>8} {'load s':>6}")
-        for r in peaks:
-            print(f"{r['source']:38} {r['dtype']:9} {r['quant']:5} {r['peak_rss_mb']:8.0f} {r['peak_over_baseline_mb']:9.0f} "
-                  f"{r['estimate_total_mb']:8.0f} {r['weights_on_disk_mb']:8.0f} {r['load_s']:6.2f}")
-    print()
     full = full_size_computed()
-    print("Full size (7 B), COMPUTED from the tensors' shapes (no GPU here): GB")
-    print(f"{'device':6} {'dtype':9} {'quant':5} {'vision':6} {'weights':>8} {'peak':>6}")
-    for r in full:
-        print(f"{r['device']:6} {r['dtype']:9} {r['quant']:5} {str(r['vision']):6} {r['weights_gb']:8.2f} {r['peak_gb']:6.2f}")
+    print_memory(peaks, full)
 
     meta = dict(torch=torch.__version__, python=platform.python_version(), machine=platform.machine(),
                 cpu_capability=torch.backends.cpu.get_cpu_capability(), threads=a.threads, steps=a.steps,

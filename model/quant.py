@@ -295,6 +295,13 @@ class QuantLinear(nn.Module):
         return y.reshape(*shape[:-1], self.out_features)
 
     @property
+    def weight(self) -> torch.Tensor:
+        """The integer tensor the kernel reads (code that tracks where weights live, like the CUDA-graph
+        decode runner's recapture check, sees it move). Not a float weight: see :meth:`dequantized`."""
+        run = self._run
+        return run[1] if run is not None and run[1] is not None else self.qweight
+
+    @property
     def kernel(self) -> str | None:
         return None if self._run is None else self._run[0]
 
