@@ -32,6 +32,8 @@ import torch  # noqa: E402
 from bench_model import PROMPT_LEN, _prompt, time_decode  # noqa: E402
 from unimoe_audio.model import memory as M  # noqa: E402
 from unimoe_audio.model import quant as Q  # noqa: E402
+from unimoe_audio.model import layers as layers_mod  # noqa: E402
+from unimoe_audio.model import moe as moe_mod  # noqa: E402
 from unimoe_audio.model.moe import moe_path  # noqa: E402
 from unimoe_audio.model.rope_index import positions_from_mask  # noqa: E402
 from unimoe_audio.model.tiny import random_model  # noqa: E402
@@ -243,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quality-steps", type=int, default=200)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-memory", action="store_true", help="skip the memory parts (keep them from --out)")
     ap.add_argument("--only-memory", action="store_true",
                     help="rerun only the memory parts and update them in an existing --out JSON")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "quant-cpu.json"))
@@ -262,14 +265,17 @@ def main(argv: list[str] | None = None) -> int:
 
     distinct = distinct_experts(base)
     # the same fp32 weights through the chosen-experts grouped matmul (the sync-free path's kernel)
-    timed = dict(variants, **{"fp32 chosen": base})
+    # and the same weights with the fusions off (one Linear per projection, as before this bench)
+    timed = dict(variants, **{"fp32 chosen": base, "fp32 unfused": base})
     times: dict[str, list[float]] = {k: [] for k in timed}
     bws = []
     for _ in range(a.rounds):
         bws.append(bandwidth_gbs(a.threads))
         for name, m in timed.items():
+            moe_mod.FUSED = layers_mod.FUSE_QKV = name != "fp32 unfused"
             with moe_path(m, "chosen" if name == "fp32 chosen" else "auto"):
                 t, _ = time_decode(m, 2, a.steps)
+            moe_mod.FUSED = layers_mod.FUSE_QKV = True
             times[name] += t
     bw = statistics.median(bws)
     speed = []
@@ -300,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
 
     peaks: list[dict] = []
     print()
-    if not a.quick:
+    if a.no_memory and Path(a.out).is_file():
+        peaks = json.loads(Path(a.out).read_text()).get("memory_small_cpu", [])
+    elif not a.quick:
         with tempfile.TemporaryDirectory() as tmp:
             peaks = memory_peaks(Path(tmp))
     full = full_size_computed()

@@ -26,6 +26,8 @@ except ImportError:  # older torch: no cuDNN attention backend to avoid
 # changes every step, so eager decode steps paid that build every step. "decode": avoid it for
 # one-token steps; "always": never use it; "never": let torch choose.
 AVOID_CUDNN_SDPA = "decode"
+# q/k/v projections as one matmul (see Attention._qkv_weights); False: three, as before (benchmarks)
+FUSE_QKV = True
 
 
 def sdpa_context(device: torch.device, q_len: int):
@@ -177,7 +179,7 @@ class Attention(nn.Module):
                 cache=None, layer: int = 0) -> torch.Tensor:
         rows, L, _ = x.shape
         d = self.head_dim
-        fused = self._qkv_weights()
+        fused = self._qkv_weights() if FUSE_QKV else None
         if fused is not None:
             nq, nk = self.num_heads * d, self.num_kv_heads * d
             q, k, v = F.linear(x, fused[0], fused[1]).split((nq, nk, nk), dim=-1)

@@ -139,6 +139,9 @@ def route(z: torch.Tensor, num_dynamic: int, top_p: float, jitter: float,
 
 
 MOE_PATHS = ("auto", "grouped", "fast", "chosen", "all")
+# The grouped path's fused matmuls (gate+up in one, both shared experts in one batched matmul). False
+# runs each projection as its own Linear, as before: kept for benchmarks (bench/bench_quant.py).
+FUSED = True
 
 _GROUPED_MM_OK: dict[tuple[str, torch.dtype], bool] = {}
 
@@ -289,7 +292,7 @@ class SparseMoE(nn.Module):
         z = self.gate(x)
         rt = route(z, self.num_dynamic, self.top_p, self.jitter, token_mask)
         path = self.resolve_path(x.shape[0], x.device, x.dtype)
-        routed, shared = self.stacked()
+        routed, shared = self.stacked() if FUSED or path != "grouped" else (None, None)
         if path == "grouped":
             y = self._routed(x, rt, routed)
         elif path == "chosen":

@@ -303,3 +303,18 @@ def test_sdpa_context_policy():
     if layers._sdpa_kernel is not None:
         assert not isinstance(layers.sdpa_context(torch.device("cuda"), 1), contextlib.nullcontext)
         assert isinstance(layers.sdpa_context(torch.device("cuda"), 7), contextlib.nullcontext)
+
+
+def test_fused_projections_equal_unfused(tied):
+    """Gate+up fused, both shared experts batched and q/k/v as one matmul give the per-Linear result."""
+    from unimoe_audio.model import layers as L
+    from unimoe_audio.model import moe as M
+
+    ids, mask, frames = _prompt(seed=5)
+    fused, _, _ = _decode(tied, ids, mask, frames, "grouped")
+    M.FUSED = L.FUSE_QKV = False
+    try:
+        plain, _, _ = _decode(tied, ids, mask, frames, "grouped")
+    finally:
+        M.FUSED = L.FUSE_QKV = True
+    np.testing.assert_allclose(fused.numpy(), plain.numpy(), atol=ATOL, rtol=0)
