@@ -50,7 +50,7 @@ def test_daemon_serves_quantized_model_and_reports_it(tmp_path, tiny_src):
     home = tmp_path / "home"
     env = make_env(home)
     r = cli(env, "models", "import", str(tiny_src), "--name", "tq4", "--quant", "int4", "--json", timeout=300).ok().json()
-    d = DaemonProc(home, model="tq4", models_dir=Path(r["path"]).parent, keep_alive=0).start()
+    d = DaemonProc(home, model="tq4", models_dir=Path(r["path"]).parent, keep_alive=0, dtype="float32").start()
     try:
         ch, sub = d.channel(timeout=30), _sub(d)
         job = ch.request("submit", music(0.5, spec={"task": "music", "caption": "calm", "length": {"seconds": 0.5},
