@@ -243,30 +243,48 @@ def _check_name(name: str) -> str:
 
 
 def import_model(
-    settings: Settings, src: str | os.PathLike[str], name: str | None = None, *, link: bool = False, force: bool = False
+    settings: Settings, src: str | os.PathLike[str], name: str | None = None, *, link: bool = False, force: bool = False,
+    quant: str | None = None,
 ) -> tuple[Path, ModelCheck]:
-    """Validate ``src`` and copy it (or symlink it with ``link``) into the models folder as ``name``."""
+    """Validate ``src`` and copy it (or symlink it with ``link``) into the models folder as ``name``.
+
+    ``quant`` "int8"/"int4" stores the attention and expert weights quantized instead of copying
+    (done once, by the model layer in a child process, so this module never imports torch); the
+    daemon then loads the quantized files directly, without the full-precision peak."""
     src_path = Path(src).expanduser().resolve()
     chk = validate_model_dir(src_path)
     if not chk.ok:
         raise ModelStoreError(f"{src_path} is not a usable checkpoint: " + "; ".join(chk.problems))
+    if quant in ("none", ""):
+        quant = None
+    if quant is not None and quant not in ("int8", "int4"):
+        raise ModelStoreError(f"unknown quantization {quant!r}: use int8 or int4")
+    if quant is not None and link:
+        raise ModelStoreError("--link and --quant exclude each other: a quantized import writes new files")
     name = _check_name(name or src_path.name)
     dest = settings.models_path / name
-    if dest.exists() or dest.is_symlink():
-        if not force:
-            raise ModelStoreError(f"model {name!r} already exists at {dest} (use --force to replace it)")
-        remove_model(settings, name)
+    if (dest.exists() or dest.is_symlink()) and not force:
+        raise ModelStoreError(f"model {name!r} already exists at {dest} (use --force to replace it)")
     settings.models_path.mkdir(parents=True, exist_ok=True)
-    if link:
-        dest.symlink_to(src_path, target_is_directory=True)
-    else:
-        tmp = settings.models_path / f".import-{name}-{uuid.uuid4().hex[:8]}"
-        try:
+    tmp = settings.models_path / f".import-{name}-{uuid.uuid4().hex[:8]}"
+    try:
+        if quant is not None:
+            proc = subprocess.run([sys.executable, "-m", "unimoe_audio.model.quant", str(src_path), str(tmp),
+                                   "--method", quant], text=True, capture_output=True)
+            if proc.returncode != 0:
+                tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+                raise ModelStoreError(f"quantizing {src_path} to {quant} failed: {tail[0]}")
+        elif not link:
             shutil.copytree(src_path, tmp, ignore=shutil.ignore_patterns(".cache", ".git"))
+        if dest.exists() or dest.is_symlink():
+            remove_model(settings, name)  # only now: a failed import leaves the old model in place
+        if link:
+            dest.symlink_to(src_path, target_is_directory=True)
+        else:
             os.replace(tmp, dest)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     return dest, validate_model_dir(dest)
 
 
@@ -294,26 +312,34 @@ def pull_model(
     revision: str | None = None,
     token: str | None = None,
     progress: bool = True,
+    dac_repo: str | None = None,
+    note: Any = None,
 ) -> tuple[Path, ModelCheck]:
-    """Download a checkpoint from the Hugging Face hub into the models folder.
+    """Download a checkpoint from the Hugging Face hub into the models folder, with the DAC codec in
+    ``<model>/dac`` (from ``dac_repo``, default descript/dac_16khz, when the repo carries none), and
+    verify every file's size and hash (client/model_pull.py).
 
-    Interrupted downloads resume: ``snapshot_download`` keeps partial files under
-    ``<dest>/.cache/huggingface`` and continues them on the next call.
+    Interrupted downloads resume: partial files stay under ``<dest>/.cache/unimoe-partial`` and the
+    next call asks for the rest.
     """
+    from . import model_pull
+
     repo = repo or settings.hf_repo
     name = _check_name(name or repo.rstrip("/").split("/")[-1])
     dest = settings.models_path / name
-    dest.mkdir(parents=True, exist_ok=True)
-    if not progress:
-        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    say = note or (lambda m: None)
     try:
-        from huggingface_hub import snapshot_download
+        import huggingface_hub  # noqa: F401
     except ImportError as exc:  # pragma: no cover - huggingface_hub is a declared dependency
         raise ModelStoreError("'models pull' needs huggingface_hub: pip install huggingface_hub") from exc
     try:
-        snapshot_download(repo_id=repo, revision=revision, local_dir=str(dest), token=token)
-    except Exception as exc:  # network, auth, missing repo: report, keep partial files for resume
-        raise ModelStoreError(f"download of {repo} failed: {type(exc).__name__}: {exc} (run again to resume)") from None
+        model_pull.pull_repo(repo, dest, revision=revision, token=token, progress=progress, note=say)
+        if not model_pull.has_dac(dest):
+            dac = dac_repo or model_pull.DAC_REPO
+            say(f"fetching the DAC codec from {dac} into {dest / 'dac'}")
+            model_pull.pull_repo(dac, dest / "dac", token=token, progress=progress, note=say)
+    except model_pull.PullError as exc:
+        raise ModelStoreError(str(exc)) from None
     return dest, validate_model_dir(dest)
 
 

@@ -367,6 +367,9 @@ class MemoryInfo(_Loose):
     rss_bytes: int | None = None
     device_allocated_bytes: int | None = None
     device_total_bytes: int | None = None
+    estimate_bytes: int | None = Field(None, description="What the loaded (or last tried) model was estimated to need.")
+    available_bytes: int | None = Field(None, description="What the device had for it at load time.")
+    available_source: str | None = None
 
 
 class StatusReply(_Loose):
@@ -378,6 +381,7 @@ class StatusReply(_Loose):
     tiny_reason: str | None = None
     device: str | None = None
     dtype: str | None = None
+    quant: str | None = Field(None, description="Weight quantization of the loaded model: none, int8 or int4.")
     memory: MemoryInfo = Field(default_factory=MemoryInfo)
     queue_length: int = 0
     running: list[str] = Field(default_factory=list)

@@ -57,7 +57,14 @@ class Settings(BaseSettings):
     hf_repo: str = Field("foggyforest/UniMoE-Audio-preview", description="Hugging Face repo that 'models pull' downloads.")
     dac: Path | None = Field(None, description="DAC 16 kHz weights (weights_16khz.pth or an HF folder); default: <model>/dac.")
     device: Literal["auto", "cuda", "mps", "cpu"] = Field("auto", description="Device for the model.")
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("auto", description="Weight dtype (auto: bf16 on GPU, fp32 on CPU).")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="Weight dtype (auto: bf16 on GPU and on CPUs with avx512_bf16/AMX, else fp32).")
+    quant: Literal["none", "int8", "int4"] = Field(
+        "none", description="Weight-only quantization of the attention and expert linears: int8 (about half "
+        "the bf16 memory) or int4 (about a third). A model imported with --quant loads as stored.")
+    memory_budget: float | None = Field(
+        None, gt=0, description="Memory in GB the model may use (default: what the device reports free). "
+        "Loading refuses, naming what would fit, when the estimate exceeds it.")
     keep_alive: float = Field(300.0, ge=0, description="Seconds an idle model stays loaded; 0 keeps it loaded forever.")
     load_at_start: bool = Field(False, description="Load the model when the daemon starts instead of on first use.")
     max_batch: int = Field(4, ge=1, le=64, description="Most compatible queued requests generated together.")

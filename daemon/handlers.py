@@ -38,7 +38,7 @@ from ..client.protocol import (
     VoicesRequest,
     dump,
 )
-from . import outputs
+from . import outputs, probe
 from .logs import get_logger
 from .model_host import error_from_exception
 from .queue import row_to_info
@@ -79,7 +79,7 @@ class Handlers:
         h = d.host
         return StatusReply(
             state=self.state(), model=d.settings.model, model_dir=str(h.model_dir) if h.model_dir else None,
-            model_hash=h.model_hash, tiny=h.tiny, tiny_reason=h.tiny_reason, device=h.device, dtype=h.dtype,
+            model_hash=h.model_hash, tiny=h.tiny, tiny_reason=h.tiny_reason, device=h.device, dtype=h.dtype, quant=h.quant,
             memory=MemoryInfo(**h.memory()), queue_length=d.store.queued_count(), running=d.store.running_ids(),
             error=h.error, keep_alive=d.settings.keep_alive, uptime_s=time.time() - d.started,
             version=d.version, pid=os.getpid(), output_dir=str(d.settings.output_path),
@@ -97,7 +97,8 @@ class Handlers:
                                     wanted="a name from 'unimoe-audio voices ls', or reference_audio + reference_text")
         elif spec.task == "video_score":
             outputs.check_input_file(spec.video, d.roots, "spec.video")
-        outputs.output_folder(req.output.folder, d.settings.output_path, d.roots)
+        folder = outputs.output_folder(req.output.folder, d.settings.output_path, d.roots)
+        probe.probe_submit(req, folder)  # open the inputs now: a bad file is refused, not failed later
 
     def on_submit(self, req: SubmitRequest, *, osc: Any = None, **_: Any) -> Any:
         d = self.d
@@ -159,7 +160,7 @@ class Handlers:
     def row(self, job_id: str) -> dict[str, Any]:
         row = self.d.store.row(job_id)
         if row is None:
-            raise ProtocolError("not_found", f"no job {job_id!r}", field="job_id", wanted="an id from 'jobs'")
+            raise ProtocolError("not_found", f"no job {job_id!r}", field="job_id", wanted="an id from 'jobs ls'")
         return row
 
     def on_jobs(self, req: JobsRequest, **_: Any) -> Any:

@@ -90,6 +90,10 @@ class ModelHost:
         self.peek()
         self.device: str | None = None
         self.dtype: str | None = None
+        self.quant: str | None = None
+        self.memory_estimate: int | None = None  # bytes the loaded (or last refused) model needs
+        self.memory_available: int | None = None
+        self.memory_source: str | None = None
         self.last_used = time.monotonic()
         self.loaded_at: float | None = None
         self._lock = threading.RLock()
@@ -149,8 +153,10 @@ class ModelHost:
                 from ..model.engine import Engine
 
                 s = self.settings
-                engine = Engine.load(model_dir, dac=s.dac, device=s.device, dtype=s.dtype, load_vision=True)
+                engine = Engine.load(model_dir, dac=s.dac, device=s.device, dtype=s.dtype, load_vision=True,
+                                     quant=s.quant, memory_budget_gb=s.memory_budget)
             except BaseException as exc:  # noqa: BLE001 - every failure becomes a clear error, daemon stays up
+                self._note_refusal(exc)
                 err = error_from_exception(exc, default_code="model_error")
                 if err.code == "internal":
                     err.code = "model_error"
@@ -171,12 +177,24 @@ class ModelHost:
             self.model_id = str(info.get("model_id") or model_dir.name)
             self.device = str(info.get("device", s.device))
             self.dtype = str(info.get("dtype", s.dtype))
+            self.quant = str(info.get("quant", "none"))
+            self.memory_estimate = (info.get("memory_estimate") or {}).get("total_bytes")
+            self.memory_available = info.get("memory_available_bytes")
+            self.memory_source = info.get("memory_available_source")
             self.loaded_at = time.time()
             self.last_used = time.monotonic()
-            log.info("model loaded from %s in %.2f s (device %s, dtype %s%s)", model_dir, time.monotonic() - t0,
-                     self.device, self.dtype, ", TINY" if self.tiny else "")
+            log.info("model loaded from %s in %.2f s (device %s, dtype %s, quant %s%s)", model_dir,
+                     time.monotonic() - t0, self.device, self.dtype, self.quant, ", TINY" if self.tiny else "")
             self._set("ready")
             return engine
+
+    def _note_refusal(self, exc: BaseException) -> None:
+        """Keep the estimate of a refused load for status (the error message names the options)."""
+        est = getattr(exc, "estimate", None)
+        if est is not None:
+            self.memory_estimate = getattr(est, "total_bytes", None)
+            self.memory_available = getattr(exc, "available", None)
+            self.memory_source = getattr(exc, "source", None)
 
     def unload(self, reason: str = "") -> bool:
         with self._lock:
@@ -208,8 +226,10 @@ class ModelHost:
         self.last_used = time.monotonic()
 
     # -- reporting (any thread) ------------------------------------------------------------------
-    def memory(self) -> dict[str, int | None]:
-        out: dict[str, int | None] = {"rss_bytes": process_rss()}
+    def memory(self) -> dict[str, int | str | None]:
+        out: dict[str, int | str | None] = {"rss_bytes": process_rss(), "estimate_bytes": self.memory_estimate,
+                                            "available_bytes": self.memory_available,
+                                            "available_source": self.memory_source}
         torch = sys.modules.get("torch")
         if torch is not None and self.engine is not None and (self.device or "").startswith("cuda"):
             try:

@@ -116,13 +116,37 @@ def _listing(keys: list[str], limit: int = 8) -> str:
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.bfloat16,
                load_vision: bool = True, load_lm_head: bool = False,
-               config: ModelConfig | None = None) -> UniMoEAudioModel:
+               config: ModelConfig | None = None, quant: str | None = None,
+               prepare: bool = True) -> UniMoEAudioModel:
+    """``quant`` None/"none": the folder's own storage (full precision, or what its quantization
+    marker says); "int8"/"int4": quantize the attention and expert linears tensor by tensor while
+    loading (never holding the full-precision model), or load a folder stored that way. ``prepare``
+    builds the quantized kernels now (int4 then keeps only the kernel's packed copy; False to save)."""
+    from . import quant as Q
+
     folder, _ = weight_files(path)
     cfg = config or load_config(folder)
     device = torch.device(device)
+    stored = Q.folder_quant(folder)
+    want = Q.check_method(quant)
+    if stored != "none" and want not in ("none", stored):
+        raise _fail(f"{folder} is stored as {stored}; it cannot be loaded as {want} "
+                    f"(import the full-precision model again with --quant {want})")
+    method = stored if stored != "none" else want
     with torch.device("meta"):
         model = UniMoEAudioModel(cfg, vision=load_vision, lm_head=load_lm_head)
+    qmods: dict[str, Q.QuantLinear] = {}
+    if method != "none":
+        for n in Q.make_quant_skeleton(model, method, dtype, device):
+            qmods[n] = model.get_submodule(n)
     expected = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    buffers: dict[str, torch.Tensor] = {}
+    if stored != "none":  # packed codes and scales come from the file
+        for n, q in qmods.items():
+            for suffix, t in q.stored().items():
+                if suffix != "bias":
+                    buffers[f"{n}.{suffix}"] = t
+    to_quantize = {f"{n}.weight": q for n, q in qmods.items()} if stored == "none" else {}
     open_dev = "cpu" if device.type in ("cpu", "meta", "mps") else str(device)
     loaded: dict[str, Path] = {}
     unexpected: list[str] = []
@@ -131,7 +155,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
             continue
         if name == "lm_head.weight" and not load_lm_head:
             continue
-        if name not in expected:
+        if name not in expected and name not in buffers and name not in to_quantize:
             unexpected.append(f"{disk} ({f.name})")
             continue
         if name in loaded:
@@ -140,6 +164,25 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
             t = h.get_tensor(disk)
         except Exception as exc:
             raise _fail(f"{f.name}: cannot read {disk} ({exc})") from exc
+        if name in buffers:
+            ref = buffers[name]
+            if tuple(t.shape) != tuple(ref.shape) or t.dtype != ref.dtype:
+                raise _fail(f"{disk} in {f.name} is {t.dtype} {list(t.shape)}, expected {ref.dtype} "
+                            f"{list(ref.shape)} ({stored} format version {Q.FORMAT_VERSION})")
+            mod_name, _, leaf = name.rpartition(".")
+            qmods[mod_name]._buffers[leaf] = t.to(device)
+            loaded[name] = f
+            continue
+        if name in to_quantize:
+            q = to_quantize[name]
+            want_shape = (q.out_features, q.in_features)
+            if tuple(t.shape) != want_shape:
+                raise _fail(f"{disk} in {f.name} has shape {list(t.shape)}, expected {list(want_shape)}")
+            if not t.is_floating_point():
+                raise _fail(f"{disk} in {f.name} has dtype {t.dtype}, expected a float tensor")
+            q.set_weight(t.to(device=device, dtype=torch.float32))
+            loaded[name] = f
+            continue
         want = expected[name]
         if name == PATCH_KEY and t.dim() == 5 and len(want) == 4:
             # a standard Conv3d weight [out, C, kT, P, P]; the reference folds time into channels
@@ -152,8 +195,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
         loaded[name] = f
     if unexpected:
         raise _fail(f"unexpected tensors in {folder}: {_listing(unexpected)}")
-    missing = sorted(set(expected) - set(loaded))
+    missing = sorted((set(expected) | set(buffers) | set(to_quantize)) - set(loaded))
     if missing:
         raise _fail(f"missing tensors in {folder}: {_listing([to_disk_key(m) for m in missing])}")
     model.eval()
+    if method != "none" and prepare:
+        Q.prepare_kernels(model, dtype)
     return model

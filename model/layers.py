@@ -26,6 +26,8 @@ except ImportError:  # older torch: no cuDNN attention backend to avoid
 # changes every step, so eager decode steps paid that build every step. "decode": avoid it for
 # one-token steps; "always": never use it; "never": let torch choose.
 AVOID_CUDNN_SDPA = "decode"
+# q/k/v projections as one matmul (see Attention._qkv_weights); False: three, as before (benchmarks)
+FUSE_QKV = True
 
 
 def sdpa_context(device: torch.device, q_len: int):
@@ -143,14 +145,49 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(h, self.num_kv_heads * d, bias=True)
         self.v_proj = nn.Linear(h, self.num_kv_heads * d, bias=True)
         self.o_proj = nn.Linear(self.num_heads * d, h, bias=False)
+        self._fused_qkv: tuple | None = None
+
+    def _apply(self, fn, recurse=True):
+        self._fused_qkv = None  # parameters get their own storage again: fuse anew on next use
+        return super()._apply(fn, recurse)
+
+    def _qkv_weights(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """One [q+k+v, H] weight and bias whose slices *are* q/k/v_proj's parameters (fewer, larger
+        matmuls per step; no extra memory, state_dict unchanged); None when they are quantized."""
+        mods = (self.q_proj, self.k_proj, self.v_proj)
+        if not all(type(m) is nn.Linear and m.bias is not None for m in mods):
+            return None
+        f = self._fused_qkv
+        params = [t for m in mods for t in (m.weight, m.bias)]
+        if f is not None and all(p.data_ptr() == q for p, q in zip(params, f[2])):
+            return f[0], f[1]
+        w0 = self.q_proj.weight
+        rows = [m.weight.shape[0] for m in mods]
+        with torch.inference_mode(False), torch.no_grad():
+            w = torch.cat([m.weight.detach() for m in mods])
+            b = torch.cat([m.bias.detach() for m in mods])
+            start = 0
+            for m, n in zip(mods, rows):
+                m.weight.data = w[start:start + n]
+                m.bias.data = b[start:start + n]
+                start += n
+        del w0
+        self._fused_qkv = (w, b, tuple(t.data_ptr() for m in mods for t in (m.weight, m.bias)))
+        return w, b
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: AttnMask,
                 cache=None, layer: int = 0) -> torch.Tensor:
         rows, L, _ = x.shape
         d = self.head_dim
-        q = self.q_proj(x).view(rows, L, self.num_heads, d).transpose(1, 2)
-        k = self.k_proj(x).view(rows, L, self.num_kv_heads, d).transpose(1, 2)
-        v = self.v_proj(x).view(rows, L, self.num_kv_heads, d).transpose(1, 2)
+        fused = self._qkv_weights() if FUSE_QKV else None
+        if fused is not None:
+            nq, nk = self.num_heads * d, self.num_kv_heads * d
+            q, k, v = F.linear(x, fused[0], fused[1]).split((nq, nk, nk), dim=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.reshape(rows, L, self.num_heads, d).transpose(1, 2)
+        k = k.reshape(rows, L, self.num_kv_heads, d).transpose(1, 2)
+        v = v.reshape(rows, L, self.num_kv_heads, d).transpose(1, 2)
         q = apply_rotary(q, cos, sin)
         k = apply_rotary(k, cos, sin)
         if cache is not None:

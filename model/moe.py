@@ -16,17 +16,32 @@ token's result). Two ways to run the experts on the routing's result, same numbe
 * **grouped** (prefill, and every CPU forward): routed experts run only on their own tokens (sorted by
   expert, one gather, one ``index_add_``), which is bit-identical on CPU to the reference's
   capacity-padded batches. The group sizes are read on the host: one device sync per layer.
-* **fast** (decode on an accelerator: at most ``fast_max_tokens`` tokens): every routed expert runs on
-  every token as one batched matmul over the experts' stacked weights, and the routing weights (0 for
-  unchosen experts, which ``torch.where`` drops, so an overflowing unchosen expert cannot leak) mix
-  them with the same fp32 accumulation. Nothing waits on the host, so a decode step can be captured
-  as a CUDA graph. At decode sizes the experts' weights are read once either way; the matmuls just
-  use more rows. The stacked weights *are* the experts' parameters: on first use each ``Linear``
-  weight is rebound to a slice of one ``[experts, ...]`` tensor (no extra memory; state_dict names
-  and shapes unchanged). ``Module.to()`` etc. undo that and the next fast call stacks again.
+* **fast** (decode on an accelerator: at most ``fast_max_tokens`` tokens): nothing waits on the
+  host, so a decode step can be captured as a CUDA graph. Two static-shape ways, "fast" picks:
 
-``SparseMoE.path`` ("auto", "grouped" or "fast") picks the way; :func:`set_moe_path` sets it for a
-whole model. No token dropping and no aux loss at inference.
+  - **chosen**: only the chosen experts' weights are read. Every (token, expert) pair slot exists
+    (T*E rows, a static shape); chosen pairs are sorted to the front by expert and
+    ``torch._grouped_mm`` runs each expert on its own rows, given the per-expert row offsets as a
+    device tensor (an expert with no rows reads nothing). Rows past the last chosen pair are masked
+    with ``torch.where``. Used where torch's grouped mm is sync-free (CUDA bf16, compute capability
+    9.0+; the CPU build's grouped mm reads the offsets on the host, fine off a graph) and the experts
+    are not quantized.
+  - **all**: every routed expert runs on every token as one batched matmul over the stacked weights,
+    and the routing weights (0 for unchosen experts, which ``torch.where`` drops, so an overflowing
+    unchosen expert cannot leak) mix them. Reads every expert: the fallback.
+
+  Both accumulate in fp32 in expert order with a single rounding, like the grouped path. The
+  stacked weights *are* the experts' parameters: on first use each ``Linear`` weight is rebound to a
+  slice of one ``[experts, ...]`` tensor (no extra memory; state_dict names and shapes unchanged).
+  ``Module.to()`` etc. undo that and the next call stacks again.
+
+The grouped path also uses the stacked weights: gate and up projections are one matmul (rows
+0..I-1 gate, I..2I-1 up), and the shared experts run as one batched matmul, so a CPU decode step
+issues fewer, larger matmuls. Quantized experts (quant.py) run as modules: grouped per expert, or
+every expert in turn on the sync-free path.
+
+``SparseMoE.path`` ("auto", "grouped", "fast", "chosen", "all") picks the way; :func:`set_moe_path`
+sets it for a whole model. No token dropping and no aux loss at inference.
 """
 from __future__ import annotations
 
@@ -123,7 +138,36 @@ def route(z: torch.Tensor, num_dynamic: int, top_p: float, jitter: float,
     return Routing(top_k=top_k, expert_mask=mask, weights=weights)
 
 
-MOE_PATHS = ("auto", "grouped", "fast")
+MOE_PATHS = ("auto", "grouped", "fast", "chosen", "all")
+# The grouped path's fused matmuls (gate+up in one, both shared experts in one batched matmul). False
+# runs each projection as its own Linear, as before: kept for benchmarks (bench/bench_quant.py).
+FUSED = True
+
+_GROUPED_MM_OK: dict[tuple[str, torch.dtype], bool] = {}
+
+
+def grouped_mm_sync_free(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether ``torch._grouped_mm`` runs for ``device``/``dtype`` without reading its offsets on the
+    host (so it can be captured in a CUDA graph). Probed once per (device type, dtype)."""
+    if device.type != "cuda" or not hasattr(torch, "_grouped_mm"):
+        return False
+    key = (str(device), dtype)
+    ok = _GROUPED_MM_OK.get(key)
+    if ok is None:
+        ok = False
+        # the CUTLASS kernel is bf16 on sm90+; elsewhere torch falls back to a host loop over groups
+        if dtype == torch.bfloat16 and torch.cuda.get_device_capability(device) >= (9, 0):
+            try:
+                x = torch.randn(32, 64, device=device, dtype=dtype)
+                w = torch.randn(2, 32, 64, device=device, dtype=dtype)
+                offs = torch.tensor([16, 32], device=device, dtype=torch.int32)
+                y = torch._grouped_mm(x, w.transpose(1, 2), offs=offs)
+                ref = torch.cat((x[:16] @ w[0].t(), x[16:] @ w[1].t()))
+                ok = bool(torch.allclose(y.float(), ref.float(), atol=0.5, rtol=0.05))
+            except (RuntimeError, NotImplementedError):
+                ok = False
+        _GROUPED_MM_OK[key] = ok
+    return ok
 
 
 @dataclass
@@ -138,6 +182,11 @@ class _Stacked:
 
     def valid(self) -> bool:
         return all(p.data_ptr() == q for p, q in zip(self.params, self.ptrs))
+
+
+def _is_plain(experts: nn.ModuleList) -> bool:
+    """Full-precision ``nn.Linear`` experts (stackable), not quantized ones."""
+    return len(experts) > 0 and type(experts[0].gate_proj) is nn.Linear
 
 
 def _stack_experts(experts: nn.ModuleList) -> _Stacked:
@@ -160,6 +209,12 @@ def _stack_experts(experts: nn.ModuleList) -> _Stacked:
     return _Stacked(gate_up, down, inner, tuple(params), tuple(p.data_ptr() for p in params))
 
 
+def _run_one(x: torch.Tensor, st: _Stacked, e: int) -> torch.Tensor:
+    """Expert ``e`` on rows x [n, H]: gate and up in one matmul."""
+    gu = F.linear(x, st.gate_up[e])
+    return F.linear(F.silu(gu[:, :st.inner]) * gu[:, st.inner:], st.down[e])
+
+
 def _run_stacked(x: torch.Tensor, st: _Stacked) -> torch.Tensor:
     """Every expert on every token: x [T, H] -> [E, T, H] (the experts' own dtype)."""
     E = st.gate_up.shape[0]
@@ -174,7 +229,8 @@ class SparseMoE(nn.Module):
     ``dynamic_real_moe.deepspeed_moe.experts.deepspeed_experts.{e}``.
 
     ``path``: "auto" (fast for at most ``fast_max_tokens`` tokens off the CPU, else grouped),
-    "grouped" or "fast" (see the module docstring)."""
+    "grouped", "fast" (chosen where it is sync-free, else all), "chosen" or "all" (see the module
+    docstring)."""
 
     path: str = "auto"
     fast_max_tokens: int = 64
@@ -206,17 +262,26 @@ class SparseMoE(nn.Module):
         return super()._apply(fn, recurse)
 
     def use_fast(self, num_tokens: int, device: torch.device) -> bool:
-        if self.path == "fast":
-            return True
-        if self.path == "grouped":
-            return False
-        return device.type != "cpu" and num_tokens <= self.fast_max_tokens
+        """Whether this forward takes a sync-free path ("fast", "chosen" or "all")."""
+        return self.resolve_path(num_tokens, device, torch.float32) != "grouped"
+
+    def resolve_path(self, num_tokens: int, device: torch.device, dtype: torch.dtype) -> str:
+        """The way this forward runs: "grouped", "chosen" or "all"."""
+        p = self.path
+        if p == "auto":
+            p = "fast" if device.type != "cpu" and num_tokens <= self.fast_max_tokens else "grouped"
+        if p == "fast":
+            p = "chosen" if _is_plain(self.experts) and grouped_mm_sync_free(device, dtype) else "all"
+        if p == "chosen" and not (_is_plain(self.experts) and hasattr(torch, "_grouped_mm")):
+            p = "all"  # quantized experts (or an old torch): every expert in turn, still sync-free
+        return p
 
     def stacked(self) -> tuple[_Stacked | None, _Stacked | None]:
-        """(routed, shared) stacked weights, made on first use and again after parameters moved."""
+        """(routed, shared) stacked weights, made on first use and again after parameters moved;
+        None for a group that is empty or quantized."""
         st = self._stacked
         if st is None or not all(s is None or s.valid() for s in st):
-            st = tuple(_stack_experts(m) if len(m) else None for m in (self.experts, self.fixed_real_moe))
+            st = tuple(_stack_experts(m) if _is_plain(m) else None for m in (self.experts, self.fixed_real_moe))
             self._stacked = st
         return st
 
@@ -226,33 +291,71 @@ class SparseMoE(nn.Module):
         x = x.reshape(-1, shape[-1])
         z = self.gate(x)
         rt = route(z, self.num_dynamic, self.top_p, self.jitter, token_mask)
-        nd = self.num_dynamic
-        if self.use_fast(x.shape[0], x.device):
-            routed, shared = self.stacked()
-            y = self._routed_fast(x, rt, routed).to(x.dtype)
-            if shared is not None:
-                ys = _run_stacked(x, shared)
-                for f in range(ys.shape[0]):
-                    y = y + ys[f] * rt.weights[:, nd + f].unsqueeze(-1)
+        path = self.resolve_path(x.shape[0], x.device, x.dtype)
+        routed, shared = self.stacked() if FUSED or path != "grouped" else (None, None)
+        if path == "grouped":
+            y = self._routed(x, rt, routed)
+        elif path == "chosen":
+            y = self._routed_chosen(x, rt, routed)
         else:
-            y = self._routed(x, rt).to(x.dtype)
-            for f, expert in enumerate(self.fixed_real_moe):
-                y = y + expert(x) * rt.weights[:, nd + f].unsqueeze(-1)
+            y = self._routed_all(x, rt, routed)
+        y = self._add_shared(y.to(x.dtype), x, rt, shared)
         y = y.reshape(shape)
         return (y, rt) if return_routing else y
 
-    def _routed_fast(self, x: torch.Tensor, rt: Routing, st: _Stacked | None) -> torch.Tensor:
+    def _add_shared(self, y: torch.Tensor, x: torch.Tensor, rt: Routing, st: _Stacked | None) -> torch.Tensor:
+        nd = self.num_dynamic
+        if st is not None:
+            ys = _run_stacked(x, st)  # both shared experts in one batched matmul per projection
+            for f in range(ys.shape[0]):
+                y = y + ys[f] * rt.weights[:, nd + f].unsqueeze(-1)
+        else:
+            for f, expert in enumerate(self.fixed_real_moe):
+                y = y + expert(x) * rt.weights[:, nd + f].unsqueeze(-1)
+        return y
+
+    def _routed_all(self, x: torch.Tensor, rt: Routing, st: _Stacked | None) -> torch.Tensor:
         """Sum of routed experts without a host sync: all experts on all tokens, unchosen ones
         dropped by ``where``; fp32 accumulation in expert order with a single rounding."""
-        if st is None:
-            return torch.zeros(x.shape, dtype=torch.float32, device=x.device)
         nr = self.num_routed
-        ye = _run_stacked(x, st)  # [E, T, H]
+        if nr == 0:
+            return torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+        if st is not None:
+            ye = _run_stacked(x, st)  # [E, T, H]
+        else:
+            ye = torch.stack([ex(x) for ex in self.experts])
         sel = rt.expert_mask[:, :nr].t().to(torch.bool).unsqueeze(-1)  # [E, T, 1]
         w = rt.weights[:, :nr].t().float().unsqueeze(-1)
         return torch.where(sel, ye.float() * w, 0.0).sum(0)
 
-    def _routed(self, x: torch.Tensor, rt: Routing) -> torch.Tensor:
+    def _pairs(self, rt: Routing, T: int):
+        """(expert, token) pair slots sorted by expert, chosen pairs first (a stable sort keeps token
+        order): token index, expert index, chosen flag and per-expert counts, all on the device."""
+        nr = self.num_routed
+        sel = rt.expert_mask[:, :nr].to(torch.bool)  # [T, E]
+        flat = sel.t().reshape(-1)
+        pair = torch.sort((~flat).to(torch.uint8), stable=True).indices
+        return pair // T, pair % T, flat[pair], sel
+
+    def _routed_chosen(self, x: torch.Tensor, rt: Routing, st: _Stacked | None) -> torch.Tensor:
+        """Sum of routed experts reading only the chosen experts' weights, static shapes, no host sync
+        (with a sync-free grouped mm): one grouped matmul per projection over all pair slots."""
+        T = x.shape[0]
+        acc = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+        if st is None:
+            return acc
+        e_idx, t_idx, valid, sel = self._pairs(rt, T)
+        offs = torch.cumsum(sel.sum(0), 0).to(torch.int32)  # end row of each expert's group
+        xs = x.index_select(0, t_idx)
+        gu = torch._grouped_mm(xs, st.gate_up.transpose(1, 2), offs=offs)
+        h = F.silu(gu[:, :st.inner]) * gu[:, st.inner:]
+        ys = torch._grouped_mm(h, st.down.transpose(1, 2), offs=offs)
+        w = rt.weights[:, :self.num_routed][t_idx, e_idx].float().unsqueeze(-1)
+        # rows past the last chosen pair are not written by the grouped mm: drop them (NaN included)
+        acc.index_add_(0, t_idx, torch.where(valid.unsqueeze(-1), ys.float() * w, 0.0))
+        return acc
+
+    def _routed(self, x: torch.Tensor, rt: Routing, st: _Stacked | None = None) -> torch.Tensor:
         """Sum of routed experts, each run only on its own tokens; fp32 accumulation with a single
         rounding, like the reference's combine einsum."""
         nr = self.num_routed
@@ -273,7 +376,8 @@ class SparseMoE(nn.Module):
         start = 0
         for e, c in enumerate(counts):
             if c:
-                outs.append(self.experts[e](xs[start:start + c]))
+                xe = xs[start:start + c]
+                outs.append(_run_one(xe, st, e) if st is not None else self.experts[e](xe))
                 start += c
         ys = torch.cat(outs) if len(outs) > 1 else outs[0]
         w = (rt.weights[:, :nr] * sel)[t_idx, e_idx]

@@ -200,11 +200,15 @@ def test_path_switches():
     m = random_model("tiny", seed=0, vision=False, lm_head=False)
     mods = [x for x in m.modules() if isinstance(x, SparseMoE)]
     assert all(x.path == "auto" for x in mods)
-    # "auto" on the CPU is the grouped path: nothing stacked
+    # "auto" on the CPU is the grouped path (host sync is free there); off the CPU a decode is sync-free
     ids, mask, frames = _prompt(rows=2)
     _decode(m, ids, mask, frames[:, :2], "auto")
-    assert all(x._stacked is None for x in mods)
+    assert mods[0].resolve_path(2, torch.device("cpu"), torch.float32) == "grouped"
     assert not mods[0].use_fast(2, torch.device("cpu")) and mods[0].use_fast(2, torch.device("meta"))
+    # "fast" off CUDA-bf16-sm90 has no sync-free grouped mm: every expert ("all")
+    assert mods[0].resolve_path(2, torch.device("meta"), torch.float32) == "all"
+    with moe_path(m, "chosen"):
+        assert mods[0].resolve_path(2, torch.device("cpu"), torch.float32) == "chosen"
     assert not mods[0].use_fast(mods[0].fast_max_tokens + 1, torch.device("meta"))
     with moe_path(m, "fast"):
         assert all(x.path == "fast" for x in mods)
@@ -212,6 +216,47 @@ def test_path_switches():
     assert set_moe_path(m, "grouped") == "auto" and set_moe_path(m, "auto") == "grouped"
     with pytest.raises(ValueError):
         set_moe_path(m, "dense")
+
+
+@pytest.mark.parametrize("T", [1, 2, 8, 37])
+def test_chosen_experts_block_equals_grouped_block(tied, T):
+    """The chosen-experts path (grouped matmul over the chosen experts only, static shapes) gives the
+    grouped path's output; so does the every-expert path."""
+    moe = tied.language_model.layers[1].mlp
+    x = torch.randn(T, tied.hidden_size, generator=torch.Generator().manual_seed(10 + T)) * 3
+    outs = {}
+    with torch.inference_mode():
+        for p in ("grouped", "chosen", "all"):
+            moe.path = p
+            outs[p] = moe(x)
+        del moe.path
+    for p in ("chosen", "all"):
+        np.testing.assert_allclose(outs[p].numpy(), outs["grouped"].numpy(), atol=ATOL, rtol=0)
+
+
+def test_chosen_experts_decode_equals_grouped_decode(tied):
+    ids, mask, frames = _prompt(seed=3)
+    lg_g, _, _ = _decode(tied, ids, mask, frames, "grouped")
+    lg_c, _, _ = _decode(tied, ids, mask, frames, "chosen")
+    np.testing.assert_allclose(lg_c.numpy(), lg_g.numpy(), atol=ATOL, rtol=0)
+
+
+def test_chosen_experts_reads_only_chosen_experts():
+    """An unchosen expert whose weights overflow (inf) never reaches the output: its weights are not
+    multiplied at all (the every-expert path multiplies and masks them)."""
+    m = random_model("tiny", seed=5, vision=False, lm_head=False)
+    moe = m.language_model.layers[0].mlp
+    with torch.no_grad():
+        moe.experts[1].down_proj.weight.fill_(float("nan"))
+        moe.gate.weight[1] = -moe.gate.weight.abs().sum(0) * 50
+    x = torch.randn(5, m.hidden_size, generator=torch.Generator().manual_seed(0)).abs() + 0.1
+    with torch.inference_mode():
+        moe.path = "chosen"
+        y, rt = moe(x, return_routing=True)
+        moe.path = "grouped"
+        y_g = moe(x)
+    assert (rt.expert_mask[:, 1] == 0).all() and torch.isfinite(y).all()
+    np.testing.assert_allclose(y.numpy(), y_g.numpy(), atol=ATOL, rtol=0)
 
 
 class _FakeGraphRunner(DecodeRunner):
@@ -258,3 +303,18 @@ def test_sdpa_context_policy():
     if layers._sdpa_kernel is not None:
         assert not isinstance(layers.sdpa_context(torch.device("cuda"), 1), contextlib.nullcontext)
         assert isinstance(layers.sdpa_context(torch.device("cuda"), 7), contextlib.nullcontext)
+
+
+def test_fused_projections_equal_unfused(tied):
+    """Gate+up fused, both shared experts batched and q/k/v as one matmul give the per-Linear result."""
+    from unimoe_audio.model import layers as L
+    from unimoe_audio.model import moe as M
+
+    ids, mask, frames = _prompt(seed=5)
+    fused, _, _ = _decode(tied, ids, mask, frames, "grouped")
+    M.FUSED = L.FUSE_QKV = False
+    try:
+        plain, _, _ = _decode(tied, ids, mask, frames, "grouped")
+    finally:
+        M.FUSED = L.FUSE_QKV = True
+    np.testing.assert_allclose(fused.numpy(), plain.numpy(), atol=ATOL, rtol=0)

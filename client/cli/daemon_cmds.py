@@ -81,7 +81,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     model = data.get("model") or "-"
     if data.get("tiny"):
         model += "  (TINY random model serving: output is noise)"
-    device = " ".join(str(x) for x in (data.get("device"), data.get("dtype")) if x) or "- (model not loaded)"
+    quant = data.get("quant")
+    device = " ".join(str(x) for x in (data.get("device"), data.get("dtype"),
+                                       f"quant {quant}" if quant and quant != "none" else None) if x) \
+        or "- (model not loaded)"
     dev_mem = "-"
     if mem.get("device_allocated_bytes") is not None:
         dev_mem = hb(mem["device_allocated_bytes"])
@@ -93,7 +96,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         ("model", model),
         ("model folder", data.get("model_dir") or "-"),
         ("device", device),
-        ("memory", f"process {hb(mem['rss_bytes']) if mem.get('rss_bytes') else '-'}, device {dev_mem}"),
+        ("memory", f"process {hb(mem['rss_bytes']) if mem.get('rss_bytes') else '-'}, device {dev_mem}"
+                   + (f", model estimate {hb(mem['estimate_bytes'])}" if mem.get("estimate_bytes") else "")
+                   + (f" of {hb(mem['available_bytes'])} available ({mem.get('available_source')})"
+                      if mem.get("available_bytes") else "")),
         ("queue", f"{data.get('queue_length', 0)} queued, {len(data.get('running') or [])} running"
                   + (f" ({', '.join(data['running'])})" if data.get("running") else "")),
         ("keep alive", "forever" if not data.get("keep_alive") else f"{data['keep_alive']:g} s idle"),

@@ -38,7 +38,10 @@ def _ls(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _import(args: argparse.Namespace, settings: Settings) -> int:
-    dest, chk = models_store.import_model(settings, args.dir, args.name, link=args.link, force=args.force)
+    if args.quant:
+        note(args, f"quantizing {args.dir} to {args.quant} (once; the model then loads from the quantized files)")
+    dest, chk = models_store.import_model(settings, args.dir, args.name, link=args.link, force=args.force,
+                                          quant=args.quant)
     if args.json:
         emit_json({"name": dest.name, "path": str(dest), "check": chk.to_dict()})
     else:
@@ -74,7 +77,8 @@ def _pull(args: argparse.Namespace, settings: Settings) -> int:
     note(args, f"downloading {args.repo or settings.hf_repo} into {settings.models_path} "
                "(interrupted downloads resume on the next run)")
     dest, chk = models_store.pull_model(settings, args.repo, args.name, revision=args.revision,
-                                        progress=not (args.quiet or args.json))
+                                        progress=not (args.quiet or args.json), dac_repo=args.dac_repo,
+                                        note=lambda m: note(args, m))
     if args.json:
         emit_json({"name": dest.name, "path": str(dest), "check": chk.to_dict()})
     else:
@@ -125,12 +129,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("repo", nargs="?", help="repo id (default: setting hf_repo)")
     q.add_argument("--name", help="folder name under the models folder (default: the repo's name)")
     q.add_argument("--revision", help="branch, tag or commit")
+    q.add_argument("--dac-repo", metavar="REPO", help="where the DAC codec comes from when the model repo has "
+                   "none (default descript/dac_16khz)")
     q = msub.add_parser("import", help="validate a checkpoint folder and copy it in")
     add_common(q)
     q.add_argument("dir")
     q.add_argument("--name", help="name in the models folder (default: the folder's name)")
     q.add_argument("--link", action="store_true", help="symlink instead of copying")
     q.add_argument("--force", action="store_true", help="replace a model of the same name")
+    q.add_argument("--quant", choices=["int8", "int4"],
+                   help="store the attention and expert weights quantized (int8: about half of bf16, int4: about a "
+                        "third); loading then never needs the full-precision peak")
     q = msub.add_parser("rm", help="delete an installed model")
     add_common(q)
     q.add_argument("name")
