@@ -157,6 +157,7 @@ class Edl:
     drop: bool
     rate: Fraction
     events: list[EdlEvent]
+    warnings: list[str] = field(default_factory=list)
 
 
 _EVENT = re.compile(r"^\s*(\d{1,6})\s+(\S+)\s+(\S+)\s+(C|D|W\d{3}|K[BO]?|KO?)\s+(?:(\d{1,4})\s+)?"
@@ -167,12 +168,16 @@ _CLIP_COMMENT = re.compile(r"^\*\s*FROM CLIP NAME\s*:\s*(.+?)\s*$", re.IGNORECAS
 
 def parse_edl(text: str, rate: RateLike) -> Edl:
     """Parse CMX3600 text. ``rate`` is the timeline rate (EDLs do not carry it); ``FCM: DROP FRAME``
-    switches timecode to drop-frame (only meaningful at 29.97/59.94). Comment lines ``* FROM CLIP NAME:``
+    switches timecode to drop-frame at 29.97/59.94. At other rates (some editors head 23.976 EDLs with
+    ``DROP FRAME``, but no drop-frame count exists there) the timecode is read as non-drop and the Edl
+    carries a warning saying so. Comment lines ``* FROM CLIP NAME:``
     and ``* SOURCE FILE:`` attach to the event above them. Raises ValueError with the line number."""
     r = parse_rate(rate)
     title = ""
     drop = False
     events: list[EdlEvent] = []
+    warns: list[str] = []
+    warns_ndf = False  # FCM said DROP FRAME at a rate without drop-frame: ';' separators read as non-drop
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.rstrip("\r\n")
         s = line.strip()
@@ -184,6 +189,13 @@ def parse_edl(text: str, rate: RateLike) -> Edl:
             continue
         if up.startswith("FCM:"):
             drop = "NON" not in up and "DROP" in up
+            warns_ndf = drop and not is_drop_frame_rate(r)
+            if warns_ndf:
+                drop = False
+                msg = (f"EDL line {lineno}: {s!r} at {rate_string(r)} fps: drop-frame exists only at 29.97 and "
+                       f"59.94; reading the timecode as non-drop")
+                if msg not in warns:
+                    warns.append(msg)
             continue
         if s.startswith("*"):
             if events:
@@ -205,7 +217,7 @@ def parse_edl(text: str, rate: RateLike) -> Edl:
             continue
         num, reel, track, trans, tdur, si, so, ri, ro = m.groups()
         try:
-            tcs = [parse_timecode(t, r, drop if drop else None) for t in (si, so, ri, ro)]
+            tcs = [parse_timecode(t, r, drop if drop else (False if warns_ndf else None)) for t in (si, so, ri, ro)]
         except ValueError as exc:
             raise ValueError(f"EDL line {lineno}: {exc}") from None
         ev = EdlEvent(number=int(num), reel=reel, track=track, transition=trans.upper(), src_in=tcs[0],
@@ -214,7 +226,7 @@ def parse_edl(text: str, rate: RateLike) -> Edl:
         if ev.rec_out <= ev.rec_in:
             raise ValueError(f"EDL line {lineno}: record out {ro} is not after record in {ri}")
         events.append(ev)
-    return Edl(title=title, drop=drop, rate=r, events=events)
+    return Edl(title=title, drop=drop, rate=r, events=events, warnings=warns)
 
 
 def read_edl(path: str | os.PathLike[str], rate: RateLike) -> Edl:
