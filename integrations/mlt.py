@@ -85,7 +85,7 @@ def mlt_document(edit: "Edit", cues: list["Cue"]) -> ET.ElementTree:
         for c in lane:
             if c.record_frame > pos:
                 ET.SubElement(pl, "blank", length=str(c.record_frame - pos))
-            pid = producer(str(c.result["path"]), "score")
+            pid = producer(str(c.result["path"]), "wav")
             ET.SubElement(pl, "entry", producer=pid, **{"in": "0", "out": str(c.frames - 1)})
             pos = c.record_frame + c.frames
         lanes_el.append(pl)

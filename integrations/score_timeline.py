@@ -286,7 +286,10 @@ def read_edit(path: Path, rate: Any = None, track: str | None = None, media: lis
             raise ValueError("an EDL does not say its frame rate: give --rate (e.g. 24000/1001)")
         return edit_from_edl(path, rate, media, source_start or "auto")
     otio = _otio()
-    tl = otio.adapters.read_from_file(str(path))
+    try:
+        tl = otio.adapters.read_from_file(str(path))
+    except Exception as exc:  # noqa: BLE001  (OTIO and its adapters raise their own exception types)
+        raise ValueError(f"cannot read {path}: {exc}") from None
     if not isinstance(tl, otio.schema.Timeline):
         raise ValueError(f"{path} holds a {type(tl).__name__}, not a timeline")
     return edit_from_otio(tl, rate, track, [path.parent, *(media or [])], source_start or "media")
@@ -544,9 +547,6 @@ def main(argv: list[str] | None = None, prog: str = "unimoe-score-timeline") -> 
                              prefix=args.timeline.stem, marker_captions=args.marker_captions)
     except (ValueError, OSError, RuntimeError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # noqa: BLE001  (OTIO adapters raise their own exception types)
-        print(f"{prog}: cannot read {args.timeline}: {exc}", file=sys.stderr)
         return 2
     for w in edit.warnings:
         print(f"{prog}: warning: {w}", file=sys.stderr)
