@@ -228,3 +228,31 @@ def test_bad_inputs_exit_2(daemon, media, tmp_path):
     assert proc.returncode == 2 and "cannot read" in proc.stderr
     proc = subprocess.run([*SCRIPT, str(junk)], env=daemon.env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "-o OUT.otio" in proc.stderr
+
+
+def test_edl_and_mlt_paths_need_no_opentimelineio(media, tmp_path):
+    # the client and the EDL -> MLT path import without opentimelineio (Blender's or REAPER's Python);
+    # asking for OTIO then says how to get it
+    edl = tmp_path / "cut.edl"
+    edl.write_text(write_edl("cut", [(str(media / "clip.mp4"), 0, 12, 90000, 90012)], "25"))
+    code = f"""
+import sys
+sys.modules["opentimelineio"] = None  # importing it now raises ImportError
+import unimoe_audio.client.client, unimoe_audio.client.protocol, unimoe_audio.client.bwf
+from pathlib import Path
+from unimoe_audio.integrations.score_timeline import edit_from_edl, plan, otio_timeline
+from unimoe_audio.integrations.mlt import mlt_document
+edit = edit_from_edl(Path({str(edl)!r}), 25, [], "00:00:00:00")
+cues, skipped = plan(edit)
+cues[0].result = {{"status": "done", "path": "/x.wav"}}
+root = mlt_document(edit, cues).getroot()
+print(root.find("playlist[@id='score1']/entry").get("out"), cues[0].record_in)
+try:
+    otio_timeline(edit, cues)
+except RuntimeError as exc:
+    print(exc)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    first, second = proc.stdout.splitlines()
+    assert first == "11 01:00:00:00" and "pip install 'unimoe-audio[timeline]'" in second
