@@ -196,9 +196,11 @@ def test_jobs_cancel_from_another_client_fails_the_waiter_with_exit_4(env, work)
 
 
 def test_generation_failure_exits_4(env, work):
-    bad = work / "broken.mp4"
-    bad.write_bytes(b"this is not a video at all" * 10)
-    r = cli(env, "score", str(bad), "--caption", "x", "--out", "1")
+    # A readable recording that holds no voice passes the submit probe; the worker finds it silent.
+    silent = work / "silence.wav"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "2",
+                    str(silent)], check=True, capture_output=True)
+    r = cli(env, "speak", "Hello.", "--ref-audio", str(silent), "--ref-text", "Hello.", "--seconds", "0.5")
     assert r.code == 4, (r.code, r.err)
     assert "failed" in r.err
 
