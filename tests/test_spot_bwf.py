@@ -158,3 +158,40 @@ def test_daemon_position_in_seconds_and_no_spot(client, daemon):
     with pytest.raises(BadRequest) as e:
         client.music("x", seconds=0.25, record_in="00:00:00:99", fps=25)
     assert e.value.field == "spot"
+
+
+def test_cli_flags_spot_and_frame_length(daemon, tmp_path):
+    cli = [sys.executable, "-m", "unimoe_audio.client", "--no-start", "--json"]
+    out = daemon.home / "cli" / "cue.wav"
+    proc = subprocess.run([*cli, "music", "brass hit", "--frames", "12", "--fps", "24000/1001", "--record-in",
+                           "01:00:10:00", "--project", "Feature", "--scene", "12A", "--take", "3", "--note", "hit",
+                           "--seed", "4", "-o", str(out)], env=daemon.env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert wav_frames(out) == (24024, 48000, 2)  # 12 frames at 23.976 = 24024 samples exactly
+    assert bwf.read_bext(out).time_reference == round(Fraction(86640 * 1001, 24000) * 48000)
+    assert bwf.read_ixml(out)["TAKE"] == "3" and ffprobe_tags(out)["time_reference"] == str(
+        round(Fraction(86640 * 1001, 24000) * 48000))
+    # bad combinations exit 2 with the reason
+    for args, why in ((["--frames", "12"], "--fps"), (["--fps", "25"], "--record-in or --frames"),
+                      (["--record-in", "01:00:00:00"], "fps")):
+        proc = subprocess.run([*cli, "music", "x", *args, "-o", str(tmp_path / "x.wav")], env=daemon.env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and why in proc.stderr + proc.stdout, (args, proc.stderr, proc.stdout)
+
+
+def test_cli_hands_score_timeline_to_the_integration(daemon, tmp_path):
+    video = daemon.home / "v.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=duration=2:size=96x64:rate=25",
+                    "-pix_fmt", "yuv420p", str(video)], check=True)
+    from unimoe_audio.integrations.timeline import write_edl
+
+    edl = daemon.home / "cut.edl"
+    edl.write_text(write_edl("cut", [(str(video), 0, 10, 90000, 90010)], 25))
+    proc = subprocess.run([sys.executable, "-m", "unimoe_audio.client", "score-timeline", str(edl), "--rate", "25",
+                           "--dry-run"], env=daemon.env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert plan["cues"][0]["record_in"] == "01:00:00:00" and plan["cues"][0]["expected_samples"] == 19200
+    proc = subprocess.run([sys.executable, "-m", "unimoe_audio.client", "score-timeline", "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "unimoe-audio score-timeline" in proc.stdout and "--marker" in proc.stdout
