@@ -262,6 +262,8 @@ def edit_from_otio(tl: Any, rate: Any = None, track: str | None = None, search: 
                 shot.skip = f"source not found: {url}"
             else:
                 shot.video = p.resolve()
+                if not url.startswith("file:") and not Path(url).is_absolute():
+                    ref.target_url = shot.video.as_uri()  # the written timeline must not depend on a bundle folder
                 sr = clip.source_range or clip.available_range()
                 avail = getattr(ref, "available_range", None)
                 if source_start == "media":
@@ -286,13 +288,27 @@ def read_edit(path: Path, rate: Any = None, track: str | None = None, media: lis
             raise ValueError("an EDL does not say its frame rate: give --rate (e.g. 24000/1001)")
         return edit_from_edl(path, rate, media, source_start or "auto")
     otio = _otio()
+    path = path.resolve()
+    search = [path.parent, *(media or [])]
+    kwargs: dict[str, Any] = {}
+    if path.is_dir():  # .otiod: a folder whose content.otio names media relative to it
+        search.insert(0, path)
+    elif path.suffix.lower() == ".otioz":  # a zip bundle: its media must be on disk for the daemon
+        unpacked = path.with_name(path.stem + ".media")
+        unpacked.mkdir(exist_ok=True)
+        if not (unpacked / "content.otio").exists():
+            kwargs["extract_to_directory"] = str(unpacked)
+            search.insert(0, unpacked)
+        else:
+            path = unpacked / "content.otio"
+            search.insert(0, unpacked)
     try:
-        tl = otio.adapters.read_from_file(str(path))
+        tl = otio.adapters.read_from_file(str(path), **kwargs)
     except Exception as exc:  # noqa: BLE001  (OTIO and its adapters raise their own exception types)
         raise ValueError(f"cannot read {path}: {exc}") from None
     if not isinstance(tl, otio.schema.Timeline):
         raise ValueError(f"{path} holds a {type(tl).__name__}, not a timeline")
-    return edit_from_otio(tl, rate, track, [path.parent, *(media or [])], source_start or "media")
+    return edit_from_otio(tl, rate, track, search, source_start or "media")
 
 
 def plan(edit: Edit, *, marker: str | None = None, sample_rate: int = 48000, prefix: str | None = None,
@@ -441,7 +457,11 @@ def otio_timeline(edit: Edit, cues: list[Cue]) -> Any:
 def write_otio(edit: Edit, cues: list[Cue], out: Path) -> Path:
     otio = _otio()
     tl = otio_timeline(edit, cues)
+    out = Path(out).resolve()  # the bundle adapters (.otiod, .otioz) want absolute paths
     out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".otiod":  # a folder: written in place (the adapter refuses an existing one)
+        otio.adapters.write_to_file(tl, str(out))
+        return out
     tmp = out.with_name(f".{out.name}.tmp{out.suffix}")
     otio.adapters.write_to_file(tl, str(tmp))
     tmp.replace(out)

@@ -256,3 +256,17 @@ except RuntimeError as exc:
     assert proc.returncode == 0, proc.stderr
     first, second = proc.stdout.splitlines()
     assert first == "11 01:00:00:00" and "pip install 'unimoe-audio[timeline]'" in second
+
+
+@pytest.mark.parametrize("suffix", [".otiod", ".otioz"])
+def test_otio_bundles_are_read_with_their_media(media, tmp_path, suffix):
+    # the bundle adapters OTIO ships: media copied into the bundle, named relative to it
+    bundle = tmp_path / f"cut{suffix}"
+    otio.adapters.write_to_file(otio_edit(media), str(bundle))
+    proc = subprocess.run([*SCRIPT, str(bundle), "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads(proc.stdout)
+    assert [c["record_in"] for c in rep["cues"]] == ["01:00:00:12", "01:00:01:12", "01:00:02:16"] and not rep["skipped"]
+    for c in rep["cues"]:
+        v = Path(c["video"])
+        assert v.is_file() and v != media / "clip.mp4" and v.read_bytes() == (media / "clip.mp4").read_bytes()
