@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import Iterator
 
 from unimoe_audio.client.timecode import (  # noqa: F401  (re-exported: one definition of rates and timecode)
-    _NTSC, _TC, RateLike, _drop_count, _snap_float, frames_to_timecode, is_drop_frame_rate, nominal_fps, parse_rate,
-    parse_timecode, rate_string, timecode_seconds,
+    RateLike, frames_to_timecode, is_drop_frame_rate, is_drop_timecode, nominal_fps, parse_rate, parse_timecode,
+    rate_string, timecode_seconds,
 )
 
 __all__ = [
     "RateLike", "parse_rate", "rate_string", "nominal_fps", "is_drop_frame_rate", "frames_to_seconds",
     "seconds_to_frames", "samples_for_frames", "sample_position", "samples_for_seconds", "parse_timecode",
-    "frames_to_timecode", "to_frames", "vision_fps", "EdlEvent", "Edl", "read_edl", "parse_edl", "wav_frames",
+    "frames_to_timecode", "timecode_seconds", "is_drop_timecode", "to_frames", "vision_fps", "EdlEvent", "Edl", "read_edl", "parse_edl", "wav_frames",
 ]
 
 def frames_to_seconds(frames: int, rate: RateLike) -> Fraction:
