@@ -236,7 +236,8 @@ def time_reference(spot: SpotInfo, sample_rate: int) -> int | None:
 
 
 def spot_chunks(spot: SpotInfo, *, job_id: str, sample_rate: int, bit_depth: int, channels: int,
-                description: str = "", loudness: dict[str, Any] | None = None, version: str = "") -> list[tuple[bytes, bytes]]:
+                description: str = "", loudness: dict[str, Any] | None = None,
+                version: str = "") -> list[tuple[bytes, bytes]]:
     """``bext`` (v2, with the loudness measured while normalizing) and ``iXML`` chunks for a spotted file."""
     from datetime import datetime
 

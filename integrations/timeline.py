@@ -1,7 +1,8 @@
 """Timeline maths for editors and DAWs: rational frame rates, timecode (incl. drop-frame), exact sample
 counts, and a small CMX3600 EDL reader.
 
-Pure standard library (``fractions``, ``re``; rates and timecode live in :mod:`unimoe_audio.client.timecode`), so Blender's and REAPER's embedded Pythons can import it.
+Pure standard library (``fractions``, ``re``; rates and timecode live in
+:mod:`unimoe_audio.client.timecode`), so Blender's and REAPER's embedded Pythons can import it.
 
 Conventions:
 
@@ -32,7 +33,8 @@ from unimoe_audio.client.timecode import (  # noqa: F401  (re-exported: one defi
 __all__ = [
     "RateLike", "parse_rate", "rate_string", "nominal_fps", "is_drop_frame_rate", "frames_to_seconds",
     "seconds_to_frames", "samples_for_frames", "sample_position", "samples_for_seconds", "parse_timecode",
-    "frames_to_timecode", "timecode_seconds", "is_drop_timecode", "to_frames", "vision_fps", "EdlEvent", "Edl", "read_edl", "parse_edl", "wav_frames",
+    "frames_to_timecode", "timecode_seconds", "is_drop_timecode", "to_frames", "vision_fps", "EdlEvent", "Edl",
+    "read_edl", "parse_edl", "wav_frames",
 ]
 
 def frames_to_seconds(frames: int, rate: RateLike) -> Fraction:
