@@ -546,7 +546,8 @@ def main(argv: list[str] | None = None, prog: str = "unimoe-score-timeline") -> 
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("timeline", type=Path, help="OTIO file, CMX3600 EDL, or a format an OTIO adapter reads")
-    ap.add_argument("-o", "--output", type=Path, help="write the timeline with the score (OTIO: .otio, .otioz ...)")
+    ap.add_argument("-o", "--output", type=Path, help="write the timeline with the score: OTIO (.otio, .otioz, .otiod "
+                    "or an adapter's suffix), or MLT (.mlt)")
     ap.add_argument("--rate", help="timeline frame rate (needed for an EDL; OTIO: from the clips)")
     ap.add_argument("--track", help="picture track to score: its name or 1-based number (default: the first)")
     ap.add_argument("--marker", nargs="?", const="", default=None, metavar="TEXT",
@@ -557,6 +558,10 @@ def main(argv: list[str] | None = None, prog: str = "unimoe-score-timeline") -> 
     ap.add_argument("--project", help="project name written into the files' iXML (default: the timeline's name)")
     add_run_options(ap)
     args = ap.parse_args(argv)
+    if args.output is not None and args.output.suffix.lower() == ".mlt":  # -o x.mlt: the MLT file is the output
+        if args.mlt is not None:
+            ap.error("-o OUT.mlt and --mlt: give one")
+        args.mlt, args.output = args.output, None
     out = args.output or args.otio_out
     if out is None and args.mlt is None and args.report is None and not args.dry_run:
         ap.error("give -o OUT.otio, --mlt OUT.mlt or --report OUT.json")

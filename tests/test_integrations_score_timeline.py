@@ -270,3 +270,15 @@ def test_otio_bundles_are_read_with_their_media(media, tmp_path, suffix):
     for c in rep["cues"]:
         v = Path(c["video"])
         assert v.is_file() and v != media / "clip.mp4" and v.read_bytes() == (media / "clip.mp4").read_bytes()
+
+
+def test_dash_o_mlt_is_the_mlt_output(media, tmp_path):
+    # -o x.mlt means --mlt x.mlt; a dry run plans without writing or needing a daemon
+    src = tmp_path / "in.otio"
+    otio.adapters.write_to_file(otio_edit(media), str(src))
+    proc = subprocess.run([*SCRIPT, str(src), "-o", str(tmp_path / "x.mlt"), "--mlt", str(tmp_path / "y.mlt")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "give one" in proc.stderr
+    proc = subprocess.run([*SCRIPT, str(src), "-o", str(tmp_path / "x.mlt"), "--dry-run", "--marker", "nothing"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["cues"] == []
