@@ -3,6 +3,7 @@ position; read back by our parser, by ``wavinfo`` (an independent reader) and by
 from __future__ import annotations
 
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -195,3 +196,23 @@ def test_cli_hands_score_timeline_to_the_integration(daemon, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "unimoe_audio.client", "score-timeline", "--help"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "unimoe-audio score-timeline" in proc.stdout and "--marker" in proc.stdout
+
+
+def test_batch_items_carry_timeline_fields(tmp_path):
+    # a reel's cues as a batch file: frame lengths and record-ins pass through; a bad timecode is exit 2
+    items = [{"task": "music", "caption": "a", "frames": 48, "fps": "24000/1001", "record_in": "01:00:02:00",
+              "scene": "4", "take": "1", "output": "a.wav"},
+             {"task": "music", "caption": "b", "seconds": 1, "record_in": "3600s", "note": "n", "output": "b.wav"}]
+    f = tmp_path / "reel.json"
+    f.write_text(json.dumps(items))
+    proc = subprocess.run([sys.executable, "-m", "unimoe_audio.client", "batch", str(f), "--dry-run", "--json"],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "UNIMOE_AUDIO_HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    a, b = json.loads(proc.stdout)
+    assert (a["record_in"], a["fps"], a["frames"], a["scene"]) == ("01:00:02:00", "24000/1001", 48, "4")
+    assert b["record_in"] == "3600s" and b["note"] == "n"
+    items[0]["record_in"] = "01:00:02:99"
+    f.write_text(json.dumps(items))
+    proc = subprocess.run([sys.executable, "-m", "unimoe_audio.client", "batch", str(f), "--dry-run"],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "UNIMOE_AUDIO_HOME": str(tmp_path)})
+    assert proc.returncode == 2 and "spot" in proc.stderr, proc.stderr
