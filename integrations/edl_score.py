@@ -59,7 +59,8 @@ def cue_for_range(video: Path, in_point: str | int, out_point: str | int, rate: 
     return Cue(name=name or f"{video.stem}-score", video=str(video), in_seconds=float(frames_to_seconds(fin, r)),
                out_seconds=float(frames_to_seconds(fout, r)), frames=n, fps=rate_string(r),
                record_in=frames_to_timecode(fin, r, drop), record_out=frames_to_timecode(fout, r, drop),
-               expected_samples=samples_for_frames(n, r, sample_rate))
+               expected_samples=samples_for_frames(n, r, sample_rate),
+               spot=False)  # in/out are the file's own times, not a record-in on a timeline
 
 
 def plan_edl(edl_path: Path, rate: Any, media: list[Path], source_start: str = "auto",

@@ -72,6 +72,7 @@ class Cue:
     project: str | None = None
     scene: str | None = None
     caption: str | None = None  # this shot's own caption (a marker's); else the run's
+    spot: bool = True  # write record_in into the file (BWF/iXML); off when record_in is not a timeline's
     result: dict[str, Any] = field(default_factory=dict)
 
     def fields(self, *, caption: str = "", mode: str = "vision", folder: str | None = None,
@@ -83,7 +84,7 @@ class Cue:
                              "out_seconds": self.out_seconds, "mode": mode, "frames": self.frames, "fps": self.fps,
                              "fit_length": True, "sample_rate": sample_rate,
                              "frames_per_second": vision_fps(self.out_seconds - self.in_seconds), "name": self.name}
-        if self.record_in:  # spot the file: BWF time reference + iXML
+        if self.spot and self.record_in:  # spot the file: BWF time reference + iXML
             f.update(record_in=self.record_in, project=self.project, scene=self.scene, note=text or None)
         if folder:
             f["folder"] = folder
