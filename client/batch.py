@@ -3,7 +3,8 @@
 Each item is a mapping. The reference's keys are accepted as they are (``task_type``, ``task_id``,
 ``caption``, ``target_text``, ``reference_audio``, ``reference_text``, ``output_path``), and so are the
 CLI's option names (``text``, ``voice``, ``seconds``, ``bars``, ``tempo``, ``key``, ``seed``, ``video``,
-``in``, ``out``, ``output``, ``sample_rate``, ``channels``, ``bit_depth``, ``loudness``...). Unknown keys
+``in``, ``out``, ``output``, ``sample_rate``, ``channels``, ``bit_depth``, ``loudness``, and the timeline's
+``frames``, ``fps``, ``record_in``, ``project``, ``scene``, ``take``, ``note``...). Unknown keys
 are an error, so a typo never silently falls back to a default.
 
 Relative paths inside a batch file are relative to the batch file's folder. ``output_path`` may name a
@@ -34,6 +35,9 @@ _COMMON = {
     "loudness": "loudness", "loudness_lufs": "loudness",
     "seed": "seed", "cfg_scale": "cfg_scale", "temperature": "temperature", "top_p": "top_p", "top_k": "top_k",
     "seconds": "seconds", "duration": "seconds",
+    # timeline: exact frame lengths and spotting (BWF bext time reference + iXML)
+    "frames": "frames", "fps": "fps", "record_in": "record_in", "project": "project", "scene": "scene",
+    "take": "take", "note": "note",
 }
 _BY_TASK = {
     "speech": {

@@ -694,6 +694,7 @@ _LENGTH = {"seconds": "seconds", "frames": "frames", "fps": "fps", "min_seconds"
            "max_seconds": "max_seconds"}
 _OUTPUT = ("sample_rate", "channels", "bit_depth", "true_peak_db", "fit_length")
 _TOP = ("priority", "stream_partial", "tag")
+_SPOT = ("record_in", "drop", "project", "scene", "take", "note")
 _SPEC = {
     "speech": ("text", "voice", "reference_audio", "reference_text"),
     "music": ("caption", "tempo_bpm", "key", "bars"),
@@ -708,7 +709,9 @@ def build_request(kind: str, **fields: Any) -> P.SubmitRequest:
     reference_text / caption, tempo_bpm, key, bars / video, caption, in_seconds, out_seconds, mode ...),
     ``seconds`` (or frames + fps, min_seconds, max_seconds), sampling (seed, cfg_scale, temperature,
     top_p, top_k), output (``output``: a file path, or ``folder`` + ``name``; sample_rate, channels,
-    bit_depth, ``loudness``: LUFS or "off", true_peak_db), and priority, stream_partial, tag.
+    bit_depth, ``loudness``: LUFS or "off", true_peak_db), priority, stream_partial, tag, and spotting
+    (``record_in``: a timecode at ``fps``, or seconds since midnight as ``"3600.5s"``; ``drop``,
+    ``project``, ``scene``, ``take``, ``note``: see :class:`~unimoe_audio.client.protocol.SpotInfo`).
     Paths are made absolute here (the daemon resolves nothing relative to the client's cwd).
     Raises BadRequest naming the field.
     """
@@ -721,8 +724,26 @@ def build_request(kind: str, **fields: Any) -> P.SubmitRequest:
     sampling: dict[str, Any] = {}
     output: dict[str, Any] = {}
     top: dict[str, Any] = {}
+    spot: dict[str, Any] = {}
     for key, value in fields.items():
-        if key in _SPEC[task]:
+        if key == "fps" and "record_in" in fields:
+            spot["fps"] = value  # the timeline's rate: the record-in's, and the length's when frames are given
+            if "frames" in fields:
+                length["fps"] = value
+        elif key == "record_in":
+            text = str(value).strip()
+            if text.endswith("s") and ":" not in text:
+                try:
+                    spot["seconds"] = float(text[:-1])
+                except ValueError:
+                    raise BadRequest(f"record_in: not a timecode or seconds: {value!r}", "invalid_input",
+                                     "spot.record_in") from None
+                spot.pop("fps", None)
+            else:
+                spot["record_in"] = text
+        elif key in _SPOT:
+            spot[key] = value
+        elif key in _SPEC[task]:
             if key in ("reference_audio", "video"):
                 value = str(Path(str(value)).expanduser().resolve())
             spec[key] = value
@@ -754,6 +775,10 @@ def build_request(kind: str, **fields: Any) -> P.SubmitRequest:
         spec["length"] = length
     if sampling:
         spec["sampling"] = sampling
+    if "seconds" in spot:
+        spot.pop("fps", None)  # a position in seconds needs no rate
+    if spot:
+        top["spot"] = spot
     try:
         return P.SubmitRequest(spec=spec, output=output, **top)
     except ValidationError as exc:

@@ -231,6 +231,58 @@ class OutputOptions(_Strict):
         return v
 
 
+class SpotInfo(_Strict):
+    """Where the file sits on a timeline, and production notes: written into the WAV as a BWF ``bext``
+    time reference and an iXML chunk, so an NLE or DAW can spot it to its record-in."""
+
+    record_in: str | None = Field(None, max_length=32, description="Record-in timecode, HH:MM:SS:FF (HH:MM:SS;FF "
+                                  "drop-frame); needs fps.")
+    fps: str | float | None = Field(None, description="Timecode rate of record_in, e.g. 25, 24000/1001, 29.97.")
+    drop: bool | None = Field(None, description="Drop-frame record_in (default: from its separator).")
+    seconds: float | None = Field(None, ge=0, lt=86400, description="Or the position as seconds since midnight.")
+    project: str | None = Field(None, max_length=200)
+    scene: str | None = Field(None, max_length=200)
+    take: str | None = Field(None, max_length=200)
+    note: str | None = Field(None, max_length=2000)
+
+    @field_validator("fps")
+    @classmethod
+    def _fps(cls, v: Any) -> Any:
+        from .timecode import parse_rate
+
+        if v is None:
+            return v
+        try:
+            parse_rate(v)
+        except ValueError:
+            raise ValueError("wanted a positive number or a ratio like '24000/1001'") from None
+        return v
+
+    @model_validator(mode="after")
+    def _position(self) -> "SpotInfo":
+        from .timecode import parse_timecode
+
+        if self.record_in is not None and self.seconds is not None:
+            raise ValueError("give record_in or seconds, not both")
+        if (self.record_in is None) != (self.fps is None) and self.seconds is None:
+            raise ValueError("record_in and fps go together")
+        if self.record_in is not None:
+            n = parse_timecode(self.record_in, self.fps, self.drop)  # ValueError says what is wrong
+            if n < 0:
+                raise ValueError("record_in before midnight")
+        return self
+
+    def start_seconds(self) -> Fraction | None:
+        """Seconds since midnight of the position, exact (None when no position is given)."""
+        from .timecode import timecode_seconds
+
+        if self.record_in is not None and self.fps is not None:
+            return timecode_seconds(self.record_in, self.fps, self.drop)
+        if self.seconds is not None:
+            return Fraction(self.seconds)
+        return None
+
+
 # ---------------------------------------------------------------------------------------------------
 # Requests
 # ---------------------------------------------------------------------------------------------------
@@ -249,6 +301,8 @@ class SubmitRequest(_Strict):
         description="Idempotency key: a submit repeating a request_id seen within the daemon's window "
         "(IDEMPOTENCY_WINDOW_S) gets the first job back instead of a new one. Clients send a fresh one per "
         "render and the same one when they retry it.")
+    spot: SpotInfo | None = Field(None, description="Timeline position and notes written into the WAV (BWF bext, "
+                                  "iXML).")
 
 
 #: How long the daemon remembers a submit's request_id (seconds).

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ..client.protocol import PROTOCOL_VERSION, OutputOptions, ProtocolError
+from ..client import bwf
+from ..client.protocol import PROTOCOL_VERSION, OutputOptions, ProtocolError, SpotInfo
 
 TMP_PREFIX = ".unimoe-"
 
@@ -212,8 +213,12 @@ def write_output(
     defaults: Any,
     target_seconds: float | None,
     sidecar: dict[str, Any],
+    spot: SpotInfo | None = None,
+    description: str = "",
+    version: str = "",
 ) -> dict[str, Any]:
-    """Render and write the job's WAV and sidecar; returns the result fields."""
+    """Render and write the job's WAV and sidecar; returns the result fields. With ``spot``, the WAV
+    carries a BWF ``bext`` time reference and an iXML chunk (see :func:`spot_chunks`)."""
     from ..model import audio_out
 
     folder = Path(folder)
@@ -232,7 +237,9 @@ def write_output(
     stem = safe_stem(name) if name else f"{task}-{job_id[:8]}"
     tmp = folder / f"{TMP_PREFIX}{job_id}.tmp.wav"
     try:
-        audio_out.write_wav(tmp, x, out_rate, bit_depth=bit_depth)
+        chunks = spot_chunks(spot, job_id=job_id, sample_rate=out_rate, bit_depth=bit_depth, channels=channels,
+                             description=description, loudness=info.get("loudness"), version=version) if spot else []
+        audio_out.write_wav(tmp, x, out_rate, bit_depth=bit_depth, chunks=chunks)
         final = reserve_name(folder, stem, job_id)
         os.replace(tmp, final)  # atomic: the .wav appears complete or not at all
     finally:
@@ -246,6 +253,8 @@ def write_output(
     side["output"] = {**result, "normalize": opts.normalize, "loudness_lufs": lufs if opts.normalize else None,
                       "true_peak_db": tp, "samples": int(x.shape[-1]), "fit_length": target is not None,
                       **({"loudness": info["loudness"]} if "loudness" in info else {})}
+    if spot is not None:
+        side["output"]["time_reference"] = time_reference(spot, out_rate)
     side.setdefault("protocol_version", PROTOCOL_VERSION)
     side.setdefault("written", time.time())
     _write_json_atomic(final.with_suffix(".json"), side)
@@ -259,6 +268,43 @@ def _output_lufs(info: dict[str, Any]) -> float | None:
     if norm.get("input_lufs") is None:
         return None
     return round(float(norm["input_lufs"]) + float(norm["gain_db"]), 2)
+
+
+def time_reference(spot: SpotInfo, sample_rate: int) -> int | None:
+    """The first sample's position in samples since midnight at ``sample_rate`` (None without a position).
+    Rounded like the timeline maths (``round(seconds * rate)``): 01:00:00:00 at 24000/1001 is 3603.6 s."""
+    start = spot.start_seconds()
+    return None if start is None else round(start * sample_rate)
+
+
+def spot_chunks(spot: SpotInfo, *, job_id: str, sample_rate: int, bit_depth: int, channels: int,
+                description: str = "", loudness: dict[str, Any] | None = None,
+                version: str = "") -> list[tuple[bytes, bytes]]:
+    """``bext`` (v2, with the loudness measured while normalizing) and ``iXML`` chunks for a spotted file."""
+    from datetime import datetime
+
+    from ..client.timecode import is_drop_timecode, parse_rate
+
+    ref = time_reference(spot, sample_rate)
+    date, clock = bwf.origination(datetime.now())
+    lufs = tp = None
+    if loudness and loudness.get("input_lufs") is not None:
+        lufs = float(loudness["input_lufs"]) + float(loudness.get("gain_db", 0.0))
+        tp = loudness.get("true_peak_db")
+    bits = {16: "16", 24: "24", 32: "32"}.get(bit_depth, str(bit_depth))
+    history = (f"A=PCM,F={sample_rate},W={bits},M={'stereo' if channels == 2 else 'mono'},"
+               f"T=unimoe-audio{(' ' + version) if version else ''}")
+    bext = bwf.Bext(description=(spot.note or description)[:256], originator="unimoe-audio",
+                    originator_reference=job_id[:32], origination_date=date, origination_time=clock,
+                    time_reference=ref or 0, loudness_value=lufs, max_true_peak_level=tp, coding_history=history)
+    rate = drop = None
+    if spot.record_in is not None and spot.fps is not None:
+        rate = parse_rate(spot.fps)
+        drop = spot.drop if spot.drop is not None else is_drop_timecode(spot.record_in)
+    ixml = bwf.ixml_chunk(project=spot.project, scene=spot.scene, take=spot.take, note=spot.note, file_uid=job_id,
+                          time_reference=ref, sample_rate=sample_rate, bit_depth=bit_depth, channels=channels,
+                          timecode_rate=rate, drop=bool(drop))
+    return [(b"bext", bwf.bext_chunk(bext)), (b"iXML", ixml)]
 
 
 def write_partial(audio: np.ndarray, sample_rate: int, folder: Path, job_id: str, index: int) -> Path:

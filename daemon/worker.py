@@ -75,6 +75,13 @@ def target_seconds(req: SubmitRequest) -> float | None:
     return t
 
 
+def _describe(req: SubmitRequest) -> str:
+    """A one-line description of the request for the BWF Description field."""
+    spec = req.spec
+    text = getattr(spec, "caption", None) or getattr(spec, "text", None) or ""
+    return f"{spec.task}: {text}".strip().rstrip(":")
+
+
 class Worker(threading.Thread):
     def __init__(self, settings: Settings, store: JobStore, host: ModelHost, voices: VoiceStore,
                  outbox: Any, version: str = ""):
@@ -326,7 +333,8 @@ class Worker(threading.Thread):
         }
         out = outputs.write_output(res.audio, int(res.sample_rate), job_id=row["id"], task=req.spec.task,
                                    folder=folder, name=req.output.name, opts=req.output, defaults=s,
-                                   target_seconds=target_seconds(req), sidecar=sidecar)
+                                   target_seconds=target_seconds(req), sidecar=sidecar, spot=req.spot,
+                                   description=_describe(req), version=self.version)
         result = JobResult(seed=int(res.seed), **out)
         self.store.finish(row["id"], "done", result=result)
         log.info("job %s done: %s (%.2f s audio)", row["id"], result.path, result.seconds)

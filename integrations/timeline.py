@@ -1,7 +1,8 @@
 """Timeline maths for editors and DAWs: rational frame rates, timecode (incl. drop-frame), exact sample
 counts, and a small CMX3600 EDL reader.
 
-Pure standard library (``fractions``, ``re``), so Blender's and REAPER's embedded Pythons can import it.
+Pure standard library (``fractions``, ``re``; rates and timecode live in
+:mod:`unimoe_audio.client.timecode`), so Blender's and REAPER's embedded Pythons can import it.
 
 Conventions:
 
@@ -22,89 +23,19 @@ import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator
+
+from unimoe_audio.client.timecode import (  # noqa: F401  (re-exported: one definition of rates and timecode)
+    RateLike, frames_to_timecode, is_drop_frame_rate, is_drop_timecode, nominal_fps, parse_rate, parse_timecode,
+    rate_string, timecode_seconds,
+)
 
 __all__ = [
     "RateLike", "parse_rate", "rate_string", "nominal_fps", "is_drop_frame_rate", "frames_to_seconds",
     "seconds_to_frames", "samples_for_frames", "sample_position", "samples_for_seconds", "parse_timecode",
-    "frames_to_timecode", "to_frames", "vision_fps", "EdlEvent", "Edl", "read_edl", "parse_edl", "wav_frames",
+    "frames_to_timecode", "timecode_seconds", "is_drop_timecode", "to_frames", "vision_fps", "EdlEvent", "Edl",
+    "read_edl", "parse_edl", "wav_frames",
 ]
-
-RateLike = Union[Fraction, int, float, str]
-
-# Decimal spellings of the NTSC family -> exact ratios.
-_NTSC = {
-    Fraction(24000, 1001): ("23.976", "23.98"),
-    Fraction(30000, 1001): ("29.97",),
-    Fraction(48000, 1001): ("47.952", "47.95"),
-    Fraction(60000, 1001): ("59.94",),
-    Fraction(120000, 1001): ("119.88",),
-}
-
-
-def parse_rate(rate: RateLike) -> Fraction:
-    """A frame rate as an exact Fraction: ``"24000/1001"``, ``"29.97"``, ``25``, ``Fraction(30000, 1001)``,
-    or Blender's ``fps / fps_base`` as a float (``23.976023...``). Raises ValueError if it is not > 0."""
-    if isinstance(rate, Fraction):
-        r = rate
-    elif isinstance(rate, bool):
-        raise ValueError(f"not a frame rate: {rate!r}")
-    elif isinstance(rate, int):
-        r = Fraction(rate)
-    elif isinstance(rate, float):
-        if not math.isfinite(rate):
-            raise ValueError(f"not a frame rate: {rate!r}")
-        r = _snap_float(rate)
-    elif isinstance(rate, str):
-        text = rate.strip()
-        try:
-            if "/" in text:
-                num, den = text.split("/", 1)
-                r = Fraction(int(num.strip()), int(den.strip()))
-            else:
-                for exact, names in _NTSC.items():
-                    if text in names:
-                        return exact
-                r = Fraction(text)
-                if r.denominator != 1:
-                    r = _snap_float(float(r), strict_decimal=r)
-        except (ValueError, ZeroDivisionError):
-            raise ValueError(f"not a frame rate: {rate!r} (wanted e.g. 25, 24000/1001 or 29.97)") from None
-    else:
-        raise ValueError(f"not a frame rate: {rate!r}")
-    if r <= 0:
-        raise ValueError(f"frame rate must be > 0, got {rate!r}")
-    return r
-
-
-def _snap_float(value: float, strict_decimal: Fraction | None = None) -> Fraction:
-    """A float rate to the nearest NTSC ratio or integer when within 0.01 fps (decimal spellings and
-    Blender's float fps_base); else the decimal itself (``strict_decimal``) or a close small ratio."""
-    for exact in _NTSC:
-        if abs(value - float(exact)) < 0.01:
-            return exact
-    if abs(value - round(value)) < 1e-6:
-        return Fraction(round(value))
-    if strict_decimal is not None:
-        return strict_decimal
-    return Fraction(value).limit_denominator(1001)
-
-
-def rate_string(rate: RateLike) -> str:
-    """``"24000/1001"`` or ``"25"``: the form the protocol's ``length.fps`` accepts."""
-    r = parse_rate(rate)
-    return str(r.numerator) if r.denominator == 1 else f"{r.numerator}/{r.denominator}"
-
-
-def nominal_fps(rate: RateLike) -> int:
-    """The frames-per-second counted by timecode: 30 for 29.97, 24 for 23.976, 25 for 25."""
-    return max(1, round(parse_rate(rate)))
-
-
-def is_drop_frame_rate(rate: RateLike) -> bool:
-    r = parse_rate(rate)
-    return r in (Fraction(30000, 1001), Fraction(60000, 1001))
-
 
 def frames_to_seconds(frames: int, rate: RateLike) -> Fraction:
     return Fraction(int(frames)) / parse_rate(rate)
@@ -137,75 +68,6 @@ def vision_fps(seconds: float | Fraction, min_frames: int = 2, default: float = 
 
 def samples_for_seconds(seconds: float | Fraction, sample_rate: int = 48000) -> int:
     return round(Fraction(seconds) * int(sample_rate))
-
-
-# --------------------------------------------------------------------------------------------------
-# timecode
-# --------------------------------------------------------------------------------------------------
-_TC = re.compile(r"^\s*(-)?(\d{1,3})[:.;](\d{1,2})[:.;](\d{1,2})([:.;,])(\d{1,3})\s*$")
-
-
-def _drop_count(rate: Fraction) -> int:
-    return 2 * round(rate / Fraction(30000, 1001)) if is_drop_frame_rate(rate) else 0
-
-
-def parse_timecode(tc: str, rate: RateLike, drop: bool | None = None) -> int:
-    """Timecode -> frame count from 00:00:00:00.
-
-    ``drop``: None takes it from the separator before the frames (``;``, ``.`` or ``,`` mean drop-frame);
-    drop-frame is only possible at 30000/1001 and 60000/1001. Raises ValueError naming the problem.
-    """
-    m = _TC.match(tc or "")
-    if not m:
-        raise ValueError(f"not a timecode: {tc!r} (wanted HH:MM:SS:FF or HH:MM:SS;FF)")
-    neg, hh, mm, ss, sep, ff = m.groups()
-    h, mi, s, f = int(hh), int(mm), int(ss), int(ff)
-    r = parse_rate(rate)
-    nominal = nominal_fps(r)
-    if drop is None:
-        drop = sep in ";.,"
-    if mi > 59 or s > 59:
-        raise ValueError(f"{tc!r}: minutes and seconds must be below 60")
-    if f >= nominal:
-        raise ValueError(f"{tc!r}: frame {f} does not exist at {nominal} fps")
-    if drop:
-        d = _drop_count(r)
-        if not d:
-            raise ValueError(f"{tc!r}: drop-frame timecode needs 30000/1001 or 60000/1001 fps, not {rate_string(r)}")
-        if s == 0 and mi % 10 != 0 and f < d:
-            raise ValueError(f"{tc!r}: frames 00..{d - 1:02d} are dropped at the start of this minute")
-        minutes = 60 * h + mi
-        total = ((h * 3600 + mi * 60 + s) * nominal + f) - d * (minutes - minutes // 10)
-    else:
-        total = (h * 3600 + mi * 60 + s) * nominal + f
-    return -total if neg else total
-
-
-def frames_to_timecode(frames: int, rate: RateLike, drop: bool | None = None) -> str:
-    """Frame count -> timecode; ``drop`` None means drop-frame at 30000/1001 and 60000/1001."""
-    r = parse_rate(rate)
-    nominal = nominal_fps(r)
-    if drop is None:
-        drop = is_drop_frame_rate(r)
-    n = int(frames)
-    sign = "-" if n < 0 else ""
-    n = abs(n)
-    if drop:
-        d = _drop_count(r)
-        if not d:
-            raise ValueError(f"drop-frame timecode needs 30000/1001 or 60000/1001 fps, not {rate_string(r)}")
-        per10 = nominal * 600 - d * 9  # frames in 10 minutes
-        per1 = nominal * 60 - d  # frames in a minute that drops
-        tens, rem = divmod(n, per10)
-        if rem > d:
-            n += d * 9 * tens + d * ((rem - d) // per1)
-        else:
-            n += d * 9 * tens
-    ff = n % nominal
-    ss = (n // nominal) % 60
-    mm = (n // (nominal * 60)) % 60
-    hh = n // (nominal * 3600)
-    return f"{sign}{hh:02d}:{mm:02d}:{ss:02d}{';' if drop else ':'}{ff:02d}"
 
 
 def to_frames(value: str | int | float | Fraction, rate: RateLike, drop: bool | None = None) -> int:
@@ -297,6 +159,7 @@ class Edl:
     drop: bool
     rate: Fraction
     events: list[EdlEvent]
+    warnings: list[str] = field(default_factory=list)
 
 
 _EVENT = re.compile(r"^\s*(\d{1,6})\s+(\S+)\s+(\S+)\s+(C|D|W\d{3}|K[BO]?|KO?)\s+(?:(\d{1,4})\s+)?"
@@ -307,12 +170,16 @@ _CLIP_COMMENT = re.compile(r"^\*\s*FROM CLIP NAME\s*:\s*(.+?)\s*$", re.IGNORECAS
 
 def parse_edl(text: str, rate: RateLike) -> Edl:
     """Parse CMX3600 text. ``rate`` is the timeline rate (EDLs do not carry it); ``FCM: DROP FRAME``
-    switches timecode to drop-frame (only meaningful at 29.97/59.94). Comment lines ``* FROM CLIP NAME:``
+    switches timecode to drop-frame at 29.97/59.94. At other rates (some editors head 23.976 EDLs with
+    ``DROP FRAME``, but no drop-frame count exists there) the timecode is read as non-drop and the Edl
+    carries a warning saying so. Comment lines ``* FROM CLIP NAME:``
     and ``* SOURCE FILE:`` attach to the event above them. Raises ValueError with the line number."""
     r = parse_rate(rate)
     title = ""
     drop = False
     events: list[EdlEvent] = []
+    warns: list[str] = []
+    warns_ndf = False  # FCM said DROP FRAME at a rate without drop-frame: ';' separators read as non-drop
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.rstrip("\r\n")
         s = line.strip()
@@ -324,6 +191,13 @@ def parse_edl(text: str, rate: RateLike) -> Edl:
             continue
         if up.startswith("FCM:"):
             drop = "NON" not in up and "DROP" in up
+            warns_ndf = drop and not is_drop_frame_rate(r)
+            if warns_ndf:
+                drop = False
+                msg = (f"EDL line {lineno}: {s!r} at {rate_string(r)} fps: drop-frame exists only at 29.97 and "
+                       f"59.94; reading the timecode as non-drop")
+                if msg not in warns:
+                    warns.append(msg)
             continue
         if s.startswith("*"):
             if events:
@@ -345,7 +219,7 @@ def parse_edl(text: str, rate: RateLike) -> Edl:
             continue
         num, reel, track, trans, tdur, si, so, ri, ro = m.groups()
         try:
-            tcs = [parse_timecode(t, r, drop if drop else None) for t in (si, so, ri, ro)]
+            tcs = [parse_timecode(t, r, drop if drop else (False if warns_ndf else None)) for t in (si, so, ri, ro)]
         except ValueError as exc:
             raise ValueError(f"EDL line {lineno}: {exc}") from None
         ev = EdlEvent(number=int(num), reel=reel, track=track, transition=trans.upper(), src_in=tcs[0],
@@ -354,7 +228,7 @@ def parse_edl(text: str, rate: RateLike) -> Edl:
         if ev.rec_out <= ev.rec_in:
             raise ValueError(f"EDL line {lineno}: record out {ro} is not after record in {ri}")
         events.append(ev)
-    return Edl(title=title, drop=drop, rate=r, events=events)
+    return Edl(title=title, drop=drop, rate=r, events=events, warnings=warns)
 
 
 def read_edl(path: str | os.PathLike[str], rate: RateLike) -> Edl:

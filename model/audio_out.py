@@ -1,9 +1,11 @@
 """Audio for timelines: rate and channel conversion, loudness, exact length, atomic WAV files."""
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -97,8 +99,12 @@ def normalize_loudness(audio: np.ndarray, sample_rate: int, target_lufs: float,
                                   "true_peak_db": round(tp, 2), "limited_by_true_peak": limited}
 
 
-def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int, bit_depth: int = 24) -> Path:
-    """Write [channels, n] as WAV atomically: a temp file in the same folder, fsync, then rename."""
+def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int, bit_depth: int = 24,
+              chunks: Sequence[tuple[bytes, bytes]] = ()) -> Path:
+    """Write [channels, n] as WAV atomically: a temp file in the same folder, fsync, then rename.
+
+    ``chunks``: extra RIFF chunks ``(id, body)`` (e.g. BWF ``bext``, ``iXML``), placed before ``data``
+    as Broadcast WAV readers expect."""
     import soundfile as sf
 
     if bit_depth not in _SUBTYPES:
@@ -119,7 +125,12 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int, bit_depth: 
         # or a DAW running as another user could not read the result.
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
-            sf.write(fh, x.T, int(sample_rate), subtype=_SUBTYPES[bit_depth], format="WAV")
+            if chunks:
+                buf = io.BytesIO()
+                sf.write(buf, x.T, int(sample_rate), subtype=_SUBTYPES[bit_depth], format="WAV")
+                fh.write(insert_chunks(buf.getvalue(), chunks))
+            else:
+                sf.write(fh, x.T, int(sample_rate), subtype=_SUBTYPES[bit_depth], format="WAV")
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
@@ -128,6 +139,30 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int, bit_depth: 
         raise
     _fsync_dir(target.parent)  # make the rename itself durable
     return target
+
+
+def insert_chunks(wav: bytes, chunks: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """A RIFF WAV with ``chunks`` inserted before its ``data`` chunk (sizes and pad bytes fixed up)."""
+    if wav[:4] != b"RIFF" or wav[8:12] != b"WAVE":
+        raise InvalidInput("not a RIFF WAV", field="audio")
+    pos = 12
+    while pos + 8 <= len(wav):
+        cid, size = wav[pos:pos + 4], int.from_bytes(wav[pos + 4:pos + 8], "little")
+        if cid == b"data":
+            break
+        pos += 8 + size + (size & 1)
+    else:
+        raise InvalidInput("WAV without a data chunk", field="audio")
+    extra = bytearray()
+    for cid, body in chunks:
+        if len(cid) != 4:
+            raise InvalidInput(f"chunk id {cid!r} is not 4 bytes", field="audio")
+        extra += cid + len(body).to_bytes(4, "little") + body + (b"\x00" if len(body) & 1 else b"")
+    out = wav[:pos] + bytes(extra) + wav[pos:]
+    riff_size = len(out) - 8
+    if riff_size >= 2**32:
+        raise InvalidInput("WAV over 4 GiB with extra chunks", field="audio")
+    return out[:4] + riff_size.to_bytes(4, "little") + out[8:]
 
 
 def _umask() -> int:

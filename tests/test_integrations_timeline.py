@@ -147,3 +147,24 @@ def test_vision_fps_keeps_at_least_two_frames():
     assert vision_fps(10) == 1.0 and vision_fps(2) == 1.0
     assert vision_fps(0.5) == 4.0 and vision_fps(12 * 1001 / 24000) >= 2 / (12 * 1001 / 24000)
     assert vision_fps(0.01) == 30.0 and vision_fps(0) == 1.0
+
+
+def test_drop_frame_header_at_23976_reads_as_non_drop():
+    # some editors head 23.976 EDLs with FCM: DROP FRAME (and may even write ';'): no drop-frame count
+    # exists at 24 nominal, so the timecode is read as non-drop, and the Edl says so
+    text = ("TITLE: df at 23.976\nFCM: DROP FRAME\n\n"
+            "001  AX       V     C        00:00:01:00 00:00:02:00 01:00:00:00 01:00:01:00\n"
+            "002  AX       V     C        00:10:00;00 00:10:00;12 01:00:01;00 01:00:01;12\n")
+    edl = parse_edl(text, "23.976")
+    assert not edl.drop and len(edl.warnings) == 1 and "non-drop" in edl.warnings[0] and "line 2" in edl.warnings[0]
+    a, b = edl.events
+    assert a.rec_in == 86400 and a.frames == 24 and a.samples() == 48048 and not a.drop
+    assert b.src_in == 600 * 24 and b.rec_in == 86424 and b.frames == 12 and b.samples() == 24024
+    assert b.tc(b.rec_in) == "01:00:01:00"
+    # at 29.97 the same header means real drop-frame, without a warning
+    edl = parse_edl(text.replace(":00 00:00:02:00 01:00:00:00 01:00:01:00", ";00 00:00:02;00 01:00:00;00 01:00:01;00"),
+                    "29.97")
+    assert edl.drop and not edl.warnings and edl.events[0].rec_in == 107892
+    # without the header, a ';' at 25 fps is still an error naming the line
+    with pytest.raises(ValueError, match="line 1"):
+        parse_edl("001  AX  V  C  00:00:00;00 00:00:01;00 00:00:05;00 00:00:06;00\n", 25)

@@ -14,6 +14,7 @@ VERB_GROUPS: tuple[str, ...] = (
     "jobs",
     "voices",
     "models",
+    "timeline_cmds",
 )
 
 
@@ -53,6 +54,15 @@ def add_gen_options(p: argparse.ArgumentParser) -> None:
     s.add_argument("--temperature", type=float)
     s.add_argument("--top-p", type=float)
     s.add_argument("--top-k", type=int)
+    t = p.add_argument_group("timeline (the WAV spots to its record-in: BWF bext time reference + iXML)")
+    t.add_argument("--record-in", metavar="TC", help="record-in timecode HH:MM:SS:FF (drop-frame HH:MM:SS;FF) at "
+                   "--fps, or seconds since midnight as 3600.5s")
+    t.add_argument("--fps", metavar="RATE", help="timeline rate of --record-in and --frames: 25, 24000/1001, 29.97 ...")
+    t.add_argument("--frames", type=int, metavar="N", help="length in frames at --fps (sample exact)")
+    t.add_argument("--project", help="iXML project name")
+    t.add_argument("--scene", help="iXML scene")
+    t.add_argument("--take", help="iXML take")
+    t.add_argument("--note", help="iXML note (and the BWF description)")
     p.add_argument("--priority", type=int, help="higher runs first (-100..100, default 0)")
     p.add_argument("--tag", help="your own label for the job (shown by 'jobs ls', echoed in events)")
     p.add_argument("--no-wait", action="store_true", help="print the job id and return at once")

@@ -91,6 +91,23 @@ def audio_options(args: argparse.Namespace) -> dict[str, Any]:
     loud = getattr(args, "loudness", None)
     if loud is not None:
         out["loudness"] = loud
+    out.update(timeline_options(args))
+    return out
+
+
+def timeline_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Spotting and frame-length fields (``--record-in``, ``--fps``, ``--frames``, iXML notes) given."""
+    out: dict[str, Any] = {}
+    for name in ("record_in", "fps", "frames", "project", "scene", "take", "note"):
+        v = getattr(args, name, None)
+        if v is not None:
+            out[name] = v
+    if "frames" in out and "fps" not in out:
+        raise CLIError("--frames needs --fps (the timeline rate, e.g. 24000/1001)", EXIT_BAD_INPUT)
+    if "frames" in out and getattr(args, "seconds", None) is not None:
+        raise CLIError("give --seconds or --frames, not both", EXIT_BAD_INPUT)
+    if "fps" in out and "frames" not in out and "record_in" not in out:
+        raise CLIError("--fps goes with --record-in or --frames", EXIT_BAD_INPUT)
     return out
 
 
