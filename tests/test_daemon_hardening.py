@@ -95,10 +95,18 @@ def osc_socket() -> socket.socket:
     return s
 
 
+JOB_EVENTS = {"/unimoe/started", "/unimoe/progress", "/unimoe/partial", "/unimoe/done", "/unimoe/failed",
+              "/unimoe/cancelled", "/unimoe/requeued"}
+
+
 def osc_ask(s: socket.socket, port: int, address: str, *args) -> tuple[str, list]:
+    """Send one message and return the daemon's answer to it; events of jobs queued earlier from this socket
+    (a loaded machine can run a short job between two asks) are passed over."""
     s.sendto(osc_server.build(address, list(args)), ("127.0.0.1", port))
-    m = OscMessage(s.recvfrom(65536)[0])
-    return m.address, list(m.params)
+    while True:
+        m = OscMessage(s.recvfrom(65536)[0])
+        if m.address not in JOB_EVENTS:
+            return m.address, list(m.params)
 
 
 # -- framing ----------------------------------------------------------------------------------------------------
