@@ -154,11 +154,20 @@ def test_curve_beyond_loopback(tmp_path):
         assert d.info.curve_server_key
         ch = d.channel(timeout=10, client_keys=(pub, sec))
         assert ch.request("ping")["pid"] == d.proc.pid
+        # Refusals are named at once (from the handshake events), not a timeout: the timeout here is
+        # long on purpose, so a ReplyTimeout would fail the test.
         other = zmq.curve_keypair()
-        stranger = wire.Channel(d.info, timeout=1.5, client_keys=other)
-        with pytest.raises(wire.ReplyTimeout):
+        stranger = wire.Channel(d.info, timeout=60, client_keys=other)
+        with pytest.raises(wire.WireError) as err:
             stranger.request("ping")
+        assert err.value.code == "not_allowed" and other[0].decode() in str(err.value)
+        assert "not allowed on" in str(err.value)
         stranger.close()
+        plain = wire.Channel(d.info.model_copy(update={"curve_server_key": None}), timeout=60)
+        with pytest.raises(wire.WireError) as err:
+            plain.request("ping")
+        assert err.value.code == "curve_required", str(err.value)
+        plain.close()
         with pytest.raises(wire.WireError):
             wire.Channel(d.info)  # no client keys for a Curve daemon
     finally:
