@@ -352,9 +352,10 @@ def _load_or_create_keypair(folder: Path, name: str) -> tuple[bytes, bytes]:
     return public, secret
 
 
-def server_keypair(runtime_dir: Path) -> tuple[bytes, bytes]:
-    """The daemon's CurveZMQ key pair (Z85), kept in ``<runtime>/curve`` (user-only)."""
-    return _load_or_create_keypair(Path(runtime_dir) / "curve", "server")
+def server_keypair(config_dir: Path) -> tuple[bytes, bytes]:
+    """The daemon's CurveZMQ key pair (Z85), kept in ``<config>/curve`` (user-only) so that it survives
+    reboots: workstations' profiles name its public key."""
+    return _load_or_create_keypair(Path(config_dir) / "curve", "server")
 
 
 def client_keypair(config_dir: Path) -> tuple[bytes, bytes]:
@@ -489,7 +490,16 @@ class Channel:
                              f"{pub} is not in the host's curve_allow)", field="curve_allow",
                              wanted="on the host, add the output of 'unimoe-audio keys' here to curve_allow "
                              "and restart its daemon")
-        if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+        if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+            # The peer may simply have closed first (a Curve server drops a plain client, which then sees
+            # EPIPE): the next attempt (ZeroMQ reconnects every 100 ms) may report the precise reason. Only
+            # repeated bare failures are named; a plain handshake fails only against a Curve daemon.
+            self._bare_failures += 1
+            if self._bare_failures < (3 if self.info.curve_server_key else 2):
+                return None
+        mismatch = (event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                    and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+        if mismatch or (event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and not self.info.curve_server_key):
             if self.info.curve_server_key:
                 return WireError("curve_required", f"the daemon on {where} does not use CurveZMQ, but this "
                                  "connection expects it (a stale profile?)", field="curve_server_key",
@@ -498,12 +508,6 @@ class Channel:
                              "and this connection has no server key", field="curve_server_key",
                              wanted="a profile from the host ('unimoe-audio remote export' there, "
                              "'unimoe-audio remote add' here)")
-        if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-            # The peer may simply have closed first: the next attempt (ZeroMQ reconnects every 100 ms)
-            # usually reports the precise reason. Only repeated bare failures are named as such.
-            self._bare_failures += 1
-            if self._bare_failures < 3:
-                return None
         if event in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
             return WireError("handshake_failed", f"the connection handshake with {where} failed (ZeroMQ event "
                              f"{event:#x}, value {value:#x}): the host's server key may have changed",
