@@ -100,7 +100,10 @@ class Transport:
                 allowed = remote.load_allowed_keys(s.curve_allow)
             except remote.RemoteSetupError as exc:
                 raise StartupError(str(exc)) from None
-            log.info("CurveZMQ on: %d client key(s) allowed", len(allowed))
+            # This user's own client key (same config folder, which also holds the server's secret) is
+            # allowed too, so the CLI, panel and scripts on the host itself keep working.
+            allowed.add(wire.client_keypair(s.config_path)[0])
+            log.info("CurveZMQ on: %d client key(s) allowed (curve_allow and this host's own)", len(allowed))
 
             class _Keys:
                 def callback(self, domain: str, key: bytes) -> bool:  # key: Z85
