@@ -298,7 +298,8 @@ class Client:
         self._notice = notice or (lambda m: print(f"unimoe-audio: {m}", file=sys.stderr, flush=True))
         self.started_daemon = False
         self.remote = bool(self.settings.remote)
-        self._wanted: dict[str, tuple[Path, str | None]] = {}
+        self._wanted: dict[str, tuple[Path, str | None]] = {}  # remote: job -> (local folder, name) asked for
+        self._delivered: dict[str, str] = {}  # remote: job -> its local copy
         if self.remote:
             self.info = self._connect_remote(min(10.0, connect_timeout))
             self.channel = wire.Channel.open(self.info, self.settings, timeout=timeout)
@@ -527,17 +528,30 @@ class Client:
         except P.ProtocolError as exc:
             raise _from_protocol_error(exc, f"fetch of job {job_id}: ") from None
 
+    def local_path(self, job_id: str, path: str) -> str:
+        """Where a done job's audio is on this machine. Local daemon: ``path`` itself. Remote host: the
+        file (and its sidecar) fetched once — to the ``output`` this client asked for, else into this
+        machine's output folder under the host's file name — and that copy's path. For callers that
+        follow jobs by events or polling (the panel, host scripts); :meth:`wait` does it already."""
+        if not self.remote:
+            return path
+        done = self._delivered.get(job_id)
+        if done is not None and Path(done).is_file():
+            return done
+        folder, name = self._wanted.get(job_id, (self.settings.output_path, None))
+        dest = folder / (f"{name}.wav" if name else Path(path).name)
+        self.fetch(job_id, dest)
+        with contextlib.suppress(ClientError):
+            self.fetch(job_id, dest.with_suffix(".json"), part="sidecar")
+        self._wanted.pop(job_id, None)
+        self._delivered[job_id] = str(dest)
+        return str(dest)
+
     def _bring_home(self, res: GenerationResult) -> GenerationResult:
-        host_name = Path(res.path).name
-        folder, name = self._wanted.pop(res.job_id, (self.settings.output_path, None))
-        dest = folder / (f"{name}.wav" if name else host_name)
-        self.fetch(res.job_id, dest)
-        sidecar = ""
-        if res.sidecar:
-            with contextlib.suppress(ClientError):
-                self.fetch(res.job_id, dest.with_suffix(".json"), part="sidecar")
-                sidecar = str(dest.with_suffix(".json"))
-        return res.model_copy(update={"path": str(dest), "sidecar": sidecar, "host_path": res.path})
+        local = Path(self.local_path(res.job_id, res.path))
+        sidecar = local.with_suffix(".json")
+        return res.model_copy(update={"path": str(local), "sidecar": str(sidecar) if sidecar.is_file() else "",
+                                      "host_path": res.path})
 
     def _host_result(self, job_id: str, final: JobUpdate) -> GenerationResult:
         ev = final.event
