@@ -300,6 +300,7 @@ class Client:
         self.remote = bool(self.settings.remote)
         self._wanted: dict[str, tuple[Path, str | None]] = {}  # remote: job -> (local folder, name) asked for
         self._delivered: dict[str, str] = {}  # remote: job -> its local copy
+        self._host_paths: dict[str, str] = {}  # remote: job -> where the host wrote it
         if self.remote:
             self.info = self._connect_remote(min(10.0, connect_timeout))
             self.channel = wire.Channel.open(self.info, self.settings, timeout=timeout)
@@ -433,8 +434,26 @@ class Client:
         """The job's updates, in order, ending with its final one (done, failed or cancelled).
 
         Subscribes first, then asks for a snapshot, so nothing is missed; while no event arrives it asks
-        for a snapshot every ``poll`` seconds, which also notices a daemon that went away.
+        for a snapshot every ``poll`` seconds, which also notices a daemon that went away. From a remote
+        host, the ``done`` update's path is the local copy (see :meth:`local_path`), so the panel and
+        scripts that follow updates get a file on this machine.
         """
+        for upd in self._host_updates(job_id, timeout=timeout, poll=poll):
+            if self.remote and upd.kind == "done" and isinstance(upd.event, P.DoneEvent):
+                upd.event = self._localize_done(job_id, upd.event)
+            yield upd
+
+    def _localize_done(self, job_id: str, ev: P.DoneEvent) -> P.DoneEvent:
+        try:
+            local = self.local_path(job_id, ev.path)
+        except ClientError as exc:  # e.g. the host removed the file: the host path stays, said once
+            self._notice(f"job {job_id}: its audio could not be fetched from {self.info.name}: {exc}")
+            return ev
+        self._host_paths[job_id] = ev.path
+        side = Path(local).with_suffix(".json")
+        return ev.model_copy(update={"path": local, "sidecar": str(side) if side.is_file() else ""})
+
+    def _host_updates(self, job_id: str, *, timeout: float | None, poll: float) -> Iterator[JobUpdate]:
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             sub = self.channel.subscribe([P.job_topic(job_id)])
@@ -548,10 +567,11 @@ class Client:
         return str(dest)
 
     def _bring_home(self, res: GenerationResult) -> GenerationResult:
-        local = Path(self.local_path(res.job_id, res.path))
+        host_path = self._host_paths.get(res.job_id, res.path)
+        local = Path(self.local_path(res.job_id, host_path))
         sidecar = local.with_suffix(".json")
         return res.model_copy(update={"path": str(local), "sidecar": str(sidecar) if sidecar.is_file() else "",
-                                      "host_path": res.path})
+                                      "host_path": host_path})
 
     def _host_result(self, job_id: str, final: JobUpdate) -> GenerationResult:
         ev = final.event

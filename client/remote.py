@@ -61,9 +61,12 @@ def is_z85_key(text: str) -> bool:
 def _keys_in_file(path: Path) -> list[str]:
     keys = []
     for n, line in enumerate(path.read_text("utf-8", "replace").splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
+        # Z85 uses '#', so only a line that starts with '#' is a comment; after the key (which has no
+        # spaces) anything following whitespace is a note ("KEY  # alice's laptop").
+        words = line.split()
+        if not words or words[0].startswith("#") and not is_z85_key(words[0]):
             continue
+        line = words[0]
         if not is_z85_key(line):
             raise RemoteSetupError(f"curve_allow: {path}:{n} is not a Z85 public key (40 characters, as "
                                    "'unimoe-audio keys' prints)")
@@ -72,7 +75,7 @@ def _keys_in_file(path: Path) -> list[str]:
 
 
 def load_allowed_keys(entries: Iterable[str]) -> set[bytes]:
-    """The client keys of ``curve_allow``: Z85 strings, files of keys (one a line, ``#`` comments), or
+    """The client keys of ``curve_allow``: Z85 strings, files of keys (one a line; ``#`` comment lines), or
     folders of ``*.public`` files. Raises RemoteSetupError naming the bad entry."""
     keys: set[str] = set()
     for entry in entries:

@@ -119,7 +119,7 @@ def host(netns, tmp_path_factory):
                                 env=env, stdout=fh, stderr=subprocess.STDOUT)
     conn = hhome / "run" / "daemon.json"
     try:
-        wait_for(conn.exists, 180, "the daemon's connection file", proc, out)
+        wait_for(conn.exists, 180, "the daemon's connection file", proc, hhome / "logs" / "daemon.log")
         profile = root / "studio.json"
         r = cli(NS_HOST, hhome, "remote", "export", str(profile), "--address", ADDR_HOST, "--json")
         assert r.returncode == 0, r.stderr
@@ -182,7 +182,11 @@ c = Client(load_settings(home={str(host['ws'])!r}, remote="studio"), auto_start=
 job = c.music("evolving pad", seconds=3, stream_partial=True)
 parts = [p.path for p in job.stream(timeout=600)]
 res = job.wait(timeout=60)
-print(json.dumps({{"parts": parts, "path": res.path, "host_path": res.host_path}}))
+# Following a job by its updates (as the panel does): the done update names the local copy.
+job2 = c.music("short", seconds=0.5)
+final = list(job2.updates(timeout=600))[-1]
+print(json.dumps({{"parts": parts, "path": res.path, "host_path": res.host_path, "followed": final.event.path,
+                  "followed_host": c.job(job2.id).result.path}}))
 """
     r = in_ns(NS_WS, [sys.executable, "-c", code], timeout=900)
     assert r.returncode == 0, r.stderr
@@ -191,6 +195,9 @@ print(json.dumps({{"parts": parts, "path": res.path, "host_path": res.host_path}
     for p in out["parts"]:
         assert Path(p).is_relative_to(host["ws"]) and Path(p).read_bytes()[:4] == b"RIFF"
     assert Path(out["path"]).is_relative_to(host["ws"]) and _sha(Path(out["path"])) == _sha(Path(out["host_path"]))
+    followed, followed_host = Path(out["followed"]), Path(out["followed_host"])
+    assert followed.is_relative_to(host["ws"]) and followed_host.is_relative_to(host["home"])
+    assert _sha(followed) == _sha(followed_host)
 
 
 def test_unknown_key_and_plain_client_are_refused_by_name(host):

@@ -110,10 +110,16 @@ def test_a_profile_whose_host_does_not_answer(tmp_path):
 
 def test_allow_list_takes_strings_files_and_folders(tmp_path):
     keys = [zmq.curve_keypair()[0].decode() for _ in range(4)]
+    for _ in range(10_000):  # about 40% of keys hold a '#' (a Z85 character), not a comment
+        hashed = zmq.curve_keypair()[0].decode()
+        if "#" in hashed[:20]:
+            break
+    assert "#" in hashed[:20]
+    keys.append(hashed)
     one = tmp_path / "alice.public"
     one.write_text(keys[1] + "\n")
     many = tmp_path / "team.txt"
-    many.write_text(f"# the studio\n{keys[2]}  # bob\n\n")
+    many.write_text(f"# the studio\n{keys[2]}  # bob\n\n{keys[4]}\n")
     folder = tmp_path / "keys"
     folder.mkdir()
     (folder / "carol.public").write_text(keys[3])
