@@ -388,14 +388,25 @@ class Client:
             time.sleep(0.05)
 
     # -- submitting -------------------------------------------------------------------------------
-    def submit_request(self, request: P.SubmitRequest) -> "Job":
+    def submit_request(self, request: P.SubmitRequest, *, retries: int = 1) -> "Job":
+        """Submit one job. Every submit carries an idempotency key (``request_id``, a fresh one unless the
+        request has its own), so a submit retried after a timeout (``retries`` times, the daemon alive)
+        gets the first job back instead of rendering twice."""
         wanted: tuple[Path, str | None] | None = None
         if self.remote and request.output.folder:
             # The folder is this machine's: the host writes into its own output folder (under the same
             # name), and wait() brings the file here.
             wanted = (Path(request.output.folder), request.output.name)
             request = request.model_copy(update={"output": request.output.model_copy(update={"folder": None})})
-        reply = self._call("submit", request)
+        if request.request_id is None:
+            request = request.model_copy(update={"request_id": wire.new_id()})
+        for attempt in range(retries + 1):
+            try:
+                reply = self._call("submit", request)
+                break
+            except DaemonUnavailable as exc:
+                if exc.code != "timeout" or attempt == retries:
+                    raise
         assert isinstance(reply, P.SubmitReply)
         if wanted is not None:
             self._wanted[reply.job_id] = wanted
