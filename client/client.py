@@ -350,8 +350,19 @@ class Client:
             time.sleep(0.05)
 
     # -- submitting -------------------------------------------------------------------------------
-    def submit_request(self, request: P.SubmitRequest) -> "Job":
-        reply = self._call("submit", request)
+    def submit_request(self, request: P.SubmitRequest, *, retries: int = 1) -> "Job":
+        """Submit one job. Every submit carries an idempotency key (``request_id``, a fresh one unless the
+        request has its own), so a submit retried after a timeout (``retries`` times, the daemon alive)
+        gets the first job back instead of rendering twice."""
+        if request.request_id is None:
+            request = request.model_copy(update={"request_id": wire.new_id()})
+        for attempt in range(retries + 1):
+            try:
+                reply = self._call("submit", request)
+                break
+            except DaemonUnavailable as exc:
+                if exc.code != "timeout" or attempt == retries:
+                    raise
         assert isinstance(reply, P.SubmitReply)
         return Job(self, reply.job_id, task=request.spec.task, position=reply.position, request=request)
 

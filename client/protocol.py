@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from fractions import Fraction
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 PROTOCOL_VERSION = "1.0"
 PROTOCOL_MAJOR = 1
@@ -72,7 +72,8 @@ def now_iso() -> str:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+    # allow_inf_nan=False: NaN/inf are "not a finite number" (OSC floats can carry them), not a range error.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False, allow_inf_nan=False)
 
 
 class _Loose(BaseModel):
@@ -83,12 +84,25 @@ class _Loose(BaseModel):
 # Header
 # ---------------------------------------------------------------------------------------------------
 class Header(_Loose):
+    """Field types: docs/protocol.md, "Frames and signing". A received header must carry msg_id, msg_type
+    and protocol_version (client/wire.py checks); defaults here serve the sender."""
+
     msg_id: str = Field(default_factory=new_id, min_length=1, max_length=128)
     msg_type: str = Field(min_length=1, max_length=64)
-    protocol_version: str = PROTOCOL_VERSION
+    protocol_version: str = Field(PROTOCOL_VERSION, min_length=1, max_length=16)
     session: str = Field("", max_length=128, description="Client session id (one per client process).")
-    date: str = Field(default_factory=now_iso)
-    parent_id: str | None = Field(None, description="On replies: the msg_id of the request answered.")
+    date: AwareDatetime = Field(default_factory=lambda: datetime.now(timezone.utc),
+                                description="When the message was made: ISO-8601 with a time zone.")
+    parent_id: str | None = Field(None, min_length=1, max_length=128,
+                                  description="On replies: the msg_id of the request answered.")
+
+    @field_validator("date", mode="before")
+    @classmethod
+    def _iso_date(cls, v: Any) -> Any:
+        # pydantic would also take a number (Unix time); the wire says ISO-8601 text.
+        if not isinstance(v, (str, datetime)):
+            raise ValueError("date must be an ISO-8601 date-time string with a time zone")
+        return v
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -230,6 +244,15 @@ class SubmitRequest(_Strict):
     output: OutputOptions = Field(default_factory=OutputOptions)
     stream_partial: bool = Field(False, description="Publish 'partial' events with a path to the audio so far.")
     tag: str | None = Field(None, max_length=200, description="Free text echoed in the job (caller's own id).")
+    request_id: str | None = Field(
+        None, min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="Idempotency key: a submit repeating a request_id seen within the daemon's window "
+        "(IDEMPOTENCY_WINDOW_S) gets the first job back instead of a new one. Clients send a fresh one per "
+        "render and the same one when they retry it.")
+
+
+#: How long the daemon remembers a submit's request_id (seconds).
+IDEMPOTENCY_WINDOW_S = 24 * 3600.0
 
 
 class StatusRequest(_Strict):
@@ -336,6 +359,8 @@ class SubmitReply(_Loose):
     state: JobState = "queued"
     position: int = 0
     eta_s: float | None = None
+    repeat: bool = Field(False, description="True when request_id matched an earlier submit: job_id is that "
+                         "job's, state its current state, and no new job was made.")
 
 
 class MemoryInfo(_Loose):

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import zmq
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .protocol import (
     IDENT,
@@ -64,6 +64,7 @@ OSC_PROGRESS = "/unimoe/progress"  # job_id fraction stage tag
 OSC_DONE = "/unimoe/done"  # job_id path seconds tag
 OSC_FAILED = "/unimoe/failed"  # job_id code message tag
 OSC_CANCELLED = "/unimoe/cancelled"  # job_id tag
+OSC_CANCEL_REPLY = "/unimoe/cancel-reply"  # job_id state tag: cancel of a job already done or failed
 OSC_ERROR = "/unimoe/error"  # code message field tag
 OSC_STATE = "/unimoe/state"  # state model queue_length tiny(0|1)
 
@@ -114,6 +115,37 @@ def sign(key: bytes | str, header: bytes, content: bytes) -> bytes:
     return mac.hexdigest().encode("ascii")
 
 
+#: How the frames of a message must look (said in errors about them).
+FRAMES_WANTED = ("[routing frames...] then exactly 4 frames: 'unimoe-audio/1', the hex HMAC-SHA256 signature, "
+                 "the header JSON, the content JSON")
+#: Header fields a received message must carry, and the type of every header field (docs/protocol.md).
+REQUIRED_HEADER_FIELDS = ("msg_id", "msg_type", "protocol_version")
+HEADER_FIELD_TYPES = {
+    "msg_id": "a string of 1-128 characters, unique per message",
+    "msg_type": "a string of 1-64 characters naming the message type",
+    "protocol_version": "a string 'MAJOR.MINOR', e.g. '1.0'",
+    "session": "a string of at most 128 characters",
+    "date": "an ISO-8601 date-time with a time zone, e.g. '2026-01-02T03:04:05.678+00:00'",
+    "parent_id": "a string of 1-128 characters (replies: the request's msg_id) or null",
+}
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (numbers must be finite)")
+
+
+def _loads(frame: bytes, which: str) -> Any:
+    """A JSON frame; any undecodable frame (not UTF-8, not JSON, NaN/Infinity, nested deeper than the
+    decoder allows) is a typed bad_message, never an internal error."""
+    try:
+        return json.loads(frame, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WireError("bad_message", f"{which} frame is not JSON: {exc}", field=which) from None
+    except RecursionError:
+        raise WireError("bad_message", f"{which} frame is nested too deeply", field=which,
+                        wanted="JSON nested at most a few hundred levels") from None
+
+
 def _json(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
@@ -156,8 +188,7 @@ def split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
     for i, frame in enumerate(frames):
         if frame == IDENT:
             return frames[:i], frames[i:]
-    raise WireError("bad_message", "no protocol delimiter frame " + IDENT.decode(), field="frames",
-                    wanted="[IDENT, signature, header, content]")
+    raise WireError("bad_message", f"no {IDENT.decode()!r} frame", field="frames", wanted=FRAMES_WANTED)
 
 
 def deserialize(frames: list[bytes], *, key: bytes | None, max_bytes: int | None = None,
@@ -166,15 +197,15 @@ def deserialize(frames: list[bytes], *, key: bytes | None, max_bytes: int | None
 
     Raises :class:`WireError` (too_large, bad_message, bad_signature, version_mismatch).
     """
+    envelope, body = split_envelope(frames)
     if max_bytes is not None:
-        size = sum(len(f) for f in frames)
+        size = sum(len(f) for f in body)  # the routing envelope is ZeroMQ's, not the sender's
         if size > max_bytes:
             raise WireError("too_large", f"message of {size} bytes is over the limit", field="content",
                             wanted=f"at most {max_bytes} bytes")
-    envelope, body = split_envelope(frames)
     if len(body) != 4:
         raise WireError("bad_message", f"wanted 4 frames after the delimiter, got {len(body)}", field="frames",
-                        wanted="[IDENT, signature, header, content]")
+                        wanted=FRAMES_WANTED)
     _, sig, hb, cb = body
     if check_signature:
         if key is None:
@@ -184,23 +215,24 @@ def deserialize(frames: list[bytes], *, key: bytes | None, max_bytes: int | None
         if not hmac.compare_digest(sig, sign(key, hb, cb)):
             raise WireError("bad_signature", "signature does not match", field="signature",
                             wanted="HMAC-SHA256 hex of header+content with the connection file key")
-    try:
-        raw_header = json.loads(hb)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise WireError("bad_message", f"header frame is not JSON: {exc}", field="header") from None
-    try:
-        content = json.loads(cb)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise WireError("bad_message", f"content frame is not JSON: {exc}", field="content") from None
+    raw_header = _loads(hb, "header")
+    content = _loads(cb, "content")
     if not isinstance(raw_header, dict):
         raise WireError("bad_message", "header must be a JSON object", field="header", wanted="object")
     if not isinstance(content, dict):
         raise WireError("invalid_input", "content must be a JSON object", field="content", wanted="object")
+    for name in REQUIRED_HEADER_FIELDS:
+        if name not in raw_header:
+            raise WireError("bad_message", f"the header has no {name}", field=f"header.{name}",
+                            wanted=HEADER_FIELD_TYPES[name])
     try:
         header = Header.model_validate(raw_header)
-    except Exception as exc:  # pydantic ValidationError
-        raise WireError("bad_message", f"bad header: {exc}".splitlines()[0], field="header",
-                        wanted="msg_id, msg_type, protocol_version, session, date") from None
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        name = ".".join(str(p) for p in err.get("loc", ()))
+        raise WireError("bad_message", f"bad header field: {err.get('msg', 'invalid')}",
+                        field=f"header.{name}" if name else "header",
+                        wanted=HEADER_FIELD_TYPES.get(name, "see docs/protocol.md, Frames")) from None
     try:
         check_version(header.protocol_version)
     except ProtocolError as exc:
@@ -229,6 +261,8 @@ class ConnectionInfo(BaseModel):
     curve_server_key: str | None = Field(None, description="Z85 public key of the daemon when CurveZMQ is on.")
     started: float = 0.0
     model: str = ""
+    max_message_bytes: int | None = Field(None, description="Largest request the daemon takes (bytes, all frames); "
+                                          "clients refuse to send a bigger one (too_large) without asking.")
 
     @property
     def key_bytes(self) -> bytes:
@@ -316,6 +350,8 @@ def remove_connection_file(path: Path, pid: int | None = None) -> bool:
 
 
 def pid_alive(pid: int) -> bool:
+    """True while process ``pid`` runs. An exited process not yet reaped by its parent (a zombie: a
+    detached daemon waits for init, which may reap late) is not alive."""
     if pid <= 0:
         return False
     try:
@@ -324,7 +360,12 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            # "pid (comm) state ...": comm may hold spaces and parentheses, so split after the last ')'
+            return fh.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True  # no /proc (macOS, Windows): kill(0) is all we know
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -447,6 +488,13 @@ class Channel:
         timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         frames, header = serialize(msg_type, content, key=self.key, session=self.session)
+        limit = self.info.max_message_bytes
+        size = sum(len(f) for f in frames)
+        if limit is not None and size > limit:
+            # The daemon would answer too_large, or (past its hard limit) ZeroMQ would drop the connection
+            # with no answer at all: refuse here, with the same typed error, before sending.
+            raise WireError("too_large", f"message of {size} bytes is over the daemon's limit", field="content",
+                            wanted=f"at most {limit} bytes (max_message_bytes)")
         with self._locks[which]:
             sock = self._socket(which)
             sock.sndtimeo = max(1, int(timeout * 1000))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..client import wire
 from ..client.protocol import (
+    IDEMPOTENCY_WINDOW_S,
     CancelReply,
     CancelRequest,
     JobReply,
@@ -103,6 +104,10 @@ class Handlers:
         d = self.d
         if d.stopping:
             raise ProtocolError("shutting_down", "the daemon is stopping; submit again after it restarts")
+        if req.request_id is not None:
+            first = self.repeat_of(req)
+            if first is not None:
+                return first, None
         self.check_submit(req)
         job_id = wire.new_id()
         osc_reply = None
@@ -110,7 +115,7 @@ class Handlers:
             (host, port), tag, progress = osc
             osc_reply = [host, port, tag, progress]
         ok = d.store.add(job_id, req.spec.task, req.priority, dump(req), tag=req.tag, batch_key=batch_key(req),
-                         osc_reply=osc_reply, max_queue=d.settings.max_queue)
+                         osc_reply=osc_reply, max_queue=d.settings.max_queue, request_id=req.request_id)
         if not ok:
             raise ProtocolError("busy", f"the queue is full ({d.settings.max_queue} jobs waiting)", field="queue",
                                 wanted="retry when jobs finish (max_queue)")
@@ -126,6 +131,21 @@ class Handlers:
             d.worker.wake()
 
         return SubmitReply(job_id=job_id, state="queued", position=position, eta_s=eta), after
+
+    def repeat_of(self, req: SubmitRequest) -> SubmitReply | None:
+        """The first job of a repeated submit (same request_id within the window), or None. The same key
+        on a different request is refused: a client bug must not silently get someone else's audio."""
+        d = self.d
+        row = d.store.by_request_id(req.request_id, since=time.time() - IDEMPOTENCY_WINDOW_S)
+        if row is None:
+            return None
+        if json.loads(row["request"]) != dump(req):
+            raise ProtocolError("invalid_input", "this request_id was already used for a different request",
+                                field="request_id", wanted="a fresh request_id for each new render")
+        info = self.job_info(row, with_request=False)
+        log.info("job %s: repeated submit (request_id %s) answered with the first job", row["id"], req.request_id)
+        return SubmitReply(job_id=row["id"], state=row["state"], position=info.position or 0, eta_s=info.eta_s,
+                           repeat=True)
 
     def job_info(self, row: dict[str, Any], with_request: bool = True) -> Any:
         d = self.d

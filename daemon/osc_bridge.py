@@ -36,7 +36,7 @@ class OscBridge:
                 self.handle_message(address, args, sender)
 
     def handle_message(self, address: str, args: list[Any], sender: tuple[str, int]) -> None:
-        reply_to, tag = sender, ""
+        reply_to, tag = osc_server.routing(address, args, sender)
         try:
             oreq = osc_server.parse(address, args, sender)
             reply_to, tag = oreq.reply_to, oreq.tag

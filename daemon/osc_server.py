@@ -6,6 +6,7 @@ Address space and argument conventions: docs/protocol.md, "OSC".
 """
 from __future__ import annotations
 
+import math
 import socket
 from typing import Any
 
@@ -56,7 +57,14 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "normalize": ("output", "normalize"),
     "fit_length": ("output", "fit_length"),
     "priority": ("priority",),
+    "request_id": ("request_id",),  # idempotency key: a resent datagram makes no second job
 }
+# The OSC type each key takes, as the ZeroMQ schema types the field it fills (client/protocol.py).
+_FLOAT = ("seconds", "min_seconds", "max_seconds", "cfg_scale", "temperature", "top_p", "eos_factor", "tempo_bpm",
+          "in", "out", "frames_per_second", "loudness_lufs", "true_peak_db")
+_INT = ("frames", "seed", "top_k", "bars", "max_frames", "sample_rate", "channels", "bit_depth", "priority")
+_FLAG = ("normalize", "fit_length", "progress")
+_NUMBER_OR_STRING = ("fps",)  # 25, 29.97 or "24000/1001"
 _REPLY_KEYS = ("reply_port", "reply_host", "tag", "progress")
 _FIELD_TO_KEY = {".".join(v): k for k, v in _KEYS.items()}
 _FIELD_TO_KEY.update({"spec.text": "text", "spec.caption": "caption", "spec.video": "video", "job_id": "job_id"})
@@ -89,6 +97,69 @@ def _set(d: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     for p in path[:-1]:
         d = d.setdefault(p, {})
     d[path[-1]] = value
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def typed(key: str, v: Any) -> Any:
+    """An OSC argument checked against the type of the field it fills; ProtocolError naming the key."""
+    if key in _FLOAT or (key in _NUMBER_OR_STRING and not isinstance(v, str)):
+        if not _is_number(v):
+            raise ProtocolError("invalid_input", f"{key} must be a number, got {_osc_kind(v)}", field=key,
+                                wanted="a number (f or i)")
+        if not math.isfinite(v):
+            raise ProtocolError("invalid_input", f"{key} must be a finite number, got {v}", field=key,
+                                wanted="a finite number (f or i)")
+        return v
+    if key in _INT:
+        if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+            return int(v)  # Max and TouchOSC often send whole numbers as floats
+        if not _is_number(v) or isinstance(v, float):
+            raise ProtocolError("invalid_input", f"{key} must be a whole number, got {_osc_kind(v)}"
+                                + (f" {v}" if isinstance(v, float) else ""), field=key, wanted="an int (i)")
+        return v
+    if key in _FLAG:
+        if isinstance(v, bool) or (isinstance(v, int) and v in (0, 1)):
+            return bool(v)
+        raise ProtocolError("invalid_input", f"{key} must be 0 or 1, got {_osc_kind(v)} {v!r}", field=key,
+                            wanted="0 or 1 (i), or T/F")
+    if not isinstance(v, str):
+        raise ProtocolError("invalid_input", f"{key} must be a string, got {_osc_kind(v)}", field=key,
+                            wanted="a string (s)")
+    return v
+
+
+def _osc_kind(v: Any) -> str:
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int):
+        return "an int"
+    if isinstance(v, float):
+        return "a float"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, (bytes, bytearray)):
+        return "a blob"
+    return f"a {type(v).__name__}"
+
+
+def routing(address: str, args: list[Any], sender: tuple[str, int]) -> tuple[tuple[str, int], str]:
+    """Where a request's replies go and its tag, read leniently (never raises), so that an error about
+    any other argument still reaches ``reply_host:reply_port`` with the tag."""
+    n = len((_TASKS.get(address) or _SIMPLE.get(address) or ("", ()))[1])
+    host, port, tag = sender[0], sender[1], ""
+    rest = args[n:]
+    for i in range(0, len(rest) - 1, 2):
+        k, v = rest[i], rest[i + 1]
+        if k == "reply_port" and isinstance(v, int) and not isinstance(v, bool) and 0 < v < 65536:
+            port = v
+        elif k == "reply_host" and isinstance(v, str):
+            host = v
+        elif k == "tag" and isinstance(v, str):
+            tag = v
+    return (host, port), tag
 
 
 def parse(address: str, args: list[Any], sender: tuple[str, int]) -> OscRequest:
@@ -130,14 +201,14 @@ def parse(address: str, args: list[Any], sender: tuple[str, int]) -> OscRequest:
                 raise ProtocolError("invalid_input", "reply_host must be a string", field="reply_host", wanted="s")
             reply_host = v
         elif k == "tag":
-            tag = str(v)
+            tag = typed("tag", v)
         elif k == "progress":
-            progress = bool(v)
+            progress = typed("progress", v)
         elif task in ("ping", "status", "cancel") or k not in _KEYS:
             raise ProtocolError("invalid_input", f"unknown key {k!r} for {address}", field=k,
                                 wanted=", ".join(_REPLY_KEYS + (tuple(_KEYS) if task in ("speech", "music", "video_score") else ())))
         else:
-            _set(content, _KEYS[k], v)
+            _set(content, _KEYS[k], typed(k, v))
     if task in ("ping", "status"):
         return OscRequest(task, {}, (reply_host, reply_port), tag, progress)
     if task == "cancel":
@@ -183,7 +254,8 @@ def reply_messages(msg_type: str, reply: dict[str, Any], tag: str) -> list[tuple
             return [(wire.OSC_CANCELLED, [reply["job_id"], tag])]
         if reply.get("pending"):
             return []  # /unimoe/cancelled follows when the running job stops
-        return [(wire.OSC_ERROR, ["not_cancellable", f"job {reply['job_id']} is already {state}", "job_id", tag])]
+        # Already finished (done or failed): not an error, as over ZeroMQ (cancel_reply{state, was}).
+        return [(wire.OSC_CANCEL_REPLY, [reply["job_id"], state, tag])]
     return []
 
 

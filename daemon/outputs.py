@@ -80,6 +80,38 @@ def remove_job_temps(folder: Path, job_id: str) -> None:
                 p.unlink()
 
 
+# Our temp names: ".unimoe-<job>.tmp.wav", write_wav's ".<that stem>.<random>.tmp.wav", sidecar
+# placeholders ".unimoe-<job>.<random>.json.tmp" and sidecar rewrites ".unimoe-<random>.json.tmp".
+_TEMP = re.compile(r"^\.{1,2}unimoe-(?:([0-9a-f]{32})(?=\.))?.*\.(?:tmp\.wav|json\.tmp)$")
+FOREIGN_TEMP_AGE_S = 3600.0
+
+
+def clean_stale_temps(folder: Path, job_state: Any, *, foreign_age_s: float = FOREIGN_TEMP_AGE_S) -> list[Path]:
+    """At daemon start (before any job runs): remove the hidden temp files a killed daemon left in
+    ``folder``. A temp naming a job this daemon knows (``job_state(id)`` not None) is stale now; one naming
+    no job of ours may belong to another daemon writing to the same folder, so it goes only when older
+    than ``foreign_age_s``. Returns the paths removed."""
+    removed: list[Path] = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for e in entries:
+        m = _TEMP.match(e.name)
+        if not m or not e.is_file(follow_symlinks=False):
+            continue
+        ours = m.group(1) is not None and job_state(m.group(1)) is not None
+        try:
+            if not ours and now - e.stat(follow_symlinks=False).st_mtime < foreign_age_s:
+                continue
+            os.unlink(e.path)
+            removed.append(Path(e.path))
+        except OSError:
+            continue
+    return removed
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -208,7 +240,8 @@ def write_output(
             tmp.unlink()
     seconds = x.shape[-1] / out_rate
     result = {"path": str(final), "sidecar": str(final.with_suffix(".json")), "seconds": seconds,
-              "sample_rate": out_rate, "channels": channels, "bit_depth": bit_depth}
+              "sample_rate": out_rate, "channels": channels, "bit_depth": bit_depth,
+              "loudness_lufs": _output_lufs(info)}
     side = dict(sidecar)
     side["output"] = {**result, "normalize": opts.normalize, "loudness_lufs": lufs if opts.normalize else None,
                       "true_peak_db": tp, "samples": int(x.shape[-1]), "fit_length": target is not None,
@@ -217,6 +250,15 @@ def write_output(
     side.setdefault("written", time.time())
     _write_json_atomic(final.with_suffix(".json"), side)
     return result
+
+
+def _output_lufs(info: dict[str, Any]) -> float | None:
+    """The written file's integrated loudness (LUFS): measured input + the gain applied; None when not
+    normalized or silent."""
+    norm = info.get("loudness") or {}
+    if norm.get("input_lufs") is None:
+        return None
+    return round(float(norm["input_lufs"]) + float(norm["gain_db"]), 2)
 
 
 def write_partial(audio: np.ndarray, sample_rate: int, folder: Path, job_id: str, index: int) -> Path:

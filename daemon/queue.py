@@ -8,7 +8,9 @@ Each thread gets its own connection (the main loop inserts and cancels, the work
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -44,16 +46,32 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_by_queue ON jobs (state, priority DESC, seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
+# Added after the first release: a database made before gets the column on open.
+_MIGRATIONS = (
+    ("request_id", "ALTER TABLE jobs ADD COLUMN request_id TEXT"),
+)
+_INDEXES = "CREATE INDEX IF NOT EXISTS jobs_by_request_id ON jobs (request_id) WHERE request_id IS NOT NULL;"
 
 
 class JobStore:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # User-only: the queue holds every request (texts, paths). SQLite gives its -wal/-shm files the
+        # main file's mode, so setting it before the first connection covers all three.
+        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+        with contextlib.suppress(OSError):
+            os.chmod(self.path, 0o600)
         self._local = threading.local()
         self._lock = threading.RLock()  # serializes multi-statement transactions across threads
         with self._lock:
-            self._db().executescript(_SCHEMA)
+            db = self._db()
+            db.executescript(_SCHEMA)
+            have = {r[1] for r in db.execute("PRAGMA table_info(jobs)")}
+            for column, sql in _MIGRATIONS:
+                if column not in have:
+                    db.execute(sql)
+            db.executescript(_INDEXES)
 
     # -- connection ------------------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
@@ -94,7 +112,8 @@ class JobStore:
 
     # -- writes ----------------------------------------------------------------------------------
     def add(self, job_id: str, task: str, priority: int, request: dict[str, Any], *, tag: str | None,
-            batch_key: str, osc_reply: Any = None, max_queue: int | None = None) -> bool:
+            batch_key: str, osc_reply: Any = None, max_queue: int | None = None,
+            request_id: str | None = None) -> bool:
         """Insert a queued job. False when ``max_queue`` jobs are already queued."""
         with self._tx() as db:
             if max_queue is not None:
@@ -103,10 +122,10 @@ class JobStore:
                     return False
             (seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()
             db.execute(
-                "INSERT INTO jobs (id, seq, task, priority, state, request, tag, batch_key, osc_reply, created) "
-                "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (id, seq, task, priority, state, request, tag, batch_key, osc_reply, created, "
+                "request_id) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
                 (job_id, seq, task, priority, json.dumps(request), tag, batch_key,
-                 None if osc_reply is None else json.dumps(osc_reply), time.time()),
+                 None if osc_reply is None else json.dumps(osc_reply), time.time(), request_id),
             )
         return True
 
@@ -192,6 +211,12 @@ class JobStore:
 
     def row(self, job_id: str) -> dict[str, Any] | None:
         r = self._db().execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return None if r is None else dict(r)
+
+    def by_request_id(self, request_id: str, since: float) -> dict[str, Any] | None:
+        """The newest job submitted with this idempotency key at or after ``since`` (Unix time)."""
+        r = self._db().execute("SELECT * FROM jobs WHERE request_id=? AND created>=? ORDER BY seq DESC LIMIT 1",
+                               (request_id, since)).fetchone()
         return None if r is None else dict(r)
 
     def state(self, job_id: str) -> str | None:

@@ -9,10 +9,12 @@ publishes every event (assigning per-job sequence numbers), forwarding job event
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pickle
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -20,7 +22,7 @@ import zmq
 from ..client import wire
 from ..client.protocol import PROTOCOL_VERSION
 from ..client.settings import Settings
-from . import osc_server
+from . import osc_server, outputs
 from .events import OUTBOX_ENDPOINT, Outbox, Publisher
 from .handlers import Handlers
 from .logs import get_logger
@@ -94,13 +96,17 @@ class Daemon:
                 "lists no client keys. Add each client's public key (Z85, made by wire.client_keypair) to "
                 "curve_allow, or set host = 127.0.0.1.")
         self._take_lock()
-        for p in (s.data_path, s.output_path, s.cache_path):
+        # The data folder holds the queue (every request's text and paths), voices and models: user-only,
+        # like the runtime folder. Outputs and cache are created with the user's umask.
+        wire.ensure_private_dir(s.data_path)
+        for p in (s.output_path, s.cache_path):
             p.mkdir(parents=True, exist_ok=True)
         self.store = JobStore(s.queue_db_path)
         requeued, failed = self.store.recover()
         if requeued or failed:
             log.warning("recovered after an unclean stop: %d job(s) requeued, %d failed (too many attempts)",
                         len(requeued), len(failed))
+        self._clean_stale_temps()
         self.ctx = zmq.Context()
         ports = self.transport.open(self.ctx)
         self.req_sock = self.transport.req_sock
@@ -110,11 +116,7 @@ class Daemon:
         self.inbox.bind(OUTBOX_ENDPOINT)
         self.outbox = Outbox(self.ctx)
         if s.osc_port:
-            try:
-                self.osc = osc_server.OscSocket(s.osc_host, s.osc_port)
-            except OSError as exc:
-                raise StartupError(f"cannot listen for OSC on {s.osc_host}:{s.osc_port}: {exc} "
-                                   "(set osc_port to another port, or 0 to disable OSC)") from None
+            self.osc = self._open_osc()
         self.publisher = Publisher(self.pub_sock, self.key, self.session, self.store, self.osc)
         if self.osc:
             self.osc_bridge = OscBridge(self.osc, self.handlers, self.publisher)
@@ -127,7 +129,7 @@ class Daemon:
             host=s.host, request_port=ports.request, control_port=ports.control, events_port=ports.events,
             osc_port=self.osc.port if self.osc else None, osc_host=s.osc_host if self.osc else None, key=self.key,
             pid=os.getpid(), version=self.version, curve_server_key=self.transport.curve_public,
-            started=self.started, model=s.model,
+            started=self.started, model=s.model, max_message_bytes=s.max_message_bytes,
         )
         wire.write_private_file(s.pid_file, f"{os.getpid()}\n".encode())
         wire.write_connection_file(s.connection_file, self.info)
@@ -140,6 +142,41 @@ class Daemon:
         if self.store.queued_count():
             log.info("%d queued job(s) from before the restart will run", self.store.queued_count())
         self.worker.wake()
+
+    def _open_osc(self) -> osc_server.OscSocket:
+        """The OSC socket. The default port is machine-wide (a second user's daemon would find it taken):
+        unless osc_port was set explicitly, a taken default falls back to a free port, which the
+        connection file and ``status`` report."""
+        s = self.settings
+        try:
+            return osc_server.OscSocket(s.osc_host, s.osc_port)
+        except OSError as exc:
+            if "osc_port" in s.model_fields_set:
+                raise StartupError(f"cannot listen for OSC on {s.osc_host}:{s.osc_port}: {exc} "
+                                   "(set osc_port to another port, or 0 to disable OSC)") from None
+            try:
+                sock = osc_server.OscSocket(s.osc_host, 0)
+            except OSError as exc2:
+                raise StartupError(f"cannot listen for OSC on {s.osc_host}: {exc2} "
+                                   "(set osc_port to a free port, or 0 to disable OSC)") from None
+            log.warning("OSC default port %d is taken (%s); listening on %d instead (set osc_port to choose)",
+                        s.osc_port, exc, sock.port)
+            return sock
+
+    def _clean_stale_temps(self) -> None:
+        """Hidden temp files a killed daemon left in output folders (no job of ours runs yet: we hold the
+        lock). Folders: the default output folder and those of jobs still queued."""
+        folders = {self.settings.output_path}
+        for row in self.store.list(states=["queued"], limit=1_000_000):
+            with contextlib.suppress(Exception):
+                folder = json.loads(row["request"]).get("output", {}).get("folder")
+                if folder:
+                    folders.add(Path(folder).expanduser())
+        removed = 0
+        for folder in folders:
+            removed += len(outputs.clean_stale_temps(folder, self.store.state))
+        if removed:
+            log.info("removed %d stale temporary file(s) from output folders", removed)
 
     # -- main loop -------------------------------------------------------------------------------
     def request_stop(self, requeue_running: bool = True) -> None:
@@ -165,7 +202,8 @@ class Daemon:
                 self._drain_inbox()
                 break
             try:
-                events = dict(poller.poll(200))
+                # While stopping, look at the worker often: an idle daemon stops in milliseconds.
+                events = dict(poller.poll(200 if stopping_since is None else 10))
             except zmq.ZMQError as exc:
                 if exc.errno == zmq.ETERM:
                     break

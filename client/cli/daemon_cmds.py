@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
+import signal
 import sys
 from typing import Any
 
@@ -39,16 +39,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"daemon running (pid {pid}); connection file {settings.connection_file}")
         return EXIT_OK
     note(args, f"serving in the foreground (Ctrl-C stops); logs also in {settings.log_path}")
-    proc = subprocess.Popen(cmd, env=env)
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        # The child got the same SIGINT from the terminal; give it time to shut down cleanly.
-        try:
-            return proc.wait(timeout=15) or EXIT_INTERRUPTED
-        except (subprocess.TimeoutExpired, KeyboardInterrupt):
-            proc.terminate()
-            return EXIT_INTERRUPTED
+    from ..foreground import run_foreground
+
+    # Ctrl-C, SIGTERM and SIGHUP reach the daemon, and serve waits for its clean stop (no orphan, no
+    # stale connection file).
+    rc, sig = run_foreground(cmd, env)
+    if sig == signal.SIGINT:
+        return rc or EXIT_INTERRUPTED
+    return rc
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
