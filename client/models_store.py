@@ -294,26 +294,34 @@ def pull_model(
     revision: str | None = None,
     token: str | None = None,
     progress: bool = True,
+    dac_repo: str | None = None,
+    note: Any = None,
 ) -> tuple[Path, ModelCheck]:
-    """Download a checkpoint from the Hugging Face hub into the models folder.
+    """Download a checkpoint from the Hugging Face hub into the models folder, with the DAC codec in
+    ``<model>/dac`` (from ``dac_repo``, default descript/dac_16khz, when the repo carries none), and
+    verify every file's size and hash (client/model_pull.py).
 
-    Interrupted downloads resume: ``snapshot_download`` keeps partial files under
-    ``<dest>/.cache/huggingface`` and continues them on the next call.
+    Interrupted downloads resume: partial files stay under ``<dest>/.cache/unimoe-partial`` and the
+    next call asks for the rest.
     """
+    from . import model_pull
+
     repo = repo or settings.hf_repo
     name = _check_name(name or repo.rstrip("/").split("/")[-1])
     dest = settings.models_path / name
-    dest.mkdir(parents=True, exist_ok=True)
-    if not progress:
-        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    say = note or (lambda m: None)
     try:
-        from huggingface_hub import snapshot_download
+        import huggingface_hub  # noqa: F401
     except ImportError as exc:  # pragma: no cover - huggingface_hub is a declared dependency
         raise ModelStoreError("'models pull' needs huggingface_hub: pip install huggingface_hub") from exc
     try:
-        snapshot_download(repo_id=repo, revision=revision, local_dir=str(dest), token=token)
-    except Exception as exc:  # network, auth, missing repo: report, keep partial files for resume
-        raise ModelStoreError(f"download of {repo} failed: {type(exc).__name__}: {exc} (run again to resume)") from None
+        model_pull.pull_repo(repo, dest, revision=revision, token=token, progress=progress, note=say)
+        if not model_pull.has_dac(dest):
+            dac = dac_repo or model_pull.DAC_REPO
+            say(f"fetching the DAC codec from {dac} into {dest / 'dac'}")
+            model_pull.pull_repo(dac, dest / "dac", token=token, progress=progress, note=say)
+    except model_pull.PullError as exc:
+        raise ModelStoreError(str(exc)) from None
     return dest, validate_model_dir(dest)
 
 

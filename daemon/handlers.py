@@ -38,7 +38,7 @@ from ..client.protocol import (
     VoicesRequest,
     dump,
 )
-from . import outputs
+from . import outputs, probe
 from .logs import get_logger
 from .model_host import error_from_exception
 from .queue import row_to_info
@@ -102,10 +102,11 @@ class Handlers:
                 outputs.check_input_file(spec.reference_audio, d.roots, "spec.reference_audio")
             if spec.voice is not None and not d.voices.exists(spec.voice):
                 raise ProtocolError("not_found", f"no saved voice named {spec.voice!r}", field="spec.voice",
-                                    wanted="a name from 'voices list', or reference_audio + reference_text")
+                                    wanted="a name from 'voices ls', or reference_audio + reference_text")
         elif spec.task == "video_score":
             outputs.check_input_file(spec.video, d.roots, "spec.video")
-        outputs.output_folder(req.output.folder, d.settings.output_path, d.roots)
+        folder = outputs.output_folder(req.output.folder, d.settings.output_path, d.roots)
+        probe.probe_submit(req, folder)  # open the inputs now: a bad file is refused, not failed later
 
     def on_submit(self, req: SubmitRequest, *, osc: Any = None, **_: Any) -> Any:
         d = self.d
@@ -167,7 +168,7 @@ class Handlers:
     def row(self, job_id: str) -> dict[str, Any]:
         row = self.d.store.row(job_id)
         if row is None:
-            raise ProtocolError("not_found", f"no job {job_id!r}", field="job_id", wanted="an id from 'jobs'")
+            raise ProtocolError("not_found", f"no job {job_id!r}", field="job_id", wanted="an id from 'jobs ls'")
         return row
 
     def on_jobs(self, req: JobsRequest, **_: Any) -> Any:

@@ -47,6 +47,14 @@ DEFAULTS = {
 DEFAULT_MIN_FRAMES = 100  # reference MIN_TOKENS (2 s)
 SPEECH_PAUSE_SECONDS = 0.25
 SPEECH_MAX_CHARS = 200
+# Speech length without a target: each chunk may run to MARGIN x its estimated length + SLACK frames,
+# the estimate being its characters x the reference's frames per character of transcript (how
+# voice-cloning systems estimate duration). The model stops earlier on EOS; the cap only bounds a
+# chunk whose EOS never comes (previously it ran to the whole window, ~20 s per chunk).
+SPEECH_RATE_MARGIN = 1.5
+SPEECH_RATE_SLACK_FRAMES = 50  # 1 s: room for a slow start or a final breath
+SPEECH_MIN_SHARE = 0.5  # no EOS before half the estimate (unless min_seconds says otherwise)
+SPEECH_FLOOR_FRAMES_PER_CHAR = 5.0  # ~10 characters/s, a slow reader: used when the reference was trimmed
 REFERENCE_MAX_SECONDS = 15.0  # longer reference clips are trimmed (D17)
 VIDEO_MAX_PIXELS_TOTAL = 512 * 28 * 28
 
@@ -241,6 +249,45 @@ class Reporter:
             raise Cancelled("stopped by the progress callback")
 
 
+# --- streamed previews ---------------------------------------------------------------------------------
+
+STREAM_CONTEXT_FRAMES = 12  # as codec.iter_decode: enough codes either side for the decoder's receptive field
+
+
+class IncrementalDecode:
+    """The audio of a growing code sequence, decoding only the frames added since the last call.
+
+    Frames with ``context`` frames after them are final ("stable"): their audio is kept. Each call
+    decodes from ``context`` frames before the stable end to the newest frame, keeps what became
+    stable, and returns the stable audio plus the provisional tail. The cost per call is the new frames
+    plus twice the context, so a streamed job costs linear, not quadratic, decode time.
+    """
+
+    def __init__(self, decode: Callable[[np.ndarray], np.ndarray], context: int = STREAM_CONTEXT_FRAMES,
+                 hop: int = HOP):
+        self.decode = decode
+        self.context = int(context)
+        self.hop = int(hop)
+        self.stable_frames = 0
+        self._stable: list[np.ndarray] = []
+        self.decoded_frames = 0  # frames put through the decoder, in all (for the bench and tests)
+
+    def __call__(self, codes: np.ndarray) -> np.ndarray:
+        n = int(codes.shape[0])
+        if n < self.stable_frames:  # not a continuation of what we saw: start over
+            self.stable_frames, self._stable = 0, []
+        lo = max(0, self.stable_frames - self.context)
+        audio = np.asarray(self.decode(codes[lo:n]), dtype=np.float32).reshape(-1)
+        self.decoded_frames += n - lo
+        start = (self.stable_frames - lo) * self.hop
+        new_stable = max(self.stable_frames, n - self.context)
+        cut = min(audio.shape[0], (new_stable - lo) * self.hop)
+        if cut > start:
+            self._stable.append(audio[start:cut])
+        self.stable_frames = new_stable
+        return np.concatenate([*self._stable, audio[cut:]])
+
+
 # --- task plans ----------------------------------------------------------------------------------------
 
 @dataclass
@@ -286,9 +333,11 @@ class Job:
     def __init__(self, task: str, plan: TaskPlan, reporter: Reporter, *, window_frames: int, context_frames: int,
                  decode: Callable[[np.ndarray], np.ndarray] | None = None, stream_every: float | None = None):
         self.task = task
-        # Previews: decode the frames so far every ``stream_every`` seconds of new audio (first item only).
+        # Previews: the audio so far every ``stream_every`` seconds of new audio (first item only), decoding
+        # only the new frames each time.
         self.decode = decode
         self.preview_frames = None if not stream_every or decode is None else max(1, round(stream_every * FRAMES_PER_SECOND))
+        self.preview_decode = IncrementalDecode(decode) if self.preview_frames is not None else None
         self._previewed = 0
         self.plan = plan
         self.rep = reporter
@@ -330,7 +379,7 @@ class Job:
             if frames.shape[0] - self._previewed < self.preview_frames:
                 return
             self._previewed = frames.shape[0]
-            audio = self.decode(frames)
+            audio = self.preview_decode(frames)
             done = self._frames_before + max(0, codes.shape[0] - prefix_len)
             self.rep("generate", done / max(1, self.total_max), done, self.total_max, partial=audio)
 
@@ -516,10 +565,12 @@ def prepare_speech(eng: Any, req: SpeechRequest, rep: Reporter) -> TaskPlan:
         raise InvalidInput("give a reference recording or a saved voice", field="reference_audio",
                            wanted="reference_audio or voice_codes")
     max_ref = int(REFERENCE_MAX_SECONDS * FRAMES_PER_SECOND)
+    trimmed = codes.shape[0] >= max_ref - 1  # load_reference trims long clips: the transcript says more
     if codes.shape[0] > max_ref:
         codes = codes[:max_ref]
     max_chars = int(getattr(eng, "speech_max_chars", SPEECH_MAX_CHARS))
-    chunks = split_text(text, max_chars)
+    # One chunk per sentence (long sentences cut at clauses), so every sentence end gets its pause.
+    chunks = split_text(text, max_chars, pack=False)
     if not chunks:
         raise InvalidInput("is empty", field="text", wanted="non-empty text")
     # Frame budget per chunk.
@@ -533,7 +584,7 @@ def prepare_speech(eng: Any, req: SpeechRequest, rep: Reporter) -> TaskPlan:
         if int(alloc.max()) > window:
             # Too long for one window per chunk: split further.
             n_more = int(math.ceil(budget / window))
-            chunks = split_text(text, max(1, int(len(text) / max(n_more * 2, 1))))
+            chunks = split_text(text, max(1, int(len(text) / max(n_more * 2, 1))), pack=False)
             weights = np.array([max(1, len(c)) for c in chunks], dtype=np.float64)
             alloc = np.floor(budget * weights / weights.sum()).astype(int)
             alloc[: budget - alloc.sum()] += 1
@@ -543,15 +594,43 @@ def prepare_speech(eng: Any, req: SpeechRequest, rep: Reporter) -> TaskPlan:
                                    wanted="a shorter length or a longer text")
         frames = [(int(a), int(a)) for a in alloc]
     else:
-        frames = [(min(lp.min_frames, lp.max_frames), lp.max_frames) for _ in chunks]
+        length = req.length or Length()
+        frames = speech_chunk_frames(chunks, transcript, int(codes.shape[0]), lp, trimmed=trimmed,
+                                     explicit_min=length.min_seconds is not None,
+                                     explicit_max=length.max_seconds is not None)
     prompts_ = [build_speech_prompt(eng.tok, c, transcript, codes, placeholder_id=eng.placeholder_id)
                 for c in chunks]
     plan = TaskPlan(task="speech", sampling=sampling, seed=seed, length=lp, kind="chunks", prompts=prompts_,
                     chunk_frames=frames,
-                    info={"chunks": len(chunks), "voice_frames": int(codes.shape[0]), "voice_source": source})
+                    info={"chunks": len(chunks), "voice_frames": int(codes.shape[0]), "voice_source": source,
+                          "chunk_max_frames": [mx for _, mx in frames]})
     plan.timings["prepare"] = time.monotonic() - t0
     rep("prepare", 1.0)
     return plan
+
+
+def frames_per_char(transcript: str, voice_frames: int, *, trimmed: bool = False) -> float:
+    """The reference's speaking rate: codec frames per character of its transcript (spaces count once)."""
+    chars = max(1, len(normalize_space(transcript)))
+    rate = voice_frames / chars
+    return max(rate, SPEECH_FLOOR_FRAMES_PER_CHAR) if trimmed else rate
+
+
+def speech_chunk_frames(chunks: Sequence[str], transcript: str, voice_frames: int, lp: LengthPlan, *,
+                        trimmed: bool = False, explicit_min: bool = False, explicit_max: bool = False
+                        ) -> list[tuple[int, int]]:
+    """(min, max) frames of each speech chunk when no exact length is asked: bounded by the length plan,
+    and (unless the caller set them) by the chunk's length at the reference's speaking rate."""
+    rate = frames_per_char(transcript, voice_frames, trimmed=trimmed)
+    out = []
+    for c in chunks:
+        estimate = len(normalize_space(c)) * rate
+        hi = lp.max_frames
+        if not explicit_max:
+            hi = min(hi, int(math.ceil(estimate * SPEECH_RATE_MARGIN)) + SPEECH_RATE_SLACK_FRAMES)
+        lo = lp.min_frames if explicit_min else min(lp.min_frames, int(estimate * SPEECH_MIN_SHARE))
+        out.append((max(0, min(lo, hi)), max(1, hi)))
+    return out
 
 
 def music_target_samples(req: MusicRequest) -> int | None:

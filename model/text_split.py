@@ -1,7 +1,8 @@
 """Split long text into sentence-sized chunks for speech generation.
 
 One model window holds about 20 s of audio, so long text is generated chunk by chunk and the chunks
-are joined with a short pause. Chunks end at sentence boundaries where possible, then at clause
+are joined with a short pause; speech makes one chunk per sentence (``pack=False``) so every sentence
+end gets that pause. Chunks end at sentence boundaries where possible, then at clause
 boundaries (commas, semicolons, dashes), and only as a last resort between words.
 """
 from __future__ import annotations
@@ -91,11 +92,14 @@ def _pack(pieces: list[str], max_chars: int) -> list[str]:
     return out
 
 
-def split_text(text: str, max_chars: int = 200) -> list[str]:
+def split_text(text: str, max_chars: int = 200, pack: bool = True) -> list[str]:
     """Chunks of at most ``max_chars`` characters (unless a single word is longer), cut at sentence
-    boundaries where possible. Consecutive short sentences are packed together."""
+    boundaries where possible. With ``pack``, consecutive short sentences are packed together; without,
+    every sentence starts a chunk (speech does this, so a pause follows every sentence end)."""
     if max_chars < 1:
         raise ValueError("max_chars must be >= 1")
+    if not pack:
+        return [piece for s in sentences(text) for piece in _split_long(s, max_chars)]
     pieces: list[str] = []
     for s in sentences(text):
         pieces.extend(_split_long(s, max_chars))

@@ -24,6 +24,7 @@ Exit codes (also in docs/cli.md):
 * 2 - bad input: bad arguments, unreadable files, invalid batch file, a request the daemon rejected
 * 3 - daemon unavailable: none answers and none could be started, or it speaks another protocol version
 * 4 - generation failed (the daemon accepted the job and it failed, or was cancelled by someone else)
+* 5 - timed out: ``jobs wait --timeout S`` elapsed before the job ended (the job keeps running)
 * 130 - interrupted with Ctrl-C (the jobs this command started are cancelled first)
 
 argparse (stdlib) rather than typer: the CLI must import quickly and with the client's light
@@ -41,6 +42,7 @@ from .output import (  # noqa: F401  (re-exported for callers of the old single 
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_TIMEOUT,
     EXIT_UNAVAILABLE,
     CLIError,
     emit_json,

@@ -135,9 +135,6 @@ def cmd_batch(args: argparse.Namespace) -> int:
             for d in data:
                 print(json.dumps(d))
         return EXIT_OK
-    for _, _, f in subs:
-        if f.get("output"):
-            Path(f["output"]).parent.mkdir(parents=True, exist_ok=True)
     settings = settings_for(args)
     client = client_for(args, settings)
     return run_jobs(args, client, subs)

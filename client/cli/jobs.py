@@ -8,6 +8,7 @@ from .output import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_TIMEOUT,
     CLIError,
     describe_result,
     emit_json,
@@ -64,6 +65,10 @@ def cmd_jobs(args: argparse.Namespace) -> int:
                     except client_mod.GenerationFailed as exc:
                         failures += 1
                         results.append({"label": jid, "job": jid, "status": "failed", "error": str(exc)})
+                    except TimeoutError:
+                        # The job is someone's render: waiting less is no reason to cancel it.
+                        raise CLIError(f"jobs wait: job {jid} did not finish within {args.timeout:g} s "
+                                       "(it keeps running; wait again or 'jobs cancel' it)", EXIT_TIMEOUT) from None
             if args.json:
                 emit_json(results if len(results) != 1 else results[0])
             else:
@@ -89,7 +94,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = jsub.add_parser("wait", help="wait for jobs to finish")
     add_common(q)
     q.add_argument("ids", nargs="+", metavar="ID")
-    q.add_argument("--timeout", type=float, metavar="S")
+    q.add_argument("--timeout", type=float, metavar="S",
+                   help="give up after S seconds with exit 5 (the job keeps running)")
     q = jsub.add_parser("cancel", help="cancel jobs")
     add_common(q)
     q.add_argument("ids", nargs="+", metavar="ID")

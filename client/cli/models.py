@@ -74,7 +74,8 @@ def _pull(args: argparse.Namespace, settings: Settings) -> int:
     note(args, f"downloading {args.repo or settings.hf_repo} into {settings.models_path} "
                "(interrupted downloads resume on the next run)")
     dest, chk = models_store.pull_model(settings, args.repo, args.name, revision=args.revision,
-                                        progress=not (args.quiet or args.json))
+                                        progress=not (args.quiet or args.json), dac_repo=args.dac_repo,
+                                        note=lambda m: note(args, m))
     if args.json:
         emit_json({"name": dest.name, "path": str(dest), "check": chk.to_dict()})
     else:
@@ -125,6 +126,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("repo", nargs="?", help="repo id (default: setting hf_repo)")
     q.add_argument("--name", help="folder name under the models folder (default: the repo's name)")
     q.add_argument("--revision", help="branch, tag or commit")
+    q.add_argument("--dac-repo", metavar="REPO", help="where the DAC codec comes from when the model repo has "
+                   "none (default descript/dac_16khz)")
     q = msub.add_parser("import", help="validate a checkpoint folder and copy it in")
     add_common(q)
     q.add_argument("dir")

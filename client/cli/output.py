@@ -17,6 +17,7 @@ EXIT_ERROR = 1
 EXIT_BAD_INPUT = 2
 EXIT_UNAVAILABLE = 3
 EXIT_FAILED = 4
+EXIT_TIMEOUT = 5  # `jobs wait --timeout S` ran out; the job keeps running
 EXIT_INTERRUPTED = 130
 
 TINY_WARNING = "warning: the daemon is serving the built-in TINY model (random weights): the output is noise."

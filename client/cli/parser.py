@@ -25,7 +25,7 @@ def add_common(p: argparse.ArgumentParser, top: bool = False, remote: bool = Tru
     p.add_argument("--json", action="store_true", default=d(False), help="print one JSON document on stdout")
     p.add_argument("-q", "--quiet", action="store_true", default=d(False), help="no notices or progress on stderr")
     p.add_argument("--progress", choices=["auto", "always", "never"], default=d("auto"),
-                   help="progress bars on stderr (auto: only on a terminal)")
+                   help="progress on stderr (auto: bars on a terminal, else a line per 10%%)")
     p.add_argument("--no-start", action="store_true", default=d(False),
                    help="do not start a daemon when none answers (exit 3 instead)")
     p.add_argument("--connect-timeout", type=float, default=d(60.0), metavar="S",
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Local generative audio with UniMoE-Audio: speech in a cloned voice, music from text, "
         "music for a video. A background daemon holds the model; these commands talk to it.",
         epilog="exit codes: 0 ok, 1 unexpected error, 2 bad input, 3 daemon unavailable, 4 generation failed, "
-        "130 interrupted (the started jobs are cancelled)",
+        "5 timed out waiting, 130 interrupted (the started jobs are cancelled)",
     )
     add_common(parser, top=True)
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)

@@ -97,6 +97,8 @@ def audio_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def abs_output(path: str | None) -> str | None:
+    """The absolute output path. No folder is created here: the daemon checks the path against its
+    allowed roots at submit and creates the folder only when it writes the accepted job's file."""
     if path is None:
         return None
     p = Path(path).expanduser()
@@ -104,12 +106,7 @@ def abs_output(path: str | None) -> str | None:
         raise CLIError(f"output {path!r} needs a file name with a suffix, e.g. out.wav", EXIT_BAD_INPUT)
     if p.suffix.lower() != ".wav":
         raise CLIError(f"output {path!r}: only .wav is written", EXIT_BAD_INPUT)
-    p = p.resolve()
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CLIError(f"output folder {p.parent}: {exc.strerror or exc}", EXIT_BAD_INPUT) from None
-    return str(p)
+    return str(p.resolve())
 
 
 def run_jobs(

@@ -1,0 +1,81 @@
+"""Input probing at submit: a job whose inputs cannot work is refused at once with the field named
+(exit 2 in the CLI), instead of failing minutes later in the worker.
+
+The path checks (allowed roots, file exists) stay in daemon/outputs.py; this module opens the files
+with ffprobe (model/media.py) and checks what the job will need of them: a reference recording with
+an audio stream, a video with frames that lasts past the requested clip, an output folder that can be
+created. ffprobe reads headers only, so a probe costs tens of milliseconds, not a decode.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..client.protocol import ProtocolError, SubmitRequest
+from ..model import media
+from ..model.errors import UniMoEError
+
+# A clip may end this far past the probed duration: containers round durations to a frame or a packet.
+END_TOLERANCE_S = 0.1
+
+
+def _media_info(path: str, field: str) -> media.MediaInfo:
+    try:
+        return media.probe(path, field=field)
+    except UniMoEError as exc:
+        raise ProtocolError("media_error", str(exc).removeprefix(f"{field}: "), field=field,
+                            wanted=exc.wanted or "a file ffmpeg can read") from None
+
+
+def probe_reference_audio(path: str, field: str = "spec.reference_audio") -> media.MediaInfo:
+    info = _media_info(path, field)
+    if not info.has_audio:
+        raise ProtocolError("media_error", f"{Path(path).name} has no audio stream", field=field,
+                            wanted="a recording of the voice (wav, flac, mp3, ...)")
+    if not info.duration > 0:
+        raise ProtocolError("media_error", f"{Path(path).name} has no duration (no audio)", field=field,
+                            wanted="a recording of the voice (wav, flac, mp3, ...)")
+    return info
+
+
+def probe_video(path: str, in_seconds: float, out_seconds: float | None, field: str = "spec.video") -> media.MediaInfo:
+    info = _media_info(path, field)
+    if not info.has_video:
+        raise ProtocolError("media_error", f"{Path(path).name} has no video stream", field=field, wanted="a video file")
+    if not info.duration > 0:
+        raise ProtocolError("media_error", f"{Path(path).name} has no duration (no frames)", field=field,
+                            wanted="a video file with frames")
+    if in_seconds >= info.duration:
+        raise ProtocolError("invalid_input", f"{in_seconds:g} s is at or past the end of the video "
+                            f"({info.duration:.2f} s)", field="spec.in_seconds",
+                            wanted=f"a start before {info.duration:.2f} s")
+    if out_seconds is not None and out_seconds > info.duration + END_TOLERANCE_S:
+        raise ProtocolError("invalid_input", f"{out_seconds:g} s is past the end of the video "
+                            f"({info.duration:.2f} s)", field="spec.out_seconds",
+                            wanted=f"an end at or before {info.duration:.2f} s")
+    return info
+
+
+def probe_output_folder(folder: Path, field: str = "output.folder") -> None:
+    """The folder exists and is writable, or its nearest existing parent is a writable folder (the
+    worker creates the rest when it writes the file)."""
+    p = Path(folder)
+    while not p.exists():
+        if p.parent == p:
+            break
+        p = p.parent
+    if not p.is_dir():
+        raise ProtocolError("invalid_input", f"{p} is not a folder", field=field, wanted="a folder")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise ProtocolError("path_not_allowed", f"{p} is not writable by the daemon", field=field,
+                            wanted="a folder the daemon's user can write")
+
+
+def probe_submit(req: SubmitRequest, output_folder: Path) -> None:
+    """Everything a submit can check about its inputs before it is queued (raises ProtocolError)."""
+    spec = req.spec
+    if spec.task == "speech" and spec.reference_audio:
+        probe_reference_audio(spec.reference_audio)
+    elif spec.task == "video_score":
+        probe_video(spec.video, spec.in_seconds, spec.out_seconds)
+    probe_output_folder(output_folder)
