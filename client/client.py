@@ -298,6 +298,7 @@ class Client:
         self._notice = notice or (lambda m: print(f"unimoe-audio: {m}", file=sys.stderr, flush=True))
         self.started_daemon = False
         self.remote = bool(self.settings.remote)
+        self._remote_pid = 0
         self._wanted: dict[str, tuple[Path, str | None]] = {}  # remote: job -> (local folder, name) asked for
         self._delivered: dict[str, str] = {}  # remote: job -> its local copy
         self._host_paths: dict[str, str] = {}  # remote: job -> where the host wrote it
@@ -332,7 +333,10 @@ class Client:
             info = remote.load_profile(self.settings, name)
         except (remote.RemoteSetupError, P.ProtocolError) as exc:
             raise DaemonUnavailable(str(exc), "not_running") from None
-        if _ping(info, timeout, self.settings) is None:
+        reply = _ping(info, timeout, self.settings)
+        if reply is not None:
+            self._remote_pid = reply.pid
+        else:
             raise DaemonUnavailable(
                 f"no answer from {name} ({info.connect_host}, TCP {info.request_port}-{info.events_port}) within "
                 f"{timeout:g} s: is its daemon running, and the firewall open for those ports?", "not_running")
@@ -350,7 +354,8 @@ class Client:
 
     @property
     def pid(self) -> int:
-        return self.info.pid
+        """The daemon's pid (on a remote host: as its ping reported it; not a process here)."""
+        return self.info.pid or self._remote_pid
 
     def _call(self, msg_type: str, content: BaseModel | dict[str, Any] | None = None, *, control: bool = False,
               timeout: float | None = None) -> BaseModel:

@@ -271,3 +271,26 @@ def test_daemon_refuses_network_osc_without_an_allow_list(tmp_path):
     r = subprocess.run([sys.executable, "-m", "unimoe_audio.daemon"], env=env, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2 and "osc_allow" in r.stderr
+
+
+def test_serve_detach_status_and_stop_on_a_curve_host(host):
+    """The host's own CLI talks to its Curve daemon (its own client key is allowed): 'serve --detach'
+    returns once the daemon answers, 'status' and 'stop' work, all with CurveZMQ on."""
+    home = host["root"] / "host2"
+    env = _clean_env(UNIMOE_AUDIO_CURVE_ALLOW=str(host["root"] / "ws-client.public"), UNIMOE_AUDIO_OSC_PORT="0",
+                     UNIMOE_AUDIO_DEVICE="cpu")
+    if os.environ.get("UNIMOE_AUDIO_TEST_CACHE"):
+        env["UNIMOE_AUDIO_CACHE_DIR"] = os.environ["UNIMOE_AUDIO_TEST_CACHE"]
+    base = [*CLI, "--home", str(home)]
+    r = in_ns(NS_HOST, [*base, "serve", "--detach", "--model", "tiny", "--host", ADDR_HOST, "--request-port", "9238",
+                        "--control-port", "9239", "--events-port", "9240", "--json"], env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    try:
+        info = json.loads((home / "run" / "daemon.json").read_text())
+        assert info["curve_server_key"] and info["request_port"] == 9238
+        r = in_ns(NS_HOST, [*base, "status", "--json"], env=env)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["pid"] == info["pid"]
+    finally:
+        r = in_ns(NS_HOST, [*base, "stop", "--json"], env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
