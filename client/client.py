@@ -38,7 +38,7 @@ from .settings import ENV_PREFIX, Settings, load_settings
 
 __all__ = [
     "Client", "Job", "JobWatch", "JobUpdate", "GenerationResult", "PartialAudio", "ClientError", "DaemonUnavailable",
-    "ProtocolMismatch", "BadRequest", "GenerationFailed", "JobCancelled", "start_daemon", "TASK_NAMES",
+    "ProtocolMismatch", "NotAllowed", "BadRequest", "GenerationFailed", "JobCancelled", "start_daemon", "TASK_NAMES",
 ]
 
 # CLI / batch task names -> protocol task names
@@ -47,6 +47,7 @@ _BAD_INPUT_CODES = {"invalid_input", "path_not_allowed", "not_found", "too_large
                     "bad_message"}
 _ENGINE_CODES = {"model_error", "checkpoint_error", "out_of_memory", "internal", "cancelled"}
 _UNAVAILABLE_CODES = {"busy", "shutting_down", "version_mismatch", "bad_signature", "not_running", "timeout"}
+_REFUSED_CODES = {"not_allowed", "curve_required", "handshake_failed"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -68,6 +69,11 @@ class DaemonUnavailable(ClientError):
 
 class ProtocolMismatch(DaemonUnavailable):
     """The daemon speaks another major protocol version than this client."""
+
+
+class NotAllowed(DaemonUnavailable):
+    """The daemon refused the connection itself: this machine's key is not on its allow list, or one side
+    speaks CurveZMQ and the other does not (named at once from the handshake, not a timeout)."""
 
 
 class BadRequest(ClientError):
@@ -94,6 +100,8 @@ def _from_protocol_error(exc: P.ProtocolError, context: str = "") -> ClientError
     if exc.code == "version_mismatch":
         return ProtocolMismatch(f"{msg}; this client speaks protocol {P.PROTOCOL_VERSION}. Restart the daemon "
                                 "from the same installation ('unimoe-audio serve').", exc.code, exc.field, exc.wanted)
+    if exc.code in _REFUSED_CODES:
+        return NotAllowed(f"{exc}" + (f"; {exc.wanted}" if exc.wanted else ""), exc.code, exc.field, exc.wanted)
     if exc.code in _BAD_INPUT_CODES:
         return BadRequest(msg, exc.code, exc.field, exc.wanted)
     if exc.code in _UNAVAILABLE_CODES:
@@ -120,6 +128,7 @@ class GenerationResult(BaseModel):
     bit_depth: int = 24
     seed: int
     tag: str | None = None
+    host_path: str | None = None  # on a remote host: where the daemon wrote it (``path`` is the local copy)
 
 
 @dataclass
@@ -169,8 +178,8 @@ def _read_live_connection(settings: Settings) -> wire.ConnectionInfo | None:
     return info
 
 
-def _ping(info: wire.ConnectionInfo, timeout: float) -> P.PingReply | None:
-    ch = wire.Channel(info, timeout=timeout)
+def _ping(info: wire.ConnectionInfo, timeout: float, settings: Settings | None = None) -> P.PingReply | None:
+    ch = wire.Channel.open(info, settings, timeout=timeout)
     try:
         reply = ch.call("ping", {}, control=True, timeout=timeout)
     except wire.ReplyTimeout:
@@ -214,7 +223,7 @@ def start_daemon(settings: Settings | None = None, *, env: dict[str, str] | None
     log_dir.mkdir(parents=True, exist_ok=True)
     with _start_lock(runtime / "autostart.lock"):
         info = _read_live_connection(settings)
-        if info is not None and _ping(info, 2.0) is not None:
+        if info is not None and _ping(info, 2.0, settings) is not None:
             return info.pid
         # The daemon's own --detach double-forks it into its own session (so Ctrl-C here does not reach
         # it and no zombie is left in a long-lived host such as Blender) and returns once it listens.
@@ -232,7 +241,7 @@ def start_daemon(settings: Settings | None = None, *, env: dict[str, str] | None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             info = _read_live_connection(settings)
-            if info is not None and _ping(info, 1.0) is not None:
+            if info is not None and _ping(info, 1.0, settings) is not None:
                 return info.pid
             time.sleep(0.1)
         raise DaemonUnavailable(f"the daemon did not answer within {timeout:g} s; see {log_dir}", "timeout")
@@ -264,11 +273,15 @@ def _start_lock(path: Path) -> Iterator[None]:
 # the client
 # --------------------------------------------------------------------------------------------------
 class Client:
-    """A connection to the local daemon.
+    """A connection to the local daemon, or to a remote host's (``settings.remote``: a profile name).
 
-    ``auto_start``: when no daemon answers, start one in the background and say so through ``notice``
-    (default: a line on stderr). ``connect_timeout`` bounds the wait for it; ``timeout`` bounds each
-    request. Thread-safe for requests; each :meth:`updates` call opens its own event subscription.
+    ``auto_start``: when no local daemon answers, start one in the background and say so through
+    ``notice`` (default: a line on stderr). ``connect_timeout`` bounds the wait for it; ``timeout`` bounds
+    each request. Thread-safe for requests; each :meth:`updates` call opens its own event subscription.
+
+    Remote: a remote host is never started from here, and is alive when it answers a ping (no pid check).
+    Its finished audio comes to this machine: :meth:`wait` fetches it (checked by size and sha256) to the
+    requested ``output`` path, or into this machine's output folder, and returns the local path.
     """
 
     def __init__(
@@ -284,8 +297,17 @@ class Client:
         self.timeout = timeout
         self._notice = notice or (lambda m: print(f"unimoe-audio: {m}", file=sys.stderr, flush=True))
         self.started_daemon = False
+        self.remote = bool(self.settings.remote)
+        self._remote_pid = 0
+        self._wanted: dict[str, tuple[Path, str | None]] = {}  # remote: job -> (local folder, name) asked for
+        self._delivered: dict[str, str] = {}  # remote: job -> its local copy
+        self._host_paths: dict[str, str] = {}  # remote: job -> where the host wrote it
+        if self.remote:
+            self.info = self._connect_remote(min(10.0, connect_timeout))
+            self.channel = wire.Channel.open(self.info, self.settings, timeout=timeout)
+            return
         info = _read_live_connection(self.settings)
-        ping = _ping(info, min(5.0, connect_timeout)) if info is not None else None
+        ping = _ping(info, min(5.0, connect_timeout), self.settings) if info is not None else None
         if ping is None:
             if not auto_start:
                 where = self.settings.connection_file
@@ -301,7 +323,24 @@ class Client:
             if info is None:
                 raise DaemonUnavailable("the daemon started but its connection file vanished", "not_running")
         self.info = info
-        self.channel = wire.Channel(info, timeout=timeout)
+        self.channel = wire.Channel.open(info, self.settings, timeout=timeout)
+
+    def _connect_remote(self, timeout: float) -> wire.ConnectionInfo:
+        from . import remote
+
+        name = str(self.settings.remote)
+        try:
+            info = remote.load_profile(self.settings, name)
+        except (remote.RemoteSetupError, P.ProtocolError) as exc:
+            raise DaemonUnavailable(str(exc), "not_running") from None
+        reply = _ping(info, timeout, self.settings)
+        if reply is not None:
+            self._remote_pid = reply.pid
+        else:
+            raise DaemonUnavailable(
+                f"no answer from {name} ({info.connect_host}, TCP {info.request_port}-{info.events_port}) within "
+                f"{timeout:g} s: is its daemon running, and the firewall open for those ports?", "not_running")
+        return info
 
     # -- plumbing ---------------------------------------------------------------------------------
     def close(self) -> None:
@@ -315,13 +354,17 @@ class Client:
 
     @property
     def pid(self) -> int:
-        return self.info.pid
+        """The daemon's pid (on a remote host: as its ping reported it; not a process here)."""
+        return self.info.pid or self._remote_pid
 
     def _call(self, msg_type: str, content: BaseModel | dict[str, Any] | None = None, *, control: bool = False,
               timeout: float | None = None) -> BaseModel:
         try:
             return self.channel.call(msg_type, content, control=control, timeout=timeout)
         except wire.ReplyTimeout as exc:
+            if self.remote:
+                raise DaemonUnavailable(f"{self.info.name} ({self.info.connect_host}) did not answer: {exc}",
+                                        "timeout") from None
             if self.info.pid and not wire.pid_alive(self.info.pid):
                 raise DaemonUnavailable(f"the daemon (pid {self.info.pid}) is gone", "not_running") from None
             raise DaemonUnavailable(f"daemon did not answer: {exc}", "timeout") from None
@@ -346,7 +389,7 @@ class Client:
         """Ask the daemon to stop; with ``wait``, until its process is gone."""
         self._call("shutdown", P.ShutdownRequest(requeue_running=requeue_running), control=True)
         deadline = time.monotonic() + wait
-        while wait and time.monotonic() < deadline and wire.pid_alive(self.info.pid):
+        while wait and not self.remote and time.monotonic() < deadline and wire.pid_alive(self.info.pid):
             time.sleep(0.05)
 
     # -- submitting -------------------------------------------------------------------------------
@@ -354,6 +397,12 @@ class Client:
         """Submit one job. Every submit carries an idempotency key (``request_id``, a fresh one unless the
         request has its own), so a submit retried after a timeout (``retries`` times, the daemon alive)
         gets the first job back instead of rendering twice."""
+        wanted: tuple[Path, str | None] | None = None
+        if self.remote and request.output.folder:
+            # The folder is this machine's: the host writes into its own output folder (under the same
+            # name), and wait() brings the file here.
+            wanted = (Path(request.output.folder), request.output.name)
+            request = request.model_copy(update={"output": request.output.model_copy(update={"folder": None})})
         if request.request_id is None:
             request = request.model_copy(update={"request_id": wire.new_id()})
         for attempt in range(retries + 1):
@@ -364,6 +413,8 @@ class Client:
                 if exc.code != "timeout" or attempt == retries:
                     raise
         assert isinstance(reply, P.SubmitReply)
+        if wanted is not None:
+            self._wanted[reply.job_id] = wanted
         return Job(self, reply.job_id, task=request.spec.task, position=reply.position, request=request)
 
     def submit(self, kind: str, **fields: Any) -> "Job":
@@ -403,8 +454,26 @@ class Client:
         """The job's updates, in order, ending with its final one (done, failed or cancelled).
 
         Subscribes first, then asks for a snapshot, so nothing is missed; while no event arrives it asks
-        for a snapshot every ``poll`` seconds, which also notices a daemon that went away.
+        for a snapshot every ``poll`` seconds, which also notices a daemon that went away. From a remote
+        host, the ``done`` update's path is the local copy (see :meth:`local_path`), so the panel and
+        scripts that follow updates get a file on this machine.
         """
+        for upd in self._host_updates(job_id, timeout=timeout, poll=poll):
+            if self.remote and upd.kind == "done" and isinstance(upd.event, P.DoneEvent):
+                upd.event = self._localize_done(job_id, upd.event)
+            yield upd
+
+    def _localize_done(self, job_id: str, ev: P.DoneEvent) -> P.DoneEvent:
+        try:
+            local = self.local_path(job_id, ev.path)
+        except ClientError as exc:  # e.g. the host removed the file: the host path stays, said once
+            self._notice(f"job {job_id}: its audio could not be fetched from {self.info.name}: {exc}")
+            return ev
+        self._host_paths[job_id] = ev.path
+        side = Path(local).with_suffix(".json")
+        return ev.model_copy(update={"path": local, "sidecar": str(side) if side.is_file() else ""})
+
+    def _host_updates(self, job_id: str, *, timeout: float | None, poll: float) -> Iterator[JobUpdate]:
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             sub = self.channel.subscribe([P.job_topic(job_id)])
@@ -464,11 +533,67 @@ class Client:
         Ends when the job ends; raises GenerationFailed / JobCancelled if it did not succeed."""
         for upd in self.updates(job_id, timeout=timeout):
             if upd.kind == "partial" and isinstance(upd.event, P.PartialEvent):
-                yield PartialAudio(job_id, upd.event.path, upd.event.seconds)
+                path = upd.event.path
+                if self.remote:
+                    name = Path(path).name
+                    local = self.settings.cache_path / "partials" / job_id / name
+                    try:
+                        self.fetch(job_id, local, part="partial", name=name)
+                    except ClientError:
+                        continue  # superseded and removed on the host already: the next one follows
+                    path = str(local)
+                yield PartialAudio(job_id, path, upd.event.seconds)
             if upd.final:
                 self._result(job_id, upd)
 
     def _result(self, job_id: str, final: JobUpdate) -> GenerationResult:
+        res = self._host_result(job_id, final)
+        return self._bring_home(res) if self.remote else res
+
+    def fetch(self, job_id: str, dest: str | os.PathLike[str], *, part: str = "result",
+              name: str | None = None) -> P.FetchReply:
+        """Copy a job's file from the daemon to ``dest`` on this machine (atomically, checked by size and
+        sha256): ``part`` is ``result`` (the audio), ``sidecar`` (its JSON) or ``partial`` (a preview)."""
+        from . import remote
+
+        def request(req: P.FetchRequest) -> wire.Message:
+            try:
+                return self.channel.request_raw("fetch", req)
+            except wire.ReplyTimeout as exc:
+                raise DaemonUnavailable(f"fetch of job {job_id}: {exc}", "timeout") from None
+
+        try:
+            return remote.receive_file(request, job_id, Path(dest), part=part, name=name)
+        except P.ProtocolError as exc:
+            raise _from_protocol_error(exc, f"fetch of job {job_id}: ") from None
+
+    def local_path(self, job_id: str, path: str) -> str:
+        """Where a done job's audio is on this machine. Local daemon: ``path`` itself. Remote host: the
+        file (and its sidecar) fetched once — to the ``output`` this client asked for, else into this
+        machine's output folder under the host's file name — and that copy's path. For callers that
+        follow jobs by events or polling (the panel, host scripts); :meth:`wait` does it already."""
+        if not self.remote:
+            return path
+        done = self._delivered.get(job_id)
+        if done is not None and Path(done).is_file():
+            return done
+        folder, name = self._wanted.get(job_id, (self.settings.output_path, None))
+        dest = folder / (f"{name}.wav" if name else Path(path).name)
+        self.fetch(job_id, dest)
+        with contextlib.suppress(ClientError):
+            self.fetch(job_id, dest.with_suffix(".json"), part="sidecar")
+        self._wanted.pop(job_id, None)
+        self._delivered[job_id] = str(dest)
+        return str(dest)
+
+    def _bring_home(self, res: GenerationResult) -> GenerationResult:
+        host_path = self._host_paths.get(res.job_id, res.path)
+        local = Path(self.local_path(res.job_id, host_path))
+        sidecar = local.with_suffix(".json")
+        return res.model_copy(update={"path": str(local), "sidecar": str(sidecar) if sidecar.is_file() else "",
+                                      "host_path": host_path})
+
+    def _host_result(self, job_id: str, final: JobUpdate) -> GenerationResult:
         ev = final.event
         if final.kind == "done":
             if isinstance(ev, P.DoneEvent):

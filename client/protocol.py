@@ -60,6 +60,11 @@ ERROR_CODES: dict[str, str] = {
     "cancelled": "the job was cancelled",
     "shutting_down": "the daemon is stopping and accepts no new work",
     "internal": "a bug in the daemon; the message is logged",
+    # Raised by the client from ZeroMQ's handshake events (never sent by the daemon: it cannot reply to a
+    # peer it refused).
+    "not_allowed": "the daemon's CurveZMQ allow list (curve_allow) does not hold this client's public key",
+    "curve_required": "the client and the daemon disagree on encryption (CurveZMQ on one side only)",
+    "handshake_failed": "the encrypted handshake failed (e.g. the host's server key changed)",
 }
 
 
@@ -361,6 +366,25 @@ class ShutdownRequest(_Strict):
     )
 
 
+#: Largest chunk one ``fetch`` reply carries (its bytes travel in one extra frame after the content).
+FETCH_CHUNK_MAX = 8 << 20
+
+
+class FetchRequest(_Strict):
+    """A chunk of a file a job wrote: its audio (``result``), its sidecar JSON, or its latest partial preview.
+
+    Only files the daemon wrote for that job are served, never an arbitrary path, so a workstation that
+    shares no folder with the host still gets its audio."""
+
+    job_id: str = Field(min_length=1, max_length=128)
+    part: Literal["result", "sidecar", "partial"] = "result"
+    name: str | None = Field(None, max_length=64, pattern=r"^partial-[0-9]{4,}\.wav$",
+                             description="For part 'partial': the preview's file name (from its event's path); "
+                             "default the newest.")
+    offset: int = Field(0, ge=0)
+    size: int = Field(1 << 20, ge=1, le=FETCH_CHUNK_MAX, description="Most bytes wanted in this reply.")
+
+
 # ---------------------------------------------------------------------------------------------------
 # Replies and shared records
 # ---------------------------------------------------------------------------------------------------
@@ -469,6 +493,20 @@ class CancelReply(_Loose):
     was: JobState | None = None
     pending: bool = Field(False, description="True for a running job: it stops at its next step; a 'cancelled' "
                           "event follows.")
+
+
+class FetchReply(_Loose):
+    """One chunk: ``length`` bytes from ``offset`` in the frame after the content. ``total_size`` and
+    ``sha256`` describe the whole file, so the client checks what it assembled before it renames it."""
+
+    job_id: str
+    part: str = "result"
+    name: str = Field(description="The file's name on the host (no folder).")
+    total_size: int
+    sha256: str
+    offset: int
+    length: int
+    seconds: float | None = None
 
 
 class VoiceInfo(_Loose):
@@ -582,6 +620,7 @@ REQUESTS: dict[str, type[BaseModel]] = {
     "models": ModelsRequest,
     "unload": UnloadRequest,
     "shutdown": ShutdownRequest,
+    "fetch": FetchRequest,
 }
 #: Requests the control socket answers (it stays responsive when the request socket is flooded).
 CONTROL_REQUESTS: frozenset[str] = frozenset({"ping", "status", "cancel", "shutdown", "unload"})
@@ -598,6 +637,7 @@ REPLIES: dict[str, type[BaseModel]] = {
     "models_reply": ModelsReply,
     "unload_reply": UnloadReply,
     "shutdown_reply": ShutdownReply,
+    "fetch_reply": FetchReply,
     "error": ErrorReply,
 }
 

@@ -28,6 +28,9 @@ else:  # pragma: no cover - exercised only on 3.10
 APP_NAME = "unimoe-audio"
 ENV_PREFIX = "UNIMOE_AUDIO_"
 DEFAULT_MODEL = "UniMoE-Audio-preview"
+#: Ports used when listening beyond loopback and the port setting is 0 (fixed, so a firewall can be set:
+#: TCP 9138-9140; OSC stays on UDP 9137). On loopback, 0 keeps picking free ports.
+NETWORK_PORTS = {"request": 9138, "control": 9139, "events": 9140}
 TINY_MODEL = "tiny"
 
 
@@ -71,19 +74,28 @@ class Settings(BaseSettings):
 
     # -- network ---------------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Interface the daemon listens on. Anything but loopback requires CurveZMQ keys.")
-    request_port: int = Field(0, ge=0, le=65535, description="ZeroMQ request (ROUTER) port; 0 picks a free one.")
-    control_port: int = Field(0, ge=0, le=65535, description="ZeroMQ control (ROUTER) port for cancel/shutdown; 0 picks a free one.")
-    events_port: int = Field(0, ge=0, le=65535, description="ZeroMQ event (PUB) port; 0 picks a free one.")
+    request_port: int = Field(0, ge=0, le=65535, description="ZeroMQ request (ROUTER) port; 0 picks a free one on loopback, 9138 beyond it.")
+    control_port: int = Field(0, ge=0, le=65535, description="ZeroMQ control (ROUTER) port for cancel/shutdown; 0 picks a free one on loopback, 9139 beyond it.")
+    events_port: int = Field(0, ge=0, le=65535, description="ZeroMQ event (PUB) port; 0 picks a free one on loopback, 9140 beyond it.")
     osc_port: int = Field(9137, ge=0, le=65535, description="OSC (UDP) port; 0 disables OSC.")
     osc_host: str = Field(
         "127.0.0.1",
         description="Interface the OSC server listens on. OSC is unauthenticated: beyond loopback anyone on the "
-        "network can queue jobs.",
+        "network can queue jobs, so anything but loopback also needs osc_allow.",
+    )
+    osc_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Sender addresses (IPs or networks such as 10.0.0.0/24) the OSC server takes requests from when "
+        "osc_host is not loopback (loopback senders are always taken). Comma- or space-separated.",
     )
     curve_allow: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Client public keys (Z85) allowed when listening beyond loopback with CurveZMQ (comma- or space-separated).",
+        description="Client public keys allowed when listening beyond loopback with CurveZMQ: Z85 keys, or files "
+        "holding keys (one per line, # comments; e.g. a client.public copied from a workstation), or folders of "
+        "*.public files (comma- or space-separated).",
     )
+    remote: str | None = Field(None, description="Connection profile (see 'unimoe-audio remote add') that clients use "
+                               "instead of the local daemon; the CLI's --host NAME sets it.")
     max_message_bytes: int = Field(1 << 20, ge=1024, description="Largest request frame the daemon accepts.")
     max_queue: int = Field(64, ge=1, description="Queued jobs beyond this are answered 'busy'.")
 
@@ -105,7 +117,7 @@ class Settings(BaseSettings):
             return [p.strip() for p in parts if p.strip()]
         return value
 
-    @field_validator("curve_allow", mode="before")
+    @field_validator("curve_allow", "osc_allow", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         # Z85 keys may contain ':' (os.pathsep) but never ',' or spaces.
@@ -201,6 +213,19 @@ class Settings(BaseSettings):
 
     def is_loopback(self) -> bool:
         return self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
+
+    def listen_port(self, which: str) -> int:
+        """The port to bind for ``request``, ``control`` or ``events``: the setting, else a fixed default
+        beyond loopback (NETWORK_PORTS), else 0 (a free port)."""
+        port = int(getattr(self, f"{which}_port"))
+        if port or self.is_loopback():
+            return port
+        return NETWORK_PORTS[which]
+
+    @property
+    def remotes_path(self) -> Path:
+        """Installed connection profiles ('remote add'), one NAME.json each (user-only)."""
+        return self.config_path / "remotes"
 
 
 def _config_file_values(overrides: dict[str, Any]) -> dict[str, Any]:

@@ -5,11 +5,12 @@ Light imports only: pyzmq, pydantic (through protocol), the standard library.
 
 A message on a socket is these frames::
 
-    [routing...] b"unimoe-audio/1"  signature_hex  header_json  content_json
+    [routing...] b"unimoe-audio/1"  signature_hex  header_json  content_json  [buffer...]
 
 ``routing`` is the ROUTER identity envelope on the request/control sockets (added and removed by ZeroMQ
 and the daemon) and the topic frame (``job.<id>`` or ``daemon``) on the event socket. The signature is
-HMAC-SHA256 over ``header_json + content_json`` with the key from the connection file, in lowercase hex.
+HMAC-SHA256 over ``header_json + content_json`` (and then each buffer frame, when there are any) with the
+key from the connection file, in lowercase hex. Buffers are raw bytes (the chunks of a ``fetch`` reply).
 """
 from __future__ import annotations
 
@@ -106,12 +107,17 @@ def new_key() -> str:
     return secrets.token_hex(32)
 
 
-def sign(key: bytes | str, header: bytes, content: bytes) -> bytes:
+MAX_BUFFERS = 4  # raw frames a message may carry after its content (fetch chunks)
+
+
+def sign(key: bytes | str, header: bytes, content: bytes, *buffers: bytes) -> bytes:
     if isinstance(key, str):
         key = key.encode("ascii")
     mac = hmac.new(key, digestmod=hashlib.sha256)
     mac.update(header)
     mac.update(content)
+    for buf in buffers:
+        mac.update(buf)
     return mac.hexdigest().encode("ascii")
 
 
@@ -155,6 +161,7 @@ class Message:
     header: Header
     content: dict[str, Any]
     envelope: list[bytes] = field(default_factory=list)  # ROUTER identities, or [topic] on PUB/SUB
+    buffers: list[bytes] = field(default_factory=list)  # raw frames after the content (fetch chunks)
 
     @property
     def msg_type(self) -> str:
@@ -173,14 +180,16 @@ def serialize(
     session: str = "",
     parent_id: str | None = None,
     msg_id: str | None = None,
+    buffers: list[bytes] | None = None,
 ) -> tuple[list[bytes], Header]:
-    """Frames ``[IDENT, sig, header, content]`` (without routing envelope) and the header sent."""
+    """Frames ``[IDENT, sig, header, content, *buffers]`` (without routing envelope) and the header sent."""
     if isinstance(content, BaseModel):
         content = dump(content)
     header = Header(msg_id=msg_id or new_id(), msg_type=msg_type, session=session, parent_id=parent_id)
     hb = _json(header.model_dump(mode="json", exclude_none=True))
     cb = _json(content or {})
-    return [IDENT, sign(key, hb, cb), hb, cb], header
+    bufs = list(buffers or [])
+    return [IDENT, sign(key, hb, cb, *bufs), hb, cb, *bufs], header
 
 
 def split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
@@ -203,16 +212,18 @@ def deserialize(frames: list[bytes], *, key: bytes | None, max_bytes: int | None
         if size > max_bytes:
             raise WireError("too_large", f"message of {size} bytes is over the limit", field="content",
                             wanted=f"at most {max_bytes} bytes")
-    if len(body) != 4:
+    if not 4 <= len(body) <= 4 + MAX_BUFFERS:
         raise WireError("bad_message", f"wanted 4 frames after the delimiter, got {len(body)}", field="frames",
-                        wanted=FRAMES_WANTED)
-    _, sig, hb, cb = body
+                        wanted="4 frames ('unimoe-audio/1', the signature, the header, the content), "
+                        "then at most 4 raw buffer frames")
+    _, sig, hb, cb = body[:4]
+    buffers = body[4:]
     if check_signature:
         if key is None:
             raise WireError("bad_signature", "no key to check the signature", field="signature")
         if not sig:
             raise WireError("bad_signature", "unsigned message", field="signature", wanted="HMAC-SHA256 hex")
-        if not hmac.compare_digest(sig, sign(key, hb, cb)):
+        if not hmac.compare_digest(sig, sign(key, hb, cb, *buffers)):
             raise WireError("bad_signature", "signature does not match", field="signature",
                             wanted="HMAC-SHA256 hex of header+content with the connection file key")
     raw_header = _loads(hb, "header")
@@ -237,7 +248,7 @@ def deserialize(frames: list[bytes], *, key: bytes | None, max_bytes: int | None
         check_version(header.protocol_version)
     except ProtocolError as exc:
         raise WireError(exc.code, exc.message, field=exc.field, wanted=exc.wanted) from None
-    return Message(header=header, content=content, envelope=envelope)
+    return Message(header=header, content=content, envelope=envelope, buffers=list(buffers))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -263,6 +274,7 @@ class ConnectionInfo(BaseModel):
     model: str = ""
     max_message_bytes: int | None = Field(None, description="Largest request the daemon takes (bytes, all frames); "
                                           "clients refuse to send a bigger one (too_large) without asking.")
+    name: str = Field("", description="The remote profile's name ('remote add'); empty for the local daemon.")
 
     @property
     def key_bytes(self) -> bytes:
@@ -382,9 +394,10 @@ def _load_or_create_keypair(folder: Path, name: str) -> tuple[bytes, bytes]:
     return public, secret
 
 
-def server_keypair(runtime_dir: Path) -> tuple[bytes, bytes]:
-    """The daemon's CurveZMQ key pair (Z85), kept in ``<runtime>/curve`` (user-only)."""
-    return _load_or_create_keypair(Path(runtime_dir) / "curve", "server")
+def server_keypair(config_dir: Path) -> tuple[bytes, bytes]:
+    """The daemon's CurveZMQ key pair (Z85), kept in ``<config>/curve`` (user-only) so that it survives
+    reboots: workstations' profiles name its public key."""
+    return _load_or_create_keypair(Path(config_dir) / "curve", "server")
 
 
 def client_keypair(config_dir: Path) -> tuple[bytes, bytes]:
@@ -411,12 +424,20 @@ def is_loopback_host(host: str) -> bool:
 # ---------------------------------------------------------------------------------------------------
 # Channel: the synchronous client end (signed request/reply with timeouts, and event subscriptions)
 # ---------------------------------------------------------------------------------------------------
+_HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+
+
 class Channel:
     """Signed request/reply to the daemon, from its connection file. Thread-safe (one lock per socket).
 
     ``request()`` returns the reply content (a dict) or raises :class:`RemoteError` for an ``error``
-    reply, :class:`ReplyTimeout` when nothing comes back in time. ``call()`` also parses the reply into
-    its protocol model. ``subscribe()`` opens an event subscription.
+    reply, :class:`ReplyTimeout` when nothing comes back in time, and :class:`WireError` with code
+    ``not_allowed``, ``curve_required`` or ``handshake_failed`` as soon as ZeroMQ reports that the daemon
+    refused the connection (a Curve daemon cannot answer a peer it refused, so the socket monitor's
+    handshake events are the only way to tell a refusal from a daemon that is not there).
+    ``call()`` also parses the reply into its protocol model. ``subscribe()`` opens an event subscription.
+    Build it with :meth:`open` (or :meth:`from_settings`): the one place that loads the client keys.
     """
 
     def __init__(
@@ -438,12 +459,26 @@ class Channel:
             raise WireError("bad_message", "the daemon requires CurveZMQ; pass client_keys (see client_keypair())",
                             field="client_keys")
         self._socks: dict[str, zmq.Socket] = {}
+        self._mons: dict[str, zmq.Socket] = {}
+        self._bare_failures = 0
         self._locks = {"request": threading.Lock(), "control": threading.Lock()}
         self._closed = False
 
     @classmethod
-    def from_file(cls, path: Path | str, **kw: Any) -> "Channel":
-        return cls(read_connection_file(Path(path)), **kw)
+    def open(cls, info: ConnectionInfo, settings: Any = None, **kw: Any) -> "Channel":
+        """A channel to ``info``, with this machine's client key pair (``<config>/curve``, made when
+        missing) when the daemon uses CurveZMQ. Every client (Client, CLI, panel, host scripts) comes here."""
+        if info.curve_server_key and kw.get("client_keys") is None:
+            if settings is None:
+                from .settings import load_settings
+
+                settings = load_settings()
+            kw["client_keys"] = client_keypair(settings.config_path)
+        return cls(info, **kw)
+
+    @classmethod
+    def from_file(cls, path: Path | str, settings: Any = None, **kw: Any) -> "Channel":
+        return cls.open(read_connection_file(Path(path)), settings, **kw)
 
     @classmethod
     def from_settings(cls, settings: Any = None, **kw: Any) -> "Channel":
@@ -452,12 +487,15 @@ class Channel:
             from .settings import load_settings
 
             settings = load_settings()
-        info = read_connection_file(settings.connection_file)
-        if info.curve_server_key and "client_keys" not in kw:
-            kw["client_keys"] = client_keypair(settings.config_path)
-        return cls(info, **kw)
+        return cls.open(read_connection_file(settings.connection_file), settings, **kw)
 
     # -- sockets ----------------------------------------------------------------------------------
+    @property
+    def where(self) -> str:
+        """The daemon as the user knows it: the profile name and host, or host:port."""
+        host = self.info.connect_host
+        return f"{self.info.name} ({host})" if self.info.name else host
+
     def _apply_curve(self, sock: zmq.Socket) -> None:
         if self.info.curve_server_key:
             assert self._client_keys is not None
@@ -470,14 +508,70 @@ class Channel:
             sock.linger = 0
             sock.immediate = True  # queue only to completed connections: a dead daemon times out on send
             self._apply_curve(sock)
+            self._mons[which] = sock.get_monitor_socket(_HANDSHAKE_EVENTS)
             sock.connect(self.info.endpoint(which))
             self._socks[which] = sock
         return sock
 
     def _reset(self, which: str) -> None:
         sock = self._socks.pop(which, None)
+        mon = self._mons.pop(which, None)
         if sock is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                sock.disable_monitor()
             sock.close(0)
+        if mon is not None:
+            mon.close(0)
+
+    def _refusal(self, event: int, value: int) -> WireError | None:
+        """The named error for a failed handshake event (None for a success)."""
+        where = self.where
+        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            pub = self._client_keys[0].decode("ascii") if self._client_keys else "(none)"
+            return WireError("not_allowed", f"this workstation's key is not allowed on {where} (its public key "
+                             f"{pub} is not in the host's curve_allow)", field="curve_allow",
+                             wanted="on the host, add the output of 'unimoe-audio keys' here to curve_allow "
+                             "and restart its daemon")
+        if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+            # The peer may simply have closed first (a Curve server drops a plain client, which then sees
+            # EPIPE): the next attempt (ZeroMQ reconnects every 100 ms) may report the precise reason. Only
+            # repeated bare failures are named; a plain handshake fails only against a Curve daemon.
+            self._bare_failures += 1
+            if self._bare_failures < (3 if self.info.curve_server_key else 2):
+                return None
+        mismatch = (event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                    and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+        if mismatch or (event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and not self.info.curve_server_key):
+            if self.info.curve_server_key:
+                return WireError("curve_required", f"the daemon on {where} does not use CurveZMQ, but this "
+                                 "connection expects it (a stale profile?)", field="curve_server_key",
+                                 wanted="a fresh profile ('unimoe-audio remote export' on the host)")
+            return WireError("curve_required", f"the daemon on {where} accepts only encrypted (CurveZMQ) clients, "
+                             "and this connection has no server key", field="curve_server_key",
+                             wanted="a profile from the host ('unimoe-audio remote export' there, "
+                             "'unimoe-audio remote add' here)")
+        if event in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+            return WireError("handshake_failed", f"the connection handshake with {where} failed (ZeroMQ event "
+                             f"{event:#x}, value {value:#x}): the host's server key may have changed",
+                             field="curve_server_key", wanted="a fresh profile ('unimoe-audio remote export')")
+        return None
+
+    def _check_monitor(self, which: str) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        mon = self._mons.get(which)
+        while mon is not None:
+            try:
+                ev = recv_monitor_message(mon, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if int(ev["event"]) == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._bare_failures = 0
+            err = self._refusal(int(ev["event"]), int(ev["value"]))
+            if err is not None:
+                self._bare_failures = 0
+                self._reset(which)  # stops libzmq reconnecting into the same refusal
+                raise err
 
     def request_raw(self, msg_type: str, content: BaseModel | dict[str, Any] | None = None, *,
                     timeout: float | None = None, control: bool = False) -> Message:
@@ -497,17 +591,36 @@ class Channel:
                             wanted=f"at most {limit} bytes (max_message_bytes)")
         with self._locks[which]:
             sock = self._socket(which)
-            sock.sndtimeo = max(1, int(timeout * 1000))
-            try:
-                sock.send_multipart(frames, copy=False)
-            except zmq.Again:
-                self._reset(which)
-                raise ReplyTimeout(f"daemon at {self.info.endpoint(which)} does not accept connections "
-                                   f"(not running?)") from None
+            mon = self._mons[which]
+            # Wait until the connection is up (immediate=True), watching the handshake for a refusal.
             while True:
+                self._check_monitor(which)
                 left = deadline - time.monotonic()
-                if left <= 0 or not sock.poll(int(left * 1000) + 1, zmq.POLLIN):
+                if left <= 0:
+                    self._reset(which)
+                    raise ReplyTimeout(f"daemon at {self.info.endpoint(which)} does not accept connections "
+                                       f"(not running?)")
+                poller = zmq.Poller()
+                poller.register(sock, zmq.POLLOUT)
+                poller.register(mon, zmq.POLLIN)
+                ready = dict(poller.poll(min(int(left * 1000) + 1, 200)))
+                if sock in ready:
+                    try:
+                        sock.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
+                        break
+                    except zmq.Again:
+                        continue
+            while True:
+                self._check_monitor(which)
+                left = deadline - time.monotonic()
+                if left <= 0:
                     raise ReplyTimeout(f"no reply to {msg_type!r} within {timeout:g} s")
+                poller = zmq.Poller()
+                poller.register(sock, zmq.POLLIN)
+                poller.register(mon, zmq.POLLIN)
+                ready = dict(poller.poll(int(left * 1000) + 1))
+                if sock not in ready:
+                    continue
                 reply = sock.recv_multipart()
                 try:
                     msg = deserialize(reply, key=self.key)

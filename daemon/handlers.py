@@ -71,6 +71,14 @@ class Handlers:
         return h if h in ("idle", "unloaded") else "idle"
 
     # -- one per request type ----------------------------------------------------------------------
+    def on_fetch(self, req: Any, *, osc: Any = None, **_: Any) -> Any:
+        from .transport import WithBuffers
+
+        if osc is not None:  # OSC never carries audio (and has no fetch address); guard the handler anyway
+            raise ProtocolError("unknown_type", "fetch is not available over OSC", field="address")
+        reply, data = self.d.files.chunk(req)
+        return WithBuffers(reply, [data]), None
+
     def on_ping(self, req: Any, **_: Any) -> Any:
         return PingReply(version=self.d.version, pid=os.getpid(), time=time.time()), None
 

@@ -14,10 +14,21 @@ log = get_logger("server")
 
 
 class OscBridge:
-    def __init__(self, osc: osc_server.OscSocket, handlers: Handlers, publisher: Publisher):
+    def __init__(self, osc: osc_server.OscSocket, handlers: Handlers, publisher: Publisher,
+                 allow: list[Any] | None = None):
         self.osc = osc
         self.handlers = handlers
         self.publisher = publisher
+        self.allow = allow  # None: bound to loopback, every sender is local
+        self._refused: set[str] = set()
+
+    def allowed(self, sender: tuple[str, int]) -> bool:
+        if self.allow is None or osc_server.sender_allowed(sender[0], self.allow):
+            return True
+        if sender[0] not in self._refused:  # log each refused address once, not each datagram
+            self._refused.add(sender[0])
+            log.warning("OSC from %s refused: not in osc_allow (dropped without reply)", sender[0])
+        return False
 
     def send_error(self, to: tuple[str, int], content: dict[str, Any], tag: str) -> None:
         """An error answered later (by the worker) to an OSC sender."""
@@ -25,6 +36,8 @@ class OscBridge:
 
     def handle_readable(self) -> None:
         for data, sender in self.osc.recv_all():
+            if not self.allowed(sender):
+                continue
             try:
                 messages = osc_server.iter_messages(data)
             except Exception as exc:  # noqa: BLE001 - python-osc raises ParseError and others

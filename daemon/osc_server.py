@@ -6,6 +6,7 @@ Address space and argument conventions: docs/protocol.md, "OSC".
 """
 from __future__ import annotations
 
+import ipaddress
 import math
 import socket
 from typing import Any
@@ -289,6 +290,28 @@ def iter_messages(data: bytes) -> list[tuple[str, list[Any]]]:
         return out
     msg = OscMessage(data)
     return [(msg.address, list(msg.params))]
+
+
+def parse_allow(entries: list[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """osc_allow entries (addresses or networks) as networks; ValueError names a bad one."""
+    nets = []
+    for e in entries:
+        try:
+            nets.append(ipaddress.ip_network(e.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"{e!r} is not an IP address or network (e.g. 192.168.1.20 or 192.168.1.0/24)") from None
+    return nets
+
+
+def sender_allowed(address: str, nets: list[Any]) -> bool:
+    """Loopback senders always; others when inside one of ``nets``."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if getattr(ip, "ipv4_mapped", None):
+        ip = ip.ipv4_mapped
+    return ip.is_loopback or any(ip in n for n in nets if n.version == ip.version)
 
 
 class OscSocket:

@@ -19,11 +19,12 @@ from typing import Any
 
 import zmq
 
-from ..client import wire
+from ..client import remote, wire
 from ..client.protocol import PROTOCOL_VERSION
 from ..client.settings import Settings
 from . import osc_server, outputs
 from .events import OUTBOX_ENDPOINT, Outbox, Publisher
+from .files import FileServer
 from .handlers import Handlers
 from .logs import get_logger
 from .model_host import ModelHost
@@ -51,7 +52,8 @@ class Daemon:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.version = package_version()
-        self.key = wire.new_key()
+        # On the network the signing key is kept (exported profiles hold it); on loopback a fresh one per start.
+        self.key = wire.new_key() if settings.is_loopback() else remote.persistent_hmac_key(settings.config_path / "curve")
         self.session = wire.new_id()
         self.started = time.time()
         self._stop = False
@@ -93,8 +95,9 @@ class Daemon:
         if not s.is_loopback() and not s.curve_allow:
             raise StartupError(
                 f"host = {s.host!r} is not loopback: listening on the network requires CurveZMQ, and curve_allow "
-                "lists no client keys. Add each client's public key (Z85, made by wire.client_keypair) to "
-                "curve_allow, or set host = 127.0.0.1.")
+                "lists no client keys. Add each workstation's public key ('unimoe-audio keys' there prints it; "
+                "a Z85 string or a file holding it) to curve_allow, or set host = 127.0.0.1.")
+        osc_allow = self._osc_allow()
         self._take_lock()
         # The data folder holds the queue (every request's text and paths), voices and models: user-only,
         # like the runtime folder. Outputs and cache are created with the user's umask.
@@ -119,7 +122,8 @@ class Daemon:
             self.osc = self._open_osc()
         self.publisher = Publisher(self.pub_sock, self.key, self.session, self.store, self.osc)
         if self.osc:
-            self.osc_bridge = OscBridge(self.osc, self.handlers, self.publisher)
+            self.osc_bridge = OscBridge(self.osc, self.handlers, self.publisher, allow=osc_allow)
+        self.files = FileServer(self.store, s.cache_path)
         self.voices = VoiceStore(s.voices_path)
         self.host = ModelHost(s, on_state=self.outbox.state)
         self.roots = s.allowed_root_paths()
@@ -142,6 +146,30 @@ class Daemon:
         if self.store.queued_count():
             log.info("%d queued job(s) from before the restart will run", self.store.queued_count())
         self.worker.wake()
+
+    def _osc_allow(self) -> list[Any] | None:
+        """The OSC sender allow list (None: loopback only, nothing to check). OSC has no authentication,
+        so listening beyond loopback needs osc_allow and is announced loudly."""
+        s = self.settings
+        if not s.osc_port or wire.is_loopback_host(s.osc_host):
+            return None
+        if not s.osc_allow:
+            raise StartupError(
+                f"osc_host = {s.osc_host!r} is not loopback, and OSC carries no authentication: list the sender "
+                "addresses that may queue jobs in osc_allow (e.g. 192.168.1.20 or 192.168.1.0/24), or set "
+                "osc_host = 127.0.0.1")
+        try:
+            nets = osc_server.parse_allow(s.osc_allow)
+        except ValueError as exc:
+            raise StartupError(f"osc_allow: {exc}") from None
+        warning = (f"WARNING: OSC listens on {s.osc_host}:{s.osc_port} WITHOUT AUTHENTICATION; it takes jobs from "
+                   f"loopback and from {', '.join(map(str, nets))} (osc_allow); anyone who can send from those "
+                   "addresses can queue work")
+        log.warning(warning)
+        import sys
+
+        print(f"unimoe-audio daemon: {warning}", file=sys.stderr, flush=True)
+        return nets
 
     def _open_osc(self) -> osc_server.OscSocket:
         """The OSC socket. The default port is machine-wide (a second user's daemon would find it taken):

@@ -27,6 +27,14 @@ HARD_SIZE_FACTOR = 4  # ZeroMQ drops (without reply) frames over this many times
 Dispatch = Callable[..., "tuple[Any, Callable[[], None] | None] | None"]
 
 
+@dataclass
+class WithBuffers:
+    """A reply whose raw frames follow its content (a ``fetch`` chunk)."""
+
+    content: Any
+    buffers: list[bytes]
+
+
 class StartupError(Exception):
     """The daemon refuses to start (message says why and what to do)."""
 
@@ -84,14 +92,25 @@ class Transport:
         if curve:
             from zmq.auth.thread import ThreadAuthenticator
 
-            public, secret = wire.server_keypair(s.runtime_path)
-            allowed = {k.encode("ascii") if isinstance(k, str) else k for k in s.curve_allow}
+            from ..client import remote
+
+            # In the config folder, not the runtime one (cleared at reboot): exported profiles name this key.
+            public, secret = wire.server_keypair(s.config_path)
+            try:
+                allowed = remote.load_allowed_keys(s.curve_allow)
+            except remote.RemoteSetupError as exc:
+                raise StartupError(str(exc)) from None
+            # This user's own client key (same config folder, which also holds the server's secret) is
+            # allowed too, so the CLI, panel and scripts on the host itself keep working.
+            allowed.add(wire.client_keypair(s.config_path)[0])
+            log.info("CurveZMQ on: %d client key(s) allowed (curve_allow and this host's own)", len(allowed))
 
             class _Keys:
                 def callback(self, domain: str, key: bytes) -> bool:  # key: Z85
                     ok = key in allowed
                     if not ok:
-                        log.warning("CurveZMQ: refused a client key not in curve_allow")
+                        log.warning("CurveZMQ: refused client key %s (not in curve_allow)",
+                                    key.decode("ascii", "replace"))
                     return ok
 
             self.auth = ThreadAuthenticator(ctx)
@@ -110,9 +129,9 @@ class Transport:
             sock.maxmsgsize = hard
             sock.router_mandatory = False
         self.pub_sock.sndhwm = 100_000
-        return Ports(request=bind(self.req_sock, s.host, s.request_port),
-                     control=bind(self.ctl_sock, s.host, s.control_port),
-                     events=bind(self.pub_sock, s.host, s.events_port))
+        return Ports(request=bind(self.req_sock, s.host, s.listen_port("request")),
+                     control=bind(self.ctl_sock, s.host, s.listen_port("control")),
+                     events=bind(self.pub_sock, s.host, s.listen_port("events")))
 
     def socket(self, which: str) -> zmq.Socket:
         return self.ctl_sock if which == "control" else self.req_sock
@@ -126,8 +145,12 @@ class Transport:
 
     # -- replies ---------------------------------------------------------------------------------
     def send(self, sock: zmq.Socket, envelope: list[bytes], msg_type: str, content: Any, parent_id: str | None) -> None:
+        buffers = None
+        if isinstance(content, WithBuffers):
+            content, buffers = content.content, content.buffers
         try:
-            frames, _ = wire.serialize(msg_type, content, key=self.key, session=self.session, parent_id=parent_id)
+            frames, _ = wire.serialize(msg_type, content, key=self.key, session=self.session, parent_id=parent_id,
+                                       buffers=buffers)
             sock.send_multipart(envelope + frames, flags=zmq.NOBLOCK)
         except Exception as exc:  # noqa: BLE001
             log.warning("reply %s not sent: %s", msg_type, exc)

@@ -2,6 +2,9 @@
 
 No mocks: the CLI runs as a child process (``python -m unimoe_audio.client``), the daemon as another
 (started by ``unimoe-audio serve --detach`` or by the client's auto-start), on the tiny model.
+
+Waits follow progress (tests/_progress.py): a CLI run is given up only when it has printed nothing and
+the daemon in its home has not moved for a long while, so a loaded machine makes tests slower, not red.
 """
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from _progress import STALL_S, Watch
 
 CLI = [sys.executable, "-m", "unimoe_audio.client"]
 
@@ -69,10 +74,41 @@ class Run:
         return self
 
 
-def cli(env: dict[str, str], *args: str, timeout: float = 180, cwd: Path | None = None) -> Run:
+def cli(env: dict[str, str], *args: str, timeout: float = STALL_S, cwd: Path | None = None) -> Run:
+    """Run the CLI; ``timeout``: seconds without progress (a line printed, or the jobs and logs of the
+    daemon in env's UNIMOE_AUDIO_HOME moving) before it is killed and the test fails."""
+    import threading
+
     argv = [*CLI, *args]
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
-    return Run(proc.returncode, proc.stdout, proc.stderr, list(args))
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
+    chunks: dict[str, list[str]] = {"out": [], "err": []}
+    lines = [0]
+
+    def pump(stream: Any, key: str) -> None:
+        for line in stream:
+            chunks[key].append(line)
+            lines[0] += 1
+
+    readers = [threading.Thread(target=pump, args=(proc.stdout, "out"), daemon=True),
+               threading.Thread(target=pump, args=(proc.stderr, "err"), daemon=True)]
+    for t in readers:
+        t.start()
+    home = env.get("UNIMOE_AUDIO_HOME")
+    watch = Watch.home(Path(home), extra=lambda: lines[0]) if home else Watch(extra=lambda: lines[0])
+    try:
+        watch.wait(lambda: proc.poll() is not None, f"unimoe-audio {' '.join(args)}", 0.05, timeout)
+    except AssertionError as exc:
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"{exc}\nstdout:\n{''.join(chunks['out'])}\nstderr:\n{''.join(chunks['err'])}") from None
+    for t in readers:
+        t.join()
+    return Run(proc.returncode, "".join(chunks["out"]), "".join(chunks["err"]), list(args))
+
+
+def wait_progress(env: dict[str, str], predicate: Any, what: str = "condition", every: float = 0.3) -> Any:
+    """Wait for ``predicate`` while the daemon in env's home makes progress (fails on a long stall)."""
+    return Watch.home(Path(env["UNIMOE_AUDIO_HOME"])).wait(predicate, what, every)
 
 
 class Daemon:
@@ -81,7 +117,7 @@ class Daemon:
     def __init__(self, home: Path, **extra_env: str):
         self.home = home
         self.env = make_env(home, **extra_env)
-        r = cli(self.env, "serve", "--detach", "--json", timeout=120)
+        r = cli(self.env, "serve", "--detach", "--json", "--connect-timeout", str(STALL_S))
         if r.code != 0:
             log = home / "logs"
             logs = "\n".join(p.read_text(errors="replace")[-3000:] for p in log.glob("*.log")) if log.is_dir() else ""

@@ -1,5 +1,9 @@
 """Helpers of the daemon tests: the real daemon (``python -m unimoe_audio.daemon``) as a child process
 on the tiny model, in a temporary UNIMOE_AUDIO_HOME, on free loopback ports; real sockets, no mocks.
+
+Waits follow progress (tests/_progress.py): starting fails when the daemon stops writing output before
+its connection file appears, event waits fail when no event arrives for a long while, job waits fail
+when the queue database stops moving; none fails merely because a loaded machine is slow.
 """
 from __future__ import annotations
 
@@ -18,7 +22,9 @@ import zmq
 from unimoe_audio.client import wire
 from unimoe_audio.client.settings import load_settings
 
-START_TIMEOUT = 60.0
+from _progress import STALL_S, Watch, sizes
+
+START_TIMEOUT = STALL_S  # seconds without any daemon output before a start counts as hung
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -69,12 +75,14 @@ class DaemonProc:
             os.environ.update(saved)
 
     def start(self, timeout: float = START_TIMEOUT) -> "DaemonProc":
+        """Start and wait for the connection file; ``timeout``: seconds without new output or log lines."""
         out = open(self.home / f"daemon-{time.monotonic_ns()}.out", "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "unimoe_audio.daemon"], env=self.env, stdout=out,
                                      stderr=subprocess.STDOUT)
         self._out = out
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        watched = [Path(out.name), self.settings.log_path]
+        last, moved = sizes(watched), time.monotonic()
+        while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.output()}")
             try:
@@ -84,8 +92,16 @@ class DaemonProc:
                     return self
             except wire.ProtocolError:
                 pass
+            now, sig = time.monotonic(), sizes(watched)
+            if sig != last:
+                last, moved = sig, now
+            elif now - moved > timeout:
+                raise RuntimeError(f"daemon wrote nothing for {timeout:.0f} s and did not start:\n{self.output()}")
             time.sleep(0.02)
-        raise RuntimeError(f"daemon did not start in {timeout} s:\n{self.output()}")
+
+    def watch(self) -> Watch:
+        """Progress of this daemon: its queue database and logs."""
+        return Watch(dbs=[self.settings.queue_db_path], files=[self.settings.log_path, Path(self._out.name)])
 
     def output(self) -> str:
         try:
@@ -134,38 +150,59 @@ def music(seconds: float = 1.0, caption: str = "a calm piano melody", **kw: Any)
     return req
 
 
-def wait_final(sub: wire.Subscription, job_id: str, timeout: float = 120) -> tuple[wire.Message, list[wire.Message]]:
-    """Collect the events of ``job_id`` until its final event; returns (final, all of them)."""
-    seen: list[wire.Message] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        msg = sub.recv(timeout=max(0.01, deadline - time.monotonic()))
+def until(sub: wire.Subscription, accept: Any, what: str, stall: float = STALL_S) -> wire.Message:
+    """The first message for which ``accept(msg)`` is true. Any message resets the stall clock (any job's
+    event shows the daemon is working); AssertionError after ``stall`` s without one."""
+    moved = time.monotonic()
+    while True:
+        msg = sub.recv(timeout=max(0.01, min(1.0, moved + stall - time.monotonic())))
         if msg is None:
-            break
-        if msg.content.get("job_id") != job_id:
+            if time.monotonic() - moved > stall:
+                raise AssertionError(f"no event for {stall:.0f} s while waiting for {what}")
             continue
+        moved = time.monotonic()
+        if accept(msg):
+            return msg
+
+
+def wait_final(sub: wire.Subscription, job_id: str, timeout: float = STALL_S) -> tuple[wire.Message, list[wire.Message]]:
+    """Collect the events of ``job_id`` until its final event; returns (final, all of them).
+    ``timeout``: seconds without any event before giving up (progress events keep it waiting)."""
+    seen: list[wire.Message] = []
+
+    def accept(msg: wire.Message) -> bool:
+        if msg.content.get("job_id") != job_id:
+            return False
         seen.append(msg)
-        if msg.msg_type in ("done", "failed", "cancelled"):
-            return msg, seen
-    raise AssertionError(f"no final event for {job_id} in {timeout} s; got {[m.msg_type for m in seen]}")
+        return msg.msg_type in ("done", "failed", "cancelled")
+
+    try:
+        final = until(sub, accept, f"the end of {job_id}", timeout)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; got {[m.msg_type for m in seen]}") from None
+    return final, seen
 
 
-def collect(sub: wire.Subscription, job_ids: list[str], timeout: float = 300) -> dict[str, list[wire.Message]]:
-    """Events of several jobs, until each has had its final event."""
+def collect(sub: wire.Subscription, job_ids: list[str], timeout: float = STALL_S) -> dict[str, list[wire.Message]]:
+    """Events of several jobs, until each has had its final event (``timeout``: seconds without an event)."""
     events: dict[str, list[wire.Message]] = {j: [] for j in job_ids}
     open_ids = set(job_ids)
-    deadline = time.monotonic() + timeout
-    while open_ids and time.monotonic() < deadline:
-        msg = sub.recv(timeout=max(0.01, deadline - time.monotonic()))
-        if msg is None:
-            break
+
+    def accept(msg: wire.Message) -> bool:
         j = msg.content.get("job_id")
         if j in events:
             events[j].append(msg)
             if msg.msg_type in ("done", "failed", "cancelled"):
                 open_ids.discard(j)
-    assert not open_ids, f"no final event for {sorted(open_ids)} in {timeout} s"
+        return not open_ids
+
+    until(sub, accept, f"the end of {sorted(open_ids)}", timeout)
     return events
+
+
+def wait_jobs(d: "DaemonProc", predicate: Any, what: str = "jobs") -> Any:
+    """Wait for ``predicate`` while the daemon's jobs move (fails only after STALL_S s of no progress)."""
+    return d.watch().wait(predicate, what)
 
 
 def wait_for(pred: Any, timeout: float = 60, interval: float = 0.02, what: str = "condition") -> Any:

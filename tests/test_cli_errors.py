@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from _client_harness import Daemon, cli, make_reference_speech, make_video  # noqa: E402
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(1800)  # last resort: the waits inside follow progress
 
 
 @pytest.fixture(scope="module")

@@ -156,12 +156,12 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the daemon (foreground, or --detach)")
-    add_common(p)
+    add_common(p, remote=False)
     p.add_argument("--detach", action="store_true", help="start in the background and return once it answers")
     p.add_argument("--model", help="model to serve (a name under the models folder, a path, or 'tiny')")
     p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"])
     p.add_argument("--dtype", choices=["auto", "bfloat16", "float16", "float32"])
-    p.add_argument("--host")
+    p.add_argument("--host", help="interface to listen on; beyond loopback needs curve_allow (docs/remote.md)")
     p.add_argument("--request-port", type=int)
     p.add_argument("--control-port", type=int)
     p.add_argument("--events-port", type=int)

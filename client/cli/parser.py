@@ -15,11 +15,13 @@ VERB_GROUPS: tuple[str, ...] = (
     "voices",
     "models",
     "timeline_cmds",
+    "remote_cmds",
 )
 
 
-def add_common(p: argparse.ArgumentParser, top: bool = False) -> None:
-    """Options accepted before and after the verb (a subparser's default must not hide the top one)."""
+def add_common(p: argparse.ArgumentParser, top: bool = False, remote: bool = True) -> None:
+    """Options accepted before and after the verb (a subparser's default must not hide the top one).
+    ``remote=False`` for ``serve``, whose own ``--host`` is the interface it listens on."""
     d = (lambda v: v) if top else (lambda v: argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", default=d(False), help="print one JSON document on stdout")
     p.add_argument("-q", "--quiet", action="store_true", default=d(False), help="no notices or progress on stderr")
@@ -30,6 +32,9 @@ def add_common(p: argparse.ArgumentParser, top: bool = False) -> None:
     p.add_argument("--connect-timeout", type=float, default=d(60.0), metavar="S",
                    help="seconds to wait for a daemon to answer or start (default 60)")
     p.add_argument("--home", default=d(None), metavar="DIR", help="same as UNIMOE_AUDIO_HOME")
+    if remote:
+        p.add_argument("--host", dest="remote", default=d(None), metavar="NAME",
+                       help="use the remote host of this profile ('remote add'); same as UNIMOE_AUDIO_REMOTE")
 
 
 def parse_loudness(text: str) -> float | str:

@@ -29,6 +29,8 @@ def settings_for(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
     if getattr(args, "home", None):
         overrides["home"] = args.home
+    if getattr(args, "remote", None):
+        overrides["remote"] = args.remote
     try:
         return load_settings(**overrides)
     except Exception as exc:  # pydantic ValidationError, bad config.toml
