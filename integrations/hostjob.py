@@ -83,7 +83,9 @@ class HostJob:
                          stage=upd.stage or upd.state, changed=True)
         ev = upd.event
         if upd.kind == "done" and isinstance(ev, P.DoneEvent):
-            res.path, res.seconds, res.sample_rate, res.fraction = ev.path, ev.seconds, ev.sample_rate, 1.0
+            # On a remote host (docs/remote.md) the file is fetched to this machine; locally it is ev.path.
+            res.path, res.seconds, res.sample_rate, res.fraction = (self.client.local_path(upd.job_id, ev.path),
+                                                                    ev.seconds, ev.sample_rate, 1.0)
         elif upd.kind == "failed":
             err = getattr(ev, "error", None)
             res.error = (f"{err.field + ': ' if err.field else ''}{err.code}: {err.message}"
