@@ -59,13 +59,21 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "fit_length": ("output", "fit_length"),
     "priority": ("priority",),
     "request_id": ("request_id",),  # idempotency key: a resent datagram makes no second job
+    # Spotting (BWF bext + iXML in the WAV): the timeline position and production notes.
+    "record_in": ("spot", "record_in"),
+    "record_fps": ("spot", "fps"),  # the timecode rate of record_in ("fps" is the length's frame rate)
+    "record_seconds": ("spot", "seconds"),
+    "project": ("spot", "project"),
+    "scene": ("spot", "scene"),
+    "take": ("spot", "take"),
+    "note": ("spot", "note"),
 }
 # The OSC type each key takes, as the ZeroMQ schema types the field it fills (client/protocol.py).
 _FLOAT = ("seconds", "min_seconds", "max_seconds", "cfg_scale", "temperature", "top_p", "eos_factor", "tempo_bpm",
-          "in", "out", "frames_per_second", "loudness_lufs", "true_peak_db")
+          "in", "out", "frames_per_second", "loudness_lufs", "true_peak_db", "record_seconds")
 _INT = ("frames", "seed", "top_k", "bars", "max_frames", "sample_rate", "channels", "bit_depth", "priority")
 _FLAG = ("normalize", "fit_length", "progress")
-_NUMBER_OR_STRING = ("fps",)  # 25, 29.97 or "24000/1001"
+_NUMBER_OR_STRING = ("fps", "record_fps")  # 25, 29.97 or "24000/1001"
 _REPLY_KEYS = ("reply_port", "reply_host", "tag", "progress")
 _FIELD_TO_KEY = {".".join(v): k for k, v in _KEYS.items()}
 _FIELD_TO_KEY.update({"spec.text": "text", "spec.caption": "caption", "spec.video": "video", "job_id": "job_id"})

@@ -216,3 +216,33 @@ def test_batch_items_carry_timeline_fields(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "unimoe_audio.client", "batch", str(f), "--dry-run"],
                           capture_output=True, text=True, timeout=120, env={**os.environ, "UNIMOE_AUDIO_HOME": str(tmp_path)})
     assert proc.returncode == 2 and "spot" in proc.stderr, proc.stderr
+
+
+def test_osc_request_spots_its_file(daemon):
+    """The same spotting over OSC (Max, TouchOSC): record_in + record_fps and the notes as key/value pairs."""
+    import socket
+
+    from pythonosc.osc_message import OscMessage
+
+    from unimoe_audio.daemon import osc_server
+
+    out = daemon.home / "spot-osc"
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(300)
+    try:
+        s.sendto(osc_server.build("/unimoe/music", [
+            "door slam sting", "seconds", 0.5, "seed", 3, "folder", str(out), "record_in", "01:00:00:00",
+            "record_fps", "24000/1001", "project", "Feature", "scene", "12A", "take", "4", "note", "osc"]),
+            ("127.0.0.1", daemon.info.osc_port))
+        while True:
+            m = OscMessage(s.recvfrom(65536)[0])
+            assert m.address not in ("/unimoe/error", "/unimoe/failed"), m.params
+            if m.address == "/unimoe/done":
+                path = Path(m.params[1])
+                break
+    finally:
+        s.close()
+    assert bwf.read_bext(path).time_reference == 172_972_800
+    ix = bwf.read_ixml(path)
+    assert (ix["PROJECT"], ix["SCENE"], ix["TAKE"], ix["NOTE"]) == ("Feature", "12A", "4", "osc")
