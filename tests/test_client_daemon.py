@@ -89,7 +89,7 @@ def test_cancel_a_running_job(client, tmp_path):
 
 
 def test_cancel_a_queued_job_is_immediate(client):
-    first = client.music("long", seconds=300, priority=0)
+    first = client.music("long", seconds=300, priority=0, cfg_scale=0)  # no CFG: the next job cannot join it
     wait_for(lambda: client.job(first.id).state == "running", timeout=120, what="first job to run")
     queued = client.music("never runs", seconds=1, priority=-5)
     assert client.job(queued.id).state == "queued"
