@@ -135,7 +135,8 @@ class ModelHost:
                 from ..model.engine import Engine
 
                 s = self.settings
-                engine = Engine.load(model_dir, dac=s.dac, device=s.device, dtype=s.dtype, load_vision=True)
+                engine = Engine.load(model_dir, dac=s.dac, device=s.device, dtype=s.dtype, load_vision=True,
+                                     decode=s.decode)
             except BaseException as exc:  # noqa: BLE001 - every failure becomes a clear error, daemon stays up
                 err = error_from_exception(exc, default_code="model_error")
                 if err.code == "internal":

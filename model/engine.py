@@ -167,7 +167,7 @@ class Engine:
         from .decoder import length_bucket
 
         if lengths is None:
-            lengths = tuple(sorted({length_bucket(512), length_bucket(self.window_frames + 600)}))
+            lengths = tuple(sorted({length_bucket(512), length_bucket(1024), length_bucket(self.window_frames + 600)}))
         with self._lock, torch.inference_mode():
             t0 = time.monotonic()
             n = self.lm.static_decoder().warmup(lengths)

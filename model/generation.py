@@ -17,7 +17,11 @@ Improvements over the reference:
 * one ``torch.Generator`` per request: a seeded request gives the same codes whatever else is in
   the batch (greedy draws no random numbers);
 * requests with different prompt lengths, lengths limits and sampling settings share a batch;
-* finished (or cancelled) items leave the batch: their rows are dropped from the KV cache;
+* finished (or cancelled) items leave the batch at once, and new items may join it between steps
+  (:class:`DecodeSession`: continuous batching; model/scheduler.py runs whole requests on it);
+* decode steps of static shapes on CUDA (model/decode_rows.py, decoder.StaticDecoder): row buckets,
+  a KV cache preallocated per (rows, slots) bucket, one CUDA graph per bucket captured once and
+  reused, finished rows masked; the eager forward stays the fallback and the CPU default;
 * items with ``cfg_scale == 0`` run only their conditional row (D8);
 * a per-step callback per item, for progress and cancellation;
 * continuation: an item may start from ``prefix`` frames (already generated codes), which are fed
