@@ -377,6 +377,7 @@ class StaticBatch:
         self.pos = torch.zeros((rows, 1), dtype=torch.long, device=dev)
         self.slots = torch.zeros(rows, dtype=torch.long, device=dev)
         self._rows = torch.arange(rows, device=dev)
+        self._true = torch.ones(rows, dtype=torch.bool, device=dev)
         self._arange = torch.arange(self.cache.capacity, device=dev)
         self.use_graph = use_graph
         self.graph = None
@@ -398,7 +399,8 @@ class StaticBatch:
         m, c = self.model, self.cache
         h = self.emb
         cos, sin = m.rotary(self.pos, h.dtype)
-        c.valid[self._rows, self.slots] = True
+        # a device tensor of True, not a Python bool: nothing may come from the host while capturing
+        c.valid.index_put_((self._rows, self.slots), self._true)
         key_valid = c.valid & (self._arange[None, :] <= self.slots[:, None])
         mask = AttnMask(key_valid[:, None, None, :], False)
         sc = _RowSlotCache(c, self._rows, self.slots)
