@@ -16,7 +16,6 @@ import queue as stdqueue
 import threading
 import time
 from collections import deque
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable
 

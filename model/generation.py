@@ -357,7 +357,7 @@ class DecodeSession:
         """One decode step for every item in flight. Returns the items that finished in it."""
         if not self.active:
             return []
-        lm, m = self.lm, self.m
+        lm = self.lm
         ids: list[int] = []
         inp: list[np.ndarray] = []
         for st in self.active:
