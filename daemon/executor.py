@@ -17,6 +17,9 @@ OnDone = Callable[[Any], None]
 
 
 class JobExecutor(Protocol):
+    def load(self) -> None:
+        """Make sure the model is ready (raises ``ModelLoadFailed`` with the error to report)."""
+
     def in_flight(self) -> int:
         """Jobs added and not yet done."""
 
@@ -37,6 +40,9 @@ class LocalEngineExecutor:
     def __init__(self, host: ModelHost):
         self.host = host
         self.batch: Any = None  # model.scheduler.JobBatch while jobs are in flight
+
+    def load(self) -> None:
+        self.host.ensure_loaded()
 
     def in_flight(self) -> int:
         return len(self.batch) if self.batch is not None else 0

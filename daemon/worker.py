@@ -211,6 +211,14 @@ class Worker(threading.Thread):
                 got = None
             if got is not None:
                 live.append(got)
+        if not live:
+            return
+        try:
+            self.executor.load()
+        except ModelLoadFailed as exc:
+            for row, _, _ in live:
+                self._fail(row, exc.error)
+            return
         size = n + len(live)
         t0 = time.monotonic()
         for row, _, _ in live:
