@@ -5,6 +5,7 @@
 
 For each device and model size, with random weights (the audio is noise; the speed is what counts):
 
+0. **Parity**: fp32 greedy codes of the golden fixture, static (captured on CUDA) = eager = reference.
 1. **Generation steps/s** of ``generation.generate`` (the loop every task, the Engine and the daemon
    run: embed, step, CFG, sampling, EOS countdown, per-item callbacks), for 1, 4 and 8 music items
    with CFG, decode ``static`` (bucketed static shapes; CUDA graphs on CUDA) and ``eager``. One step
@@ -147,6 +148,39 @@ def step_bytes(eng, rows: int, kv_len: int) -> int:
     return (w + kv) * el
 
 
+# --- 0: parity (what a lent GPU must confirm first) ------------------------------------------------------
+
+def parity(dev: torch.device) -> dict:
+    """fp32 greedy codes of the golden fixture's two music prompts: static (on CUDA: graph-captured)
+    against eager and against the reference's codes."""
+    import numpy as np
+
+    from unimoe_audio.model import prompts
+    from unimoe_audio.model.decoder import load_model
+    from unimoe_audio.model.engine import load_text_tokenizer
+    from unimoe_audio.model.generation import GenItem, Sampling, backend_for, generate
+
+    fix = ROOT / "tests" / "fixtures" / "model"
+    g = np.load(fix / "golden.npz")
+    meta = json.loads((fix / "golden_meta.json").read_text())
+    tok = load_text_tokenizer(fix)
+    lm = backend_for(load_model(fix, device=dev, dtype=torch.float32, load_vision=False))
+    cfg = lm.config
+
+    def items():
+        return [GenItem(prompt=prompts.build_music_prompt(tok, c), max_frames=21,
+                        sampling=Sampling(cfg_scale=10.0, eos_factor=0.6, greedy=True)) for c in meta["t2m"]["captions"]]
+
+    with torch.inference_mode():
+        kw = dict(placeholder_id=int(cfg.codec_placeholder_value), video_token_id=int(cfg.video_token_id))
+        st = generate(lm, items(), static=True, **kw)
+        ea = generate(lm, items(), static=False, **kw)
+    return dict(static_equals_eager=all(np.array_equal(a.codes, b.codes) for a, b in zip(st, ea)),
+                static_equals_reference=all(np.array_equal(r.codes, g[f"t2m_gen_codes_reverted_{b}"])
+                                            for b, r in enumerate(st)),
+                graphs_captured=lm.static_decoder().captures)
+
+
 # --- 3: time to first streamed audio ------------------------------------------------------------------------
 
 def first_audio(eng, seconds: float = 10.0) -> dict:
@@ -261,6 +295,8 @@ def bench_device(dev: torch.device, sizes: list[str], dtype: torch.dtype, args, 
     bw = copy_bandwidth(dev)
     out["copy_bandwidth_GBps"] = round(bw / 1e9, 2)
     log(f"{dev}: copy bandwidth {bw / 1e9:.2f} GB/s")
+    out["parity_fp32"] = parity(dev)
+    log(f"{dev}: fp32 greedy parity {out['parity_fp32']}")
     counts = [int(x) for x in args.items.split(",")]
     for size in sizes:
         log(f"== {dev} {size}")
