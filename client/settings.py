@@ -70,7 +70,8 @@ class Settings(BaseSettings):
         "Loading refuses, naming what would fit, when the estimate exceeds it.")
     keep_alive: float = Field(300.0, ge=0, description="Seconds an idle model stays loaded; 0 keeps it loaded forever.")
     load_at_start: bool = Field(False, description="Load the model when the daemon starts instead of on first use.")
-    max_batch: int = Field(4, ge=1, le=64, description="Most compatible queued requests generated together.")
+    max_batch: int = Field(4, ge=1, le=64, description="Most compatible requests (same task, same CFG on/off) generated together; a new one joins the running batch between steps.")
+    decode: Literal["auto", "static", "eager"] = Field("auto", description="Decode steps: static (bucketed shapes, CUDA graphs), eager (plain forward), auto (static on CUDA, eager elsewhere).")
 
     # -- network ---------------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Interface the daemon listens on. Anything but loopback requires CurveZMQ keys.")

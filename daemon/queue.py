@@ -171,6 +171,23 @@ class JobStore:
                 out.append(d)
             return out
 
+    def claim_next(self, batch_key: str | None = None) -> dict[str, Any] | None:
+        """Move the head of the queue (highest priority, then oldest) to running, if it may join a
+        batch of ``batch_key`` (None: an empty batch, anything goes; "": nothing joins). A head that
+        may not join stays queued, and so does everything behind it: priority stays strict."""
+        with self._tx() as db:
+            r = db.execute("SELECT * FROM jobs WHERE state='queued' ORDER BY priority DESC, seq LIMIT 1").fetchone()
+            if r is None or (batch_key is not None and (not batch_key or r["batch_key"] != batch_key)):
+                return None
+            now = time.time()
+            db.execute("UPDATE jobs SET state='running', started=?, attempts=attempts+1, fraction=0, stage=NULL "
+                       "WHERE id=? AND state='queued'", (now, r["id"]))
+            d = dict(r)
+            d["attempts"] += 1
+            d["started"] = now
+            d["state"] = "running"
+            return d
+
     def cancel_queued(self, job_id: str) -> bool:
         with self._tx() as db:
             cur = db.execute("UPDATE jobs SET state='cancelled', finished=? WHERE id=? AND state='queued'",

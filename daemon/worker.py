@@ -1,6 +1,14 @@
-"""The worker: one thread that owns the model. It claims jobs from the SQLite queue (batching compatible
-ones up to settings.max_batch), runs them on the engine, writes the output files, and reports every step
-to the main loop through the outbox (which publishes events; only the main thread touches the sockets).
+"""The worker: one thread that owns the model. It claims jobs from the SQLite queue, runs them on an
+executor (daemon/executor.py: the local engine, continuously batched), writes the output files, and
+reports every step to the main loop through the outbox (which publishes events; only the main thread
+touches the sockets).
+
+Scheduling (continuous batching): between two decode steps the worker admits the head of the queue
+(highest priority, then oldest) while it is compatible with the jobs in flight (same ``batch_key``:
+task kind and CFG on/off) and fewer than ``settings.max_batch`` jobs run; the new job's prefill runs
+and its rows join the shared batch. A job leaves as soon as it is done, so a short job submitted
+while a long one runs finishes long before it. An incompatible head waits until the batch drains
+(priority stays strict), and so do worker operations (voice encoding, unload).
 """
 from __future__ import annotations
 
@@ -8,7 +16,6 @@ import queue as stdqueue
 import threading
 import time
 from collections import deque
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +28,7 @@ from ..client.protocol import (
 )
 from ..client.settings import Settings
 from . import outputs
+from .executor import JobExecutor, LocalEngineExecutor
 from .logs import get_logger
 from .model_host import ModelHost, ModelLoadFailed, error_from_exception
 from .queue import JobStore
@@ -34,13 +42,10 @@ PARTIAL_EVERY_SECONDS = 0.5  # seconds of new audio between streamed previews
 
 
 def batch_key(req: SubmitRequest) -> str:
-    """Jobs with the same key may be generated together (engine.run_batch). Empty: never batched."""
+    """Jobs with the same key may share a running batch: same task kind, same CFG setting (on/off:
+    a CFG job takes two decode rows). Empty: never batched (rows of older databases)."""
     spec = req.spec
-    if spec.task == "video_score":
-        return ""  # one video at a time (vision tower memory)
-    if req.stream_partial:
-        return ""
-    return spec.task
+    return f"{spec.task}:{'nocfg' if spec.sampling.cfg_scale == 0 else 'cfg'}"
 
 
 def to_model_request(req: SubmitRequest, voices: VoiceStore) -> Any:
@@ -82,9 +87,13 @@ def _describe(req: SubmitRequest) -> str:
     return f"{spec.task}: {text}".strip().rstrip(":")
 
 
+class _Internal(Exception):
+    """A job given up because of a daemon bug (logged); reported as an ``internal`` error."""
+
+
 class Worker(threading.Thread):
     def __init__(self, settings: Settings, store: JobStore, host: ModelHost, voices: VoiceStore,
-                 outbox: Any, version: str = ""):
+                 outbox: Any, version: str = "", executor: JobExecutor | None = None):
         super().__init__(name="worker", daemon=True)
         self.settings = settings
         self.store = store
@@ -100,6 +109,8 @@ class Worker(threading.Thread):
         self.running: dict[str, float] = {}  # job id -> start time (monotonic)
         self._durations: deque[float] = deque(maxlen=20)  # wall seconds per job, recent
         self.roots = settings.allowed_root_paths()
+        self.executor: JobExecutor = executor if executor is not None else LocalEngineExecutor(host)
+        self._key: str | None = None  # batch_key of the jobs in flight
 
     # -- called from the main thread -------------------------------------------------------------
     def wake(self) -> None:
@@ -140,31 +151,24 @@ class Worker(threading.Thread):
             except ModelLoadFailed:
                 pass
         while True:
-            self._run_ops()
-            if self._stopping.is_set():
-                break
+            if not self.executor.in_flight():
+                self._run_ops()
+                if self._stopping.is_set():
+                    break
             try:
-                batch = self.store.claim(self.settings.max_batch)
-            except Exception:  # noqa: BLE001
-                log.exception("claiming jobs failed")
-                batch = []
-            if batch:
+                self._admit()
+            except Exception:  # noqa: BLE001 - a bug here must not kill the worker
+                log.exception("admitting jobs failed")
+            if self.executor.in_flight():
                 try:
-                    self._run_batch(batch)
+                    self.executor.step()
                 except Exception:  # noqa: BLE001 - a bug here must not kill the worker
-                    log.exception("batch failed unexpectedly")
-                    for row in batch:
-                        if self.store.state(row["id"]) == "running":
-                            self._fail(row, ErrorReply(code="internal", message="unexpected daemon error (logged)"))
-                finally:
-                    for row in batch:
-                        self.running.pop(row["id"], None)
-                        self._cancel.discard(row["id"])
+                    log.exception("decode step failed unexpectedly")
+                    self.executor.abort(_Internal("unexpected daemon error (logged)"))
                 continue
             if self.host.idle_expired():
                 self.host.unload("idle for keep_alive")
-            timeout = 1.0
-            self._wake.wait(timeout)
+            self._wake.wait(1.0)
             self._wake.clear()
         self._run_ops()
         self.host.unload("daemon stopping")
@@ -180,7 +184,83 @@ class Worker(threading.Thread):
             except Exception:  # noqa: BLE001
                 log.exception("worker operation failed")
 
-    # -- one batch -------------------------------------------------------------------------------
+    # -- admission (at a step boundary) ----------------------------------------------------------
+    def _admit(self) -> None:
+        """Claim the queue's head while it may join the jobs in flight, then start those jobs."""
+        if self._stopping.is_set() or not self._ops.empty():
+            return  # stopping, or an operation waits for the batch to drain
+        n = self.executor.in_flight()
+        if not n:
+            self._key = None
+        rows: list[dict[str, Any]] = []
+        while n + len(rows) < self.settings.max_batch or not (n or rows):
+            try:
+                row = self.store.claim_next(self._key)
+            except Exception:  # noqa: BLE001
+                log.exception("claiming jobs failed")
+                break
+            if row is None:
+                break
+            if self._key is None:
+                self._key = row["batch_key"]
+            rows.append(row)
+            if not row["batch_key"]:
+                break
+        if not rows:
+            return
+        live: list[tuple[dict[str, Any], SubmitRequest, Any]] = []
+        for row in rows:
+            try:
+                got = self._validate(row)
+            except Exception:  # noqa: BLE001
+                log.exception("validating job %s failed", row["id"])
+                self._fail(row, ErrorReply(code="internal", message="unexpected daemon error (logged)"))
+                got = None
+            if got is not None:
+                live.append(got)
+        if not live:
+            return
+        try:
+            self.executor.load()
+        except ModelLoadFailed as exc:
+            for row, _, _ in live:
+                self._fail(row, exc.error)
+            return
+        size = n + len(live)
+        t0 = time.monotonic()
+        for row, _, _ in live:
+            self.running[row["id"]] = t0
+            self.outbox.event("started", {"job_id": row["id"], "tag": row["tag"], "attempt": row["attempts"],
+                                          "batch_size": size})
+        for row, req, mreq in live:
+            self.executor.add(mreq, self._progress_cb(row, req), self._on_done(row, req, t0, size))
+
+    def _validate(self, row: dict[str, Any]) -> tuple[dict[str, Any], SubmitRequest, Any] | None:
+        if row["id"] in self._cancel:
+            self._cancelled(row)
+            self._cancel.discard(row["id"])
+            return None
+        if row["attempts"] > 3:
+            self._fail(row, ErrorReply(code="internal", message="too many attempts"))
+            return None
+        try:
+            req = SubmitRequest.model_validate_json(row["request"])
+            # Inputs may have vanished since the job was queued.
+            spec = req.spec
+            if spec.task == "speech" and spec.reference_audio:
+                outputs.check_input_file(spec.reference_audio, self.roots, "spec.reference_audio")
+            if spec.task == "video_score":
+                outputs.check_input_file(spec.video, self.roots, "spec.video")
+            mreq = to_model_request(req, self.voices)
+        except ProtocolError as exc:
+            self._fail(row, exc.to_reply())
+            return None
+        except Exception as exc:  # noqa: BLE001
+            self._fail(row, error_from_exception(exc))
+            return None
+        return row, req, mreq
+
+    # -- outcomes --------------------------------------------------------------------------------
     def _fail(self, row: dict[str, Any], err: ErrorReply) -> None:
         self.store.finish(row["id"], "failed", error=err)
         log.warning("job %s failed: %s %s%s", row["id"], err.code, err.message,
@@ -197,84 +277,48 @@ class Worker(threading.Thread):
         log.info("job %s requeued (daemon stopping)", row["id"])
         self.outbox.event("requeued", {"job_id": row["id"], "tag": row["tag"], "reason": "daemon stopping"})
 
-    def _run_batch(self, rows: list[dict[str, Any]]) -> None:
+    def _on_done(self, row: dict[str, Any], req: SubmitRequest, t0: float, size: int) -> Callable[[Any], None]:
+        def done(res: Any) -> None:
+            try:
+                self._outcome(row, req, res)
+            except Exception:  # noqa: BLE001 - a bug here must not kill the worker
+                log.exception("finishing job %s failed", row["id"])
+                if self.store.state(row["id"]) == "running":
+                    self._fail(row, ErrorReply(code="internal", message="unexpected daemon error (logged)"))
+            finally:
+                self._durations.append((time.monotonic() - t0) / max(1, size))
+                self.running.pop(row["id"], None)
+                self._cancel.discard(row["id"])
+
+        return done
+
+    def _outcome(self, row: dict[str, Any], req: SubmitRequest, res: Any) -> None:
         from ..model.errors import Cancelled
 
-        live: list[tuple[dict[str, Any], SubmitRequest, Any]] = []
-        for row in rows:
-            if row["id"] in self._cancel:
+        if isinstance(res, ModelLoadFailed):
+            self._fail(row, res.error)
+            return
+        if isinstance(res, _Internal):
+            self._fail(row, ErrorReply(code="internal", message=str(res)))
+            return
+        if isinstance(res, BaseException):
+            if (self._stopping.is_set() and not self._finish_first and row["id"] not in self._cancel
+                    and isinstance(res, Cancelled)):
+                self._requeue(row)
+            elif isinstance(res, Cancelled) or row["id"] in self._cancel:
                 self._cancelled(row)
-                continue
-            if row["attempts"] > 3:
-                self._fail(row, ErrorReply(code="internal", message="too many attempts"))
-                continue
-            try:
-                req = SubmitRequest.model_validate_json(row["request"])
-                # Inputs may have vanished since the job was queued.
-                spec = req.spec
-                if spec.task == "speech" and spec.reference_audio:
-                    outputs.check_input_file(spec.reference_audio, self.roots, "spec.reference_audio")
-                if spec.task == "video_score":
-                    outputs.check_input_file(spec.video, self.roots, "spec.video")
-                mreq = to_model_request(req, self.voices)
-            except ProtocolError as exc:
-                self._fail(row, exc.to_reply())
-                continue
-            except Exception as exc:  # noqa: BLE001
-                self._fail(row, error_from_exception(exc))
-                continue
-            live.append((row, req, mreq))
-        if not live:
+            else:
+                if not isinstance(res, ProtocolError):
+                    log.error("job %s: %s", row["id"], res, exc_info=res)
+                self._fail(row, res.to_reply() if isinstance(res, ProtocolError) else error_from_exception(res))
             return
         try:
-            engine = self.host.ensure_loaded()
-        except ModelLoadFailed as exc:
-            for row, _, _ in live:
-                self._fail(row, exc.error)
-            return
-        t0 = time.monotonic()
-        for row, _, _ in live:
-            self.running[row["id"]] = t0
-            self.outbox.event("started", {"job_id": row["id"], "tag": row["tag"], "attempt": row["attempts"],
-                                          "batch_size": len(live)})
-        callbacks = [self._progress_cb(row, req) for row, req, _ in live]
-        if len(live) == 1:
-            row, req, mreq = live[0]
-            fn = {"speech": engine.speech, "music": engine.music, "video_score": engine.video_score}[req.spec.task]
-            try:
-                results: list[Any] = [fn(mreq, progress=callbacks[0])]
-            except BaseException as exc:  # noqa: BLE001
-                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                    raise
-                results = [exc]
-        else:
-            try:
-                results = list(engine.run_batch([m for _, _, m in live], callbacks))
-            except Exception as exc:  # noqa: BLE001 - the whole batch failed (e.g. out of memory)
-                results = [exc] * len(live)
-        self.host.touch()
-        wall = time.monotonic() - t0
-        for _ in live:
-            self._durations.append(wall / len(live))
-        for (row, req, _), res in zip(live, results):
-            if isinstance(res, BaseException):
-                if (self._stopping.is_set() and not self._finish_first and row["id"] not in self._cancel
-                        and isinstance(res, Cancelled)):
-                    self._requeue(row)
-                elif isinstance(res, Cancelled) or row["id"] in self._cancel:
-                    self._cancelled(row)
-                else:
-                    if not isinstance(res, ProtocolError):
-                        log.error("job %s: %s", row["id"], res, exc_info=res)
-                    self._fail(row, res.to_reply() if isinstance(res, ProtocolError) else error_from_exception(res))
-                continue
-            try:
-                self._write(row, req, res)
-            except ProtocolError as exc:
-                self._fail(row, exc.to_reply())
-            except Exception as exc:  # noqa: BLE001
-                log.exception("writing job %s failed", row["id"])
-                self._fail(row, error_from_exception(exc))
+            self._write(row, req, res)
+        except ProtocolError as exc:
+            self._fail(row, exc.to_reply())
+        except Exception as exc:  # noqa: BLE001
+            log.exception("writing job %s failed", row["id"])
+            self._fail(row, error_from_exception(exc))
 
     def _progress_cb(self, row: dict[str, Any], req: SubmitRequest) -> Callable[[Any], bool]:
         from ..model.errors import Cancelled

@@ -328,6 +328,191 @@ class DecodeRunner:
         return self._out.clone()
 
 
+ROW_BUCKETS = (2, 4, 8, 16)  # rows of a static decode batch (a CFG item takes 2)
+MIN_LENGTH_BUCKET = 64
+
+
+def row_bucket(n: int, buckets: tuple[int, ...] = ROW_BUCKETS) -> int:
+    """The smallest row bucket holding ``n`` rows (past the largest: its multiples)."""
+    for b in buckets:
+        if n <= b:
+            return b
+    top = buckets[-1]
+    return -(-n // top) * top
+
+
+def length_bucket(n: int) -> int:
+    """The smallest power of two >= ``n`` (at least MIN_LENGTH_BUCKET): KV slots of a static batch."""
+    b = MIN_LENGTH_BUCKET
+    while b < n:
+        b *= 2
+    return b
+
+
+class _RowSlotCache:
+    """What a layer sees of the cache in a bucketed static step: each row writes at its own slot."""
+
+    def __init__(self, cache: KVCache, rows: torch.Tensor, slots: torch.Tensor):
+        self.cache, self.rows, self.slots = cache, rows, slots
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.cache.write_rows(layer, k, v, self.rows, self.slots)
+
+
+class StaticBatch:
+    """One (rows, capacity) bucket of :class:`StaticDecoder`: its preallocated KV cache, the static
+    inputs of a decode step, and (on CUDA) the step captured as a graph.
+
+    Rows are independent: row ``r`` feeds ``emb[r]`` at position ``pos[r]``, writes its key at
+    ``slots[r]`` and attends to its valid slots ``<= slots[r]``. So rows may sit at different lengths
+    (items joined at different steps) and a free row costs a little compute but changes nothing
+    (it attends to its own slot only; its logits are ignored). ``cache.length`` is not used.
+    """
+
+    def __init__(self, model: "UniMoEAudioModel", rows: int, capacity: int, use_graph: bool, pool=None):
+        self.model = model
+        self.cache = model.new_cache(rows, capacity)
+        dev = self.cache.k.device
+        self.emb = torch.zeros((rows, 1, model.hidden_size), dtype=model.dtype, device=dev)
+        self.pos = torch.zeros((rows, 1), dtype=torch.long, device=dev)
+        self.slots = torch.zeros(rows, dtype=torch.long, device=dev)
+        self._rows = torch.arange(rows, device=dev)
+        self._true = torch.ones(rows, dtype=torch.bool, device=dev)
+        self._arange = torch.arange(self.cache.capacity, device=dev)
+        self.use_graph = use_graph
+        self.graph = None
+        self.captures = 0
+        self._pool = pool
+        self._weights: tuple[int, ...] = ()
+        self.out: torch.Tensor | None = None
+        self.owner: object = None  # the session whose rows live here (StaticDecoder.batch)
+
+    @property
+    def rows(self) -> int:
+        return self.cache.rows
+
+    @property
+    def capacity(self) -> int:
+        return self.cache.capacity
+
+    def _body(self) -> None:
+        m, c = self.model, self.cache
+        h = self.emb
+        cos, sin = m.rotary(self.pos, h.dtype)
+        # a device tensor of True, not a Python bool: nothing may come from the host while capturing
+        c.valid.index_put_((self._rows, self.slots), self._true)
+        key_valid = c.valid & (self._arange[None, :] <= self.slots[:, None])
+        mask = AttnMask(key_valid[:, None, None, :], False)
+        sc = _RowSlotCache(c, self._rows, self.slots)
+        with moe_path(m, "fast"), sdpa_context(h.device, 1):
+            for i, layer in enumerate(m.language_model.layers):
+                h, _ = layer(h, cos, sin, mask, sc, i, None, False)
+        h = m.language_model.norm(h)
+        self.out = m.codec_head(h[:, 0]).float().view(c.rows, m.config.codec_channels, m.config.codec_vocab_size)
+
+    def capture(self) -> None:
+        """Warm up on a side stream (stacks the experts' weights, picks kernels), then capture."""
+        dev = self.emb.device
+        s = torch.cuda.Stream(device=dev)
+        s.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(s):
+            for _ in range(2):
+                self._body()
+        torch.cuda.current_stream(dev).wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, pool=self._pool):
+            self._body()
+        self.graph = g
+        self._weights = _weight_ptrs(self.model)
+        self.captures += 1
+
+    def run(self) -> torch.Tensor:
+        """One step on the static inputs as they are; returns a fresh [rows, C, V] float32 tensor."""
+        if not self.use_graph:
+            self._body()
+        else:
+            if self.graph is not None and self._weights != _weight_ptrs(self.model):
+                self.graph = None  # weights moved: a graph replays raw pointers
+            if self.graph is None:
+                self.capture()  # its warm-up and capture leave this step's result in place
+            self.graph.replay()
+        return self.out.clone()
+
+    def step(self, embeds: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """embeds [rows, 1, H], positions [rows] or [rows, 1], slots [rows] -> logits [rows, C, V]."""
+        self.emb.copy_(embeds.reshape(self.emb.shape))
+        self.pos.copy_(positions.reshape(self.pos.shape))
+        self.slots.copy_(slots.reshape(self.slots.shape))
+        return self.run()
+
+    def nbytes(self) -> int:
+        return self.cache.nbytes()
+
+
+def _weight_ptrs(model: "UniMoEAudioModel") -> tuple[int, ...]:
+    moe = model.language_model.layers[0].mlp
+    return (model.codec_head.weight.data_ptr(), moe.experts[0].gate_proj.weight.data_ptr()
+            if len(moe.experts) else 0, model.language_model.layers[-1].self_attn.q_proj.weight.data_ptr())
+
+
+class StaticDecoder:
+    """Bucketed static-shape decode steps for generation: a pool of :class:`StaticBatch`, one per
+    (row bucket, length bucket), each made (and on CUDA captured as a graph) on first use or at
+    :meth:`warmup`, then reused by every later generation of that shape. Graphs share one memory
+    pool (only one replays at a time; outputs are cloned)."""
+
+    def __init__(self, model: "UniMoEAudioModel", use_graph: bool | None = None,
+                 row_buckets: tuple[int, ...] = ROW_BUCKETS):
+        self.model = model
+        self.use_graph = model.device.type == "cuda" if use_graph is None else bool(use_graph)
+        self.row_buckets = tuple(row_buckets)
+        self.pool: dict[tuple[int, int], StaticBatch] = {}
+        self._mempool = torch.cuda.graph_pool_handle() if self.use_graph else None
+
+    def shape_for(self, rows: int, length: int) -> tuple[int, int]:
+        return row_bucket(rows, self.row_buckets), length_bucket(length)
+
+    def batch(self, rows: int, length: int, owner: object = None) -> StaticBatch:
+        """The pooled batch for at least ``rows`` rows and ``length`` KV slots, held by ``owner``
+        until :meth:`give_back` (another owner meanwhile gets a batch of its own, not pooled)."""
+        key = self.shape_for(rows, length)
+        b = self.pool.get(key)
+        if b is None:
+            b = self.pool[key] = StaticBatch(self.model, key[0], key[1], self.use_graph, self._mempool)
+        if owner is not None:
+            if b.owner is not None and b.owner is not owner:
+                b = StaticBatch(self.model, key[0], key[1], self.use_graph, self._mempool)
+            b.owner = owner
+        return b
+
+    def give_back(self, batch: StaticBatch | None, owner: object) -> None:
+        if batch is not None and batch.owner is owner:
+            batch.owner = None
+
+    def warmup(self, lengths: tuple[int, ...], rows: tuple[int, ...] | None = None) -> int:
+        """Make (and on CUDA capture) the batches for these row buckets x length buckets now, so no
+        request pays for a capture. Returns how many graphs were captured."""
+        n = 0
+        for r in rows or self.row_buckets:
+            for L in lengths:
+                b = self.batch(r, L)
+                if b.use_graph and b.graph is None:
+                    with torch.inference_mode():
+                        b.capture()
+                    n += 1
+        return n
+
+    @property
+    def captures(self) -> int:
+        return sum(b.captures for b in self.pool.values())
+
+    def nbytes(self) -> int:
+        return sum(b.nbytes() for b in self.pool.values())
+
+    def release(self) -> None:
+        self.pool.clear()
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.bfloat16,
                load_vision: bool = True, load_lm_head: bool = False) -> UniMoEAudioModel:
     """Load a checkpoint folder or a single ``.safetensors`` file (see checkpoint.py)."""
@@ -336,4 +521,4 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     return _load(path, device=device, dtype=dtype, load_vision=load_vision, load_lm_head=load_lm_head)
 
 
-__all__ = ["UniMoEAudioModel", "DecoderOutput", "DecodeRunner", "load_model", "positions_from_mask", "KVCache"]
+__all__ = ["UniMoEAudioModel", "DecoderOutput", "DecodeRunner", "StaticDecoder", "StaticBatch", "load_model", "positions_from_mask", "KVCache"]

@@ -5,13 +5,20 @@
     res.audio  # float32 [1, n] at 16 kHz
 
 The engine is not thread-safe: one caller (the daemon's worker thread) drives it. ``run_batch``
-generates compatible requests together (one forward per step for all of them).
+generates compatible requests together (one forward per step for all of them). For requests that
+arrive at different moments, ``job_batch()`` is a continuous batch (model/scheduler.py): prepared
+jobs join between decode steps and leave when done.
+
+Decode steps: ``decode="static"`` runs the bucketed static-shape step (CUDA graphs on CUDA, captured
+at load by ``warmup``), ``"eager"`` the ordinary forward; ``"auto"``: static on CUDA, eager elsewhere
+(measured faster on the CPU, see bench/bench_speed.py).
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,13 +27,15 @@ import torch
 
 from . import tasks as T
 from .errors import CheckpointError, InvalidInput, MediaError, UniMoEError
-from .generation import DecoderBackend, GenItem, GenResult, generate
+from .generation import DecodeSession, DecoderBackend, GenItem, GenResult, default_static, generate
+from .scheduler import JobBatch
 from .requests import AudioResult, MusicRequest, ProgressCallback, SpeechRequest, VideoScoreRequest
 
 log = logging.getLogger("unimoe_audio.model.engine")
 
 DEFAULT_WINDOW_FRAMES = 981  # reference max_tokens 1000 minus the 19-row delay tail (19.62 s)
 DEFAULT_CONTEXT_FRAMES = 250  # 5 s of previous audio prefilled into each continuation window
+DECODE_MODES = ("auto", "static", "eager")
 
 
 def cpu_flags() -> frozenset[str]:
@@ -124,7 +133,7 @@ class Engine:
 
     def __init__(self, model: Any, tokenizer: Any, codec: Any, *, model_dir: Path, device: torch.device,
                  dtype: torch.dtype, load_vision: bool, window_frames: int = DEFAULT_WINDOW_FRAMES,
-                 context_frames: int = DEFAULT_CONTEXT_FRAMES):
+                 context_frames: int = DEFAULT_CONTEXT_FRAMES, decode: str = "auto"):
 
         self.model = model
         self.tok = tokenizer
@@ -141,6 +150,9 @@ class Engine:
         self.window_frames = int(window_frames)
         self.context_frames = int(context_frames)
         self.speech_max_chars = T.SPEECH_MAX_CHARS  # speech text is generated in chunks of at most this
+        if decode not in DECODE_MODES:
+            raise InvalidInput(f"unknown decode mode {decode!r}", field="decode", wanted=" or ".join(DECODE_MODES))
+        self.static = default_static(self.lm) if decode == "auto" else decode == "static"
         self._lock = threading.RLock()
         self._closed = False
         n_params = sum(int(p.numel()) for p in model.parameters()) if hasattr(model, "parameters") else 0
@@ -156,6 +168,7 @@ class Engine:
             "tiny": bool(self.lm.is_tiny),
             "sample_rate": T.SAMPLE_RATE,
             "window_frames": self.window_frames,
+            "decode": "static" if self.static else "eager",
         }
 
     # -- loading ----------------------------------------------------------------------------------
@@ -163,7 +176,7 @@ class Engine:
     def load(cls, model_dir: str | Path, *, dac: str | Path | None = None, device: str = "auto",
              dtype: str = "auto", load_vision: bool = True, window_frames: int = DEFAULT_WINDOW_FRAMES,
              context_frames: int = DEFAULT_CONTEXT_FRAMES, quant: str = "none",
-             memory_budget_gb: float | None = None) -> "Engine":
+             memory_budget_gb: float | None = None, decode: str = "auto", warmup: bool = True) -> "Engine":
         """Load a checkpoint folder (config.json, safetensors, tokenizer files) and the DAC.
 
         ``dac`` None looks in ``model_dir/dac/``. device "auto": cuda, then mps, then cpu. dtype
@@ -201,12 +214,31 @@ class Engine:
         tok = load_text_tokenizer(model_dir)
         codec = load_codec(dac_path, device=dev)
         eng = cls(model, tok, codec, model_dir=model_dir, device=dev, dtype=dt, load_vision=load_vision,
-                  window_frames=window_frames, context_frames=context_frames)
+                  window_frames=window_frames, context_frames=context_frames, decode=decode)
         eng.info["quant"] = quant_of(model)
         eng.info["memory_estimate"] = est.to_dict()
         eng.info["memory_available_bytes"] = avail
         eng.info["memory_available_source"] = source
+        if warmup:
+            eng.warmup()
         return eng
+
+    def warmup(self, lengths: tuple[int, ...] | None = None) -> int:
+        """Capture the static decode graphs now (every row bucket x ``lengths`` KV slots; default:
+        the length buckets of a short request and of a full window with its prompt), so no request
+        pays for a capture. Nothing to do on the eager path or off CUDA. Returns graphs captured."""
+        if not self.static or self.device.type != "cuda":
+            return 0
+        from .decoder import length_bucket
+
+        if lengths is None:
+            lengths = tuple(sorted({length_bucket(512), length_bucket(1024), length_bucket(self.window_frames + 600)}))
+        with self._lock, torch.inference_mode():
+            t0 = time.monotonic()
+            n = self.lm.static_decoder().warmup(lengths)
+            self.info["warmup_s"] = round(time.monotonic() - t0, 3)
+            self.info["graphs"] = n
+            return n
 
     def close(self) -> None:
         """Drop the model and codec (memory is freed when the last reference goes)."""
@@ -254,7 +286,29 @@ class Engine:
     def _generate(self, items: list[GenItem]) -> list[GenResult | BaseException]:
         with torch.inference_mode():
             return generate(self.lm, items, placeholder_id=self.placeholder_id, video_token_id=self.video_token_id,
-                            delays=self.delays)
+                            delays=self.delays, static=self.static)
+
+    def session(self) -> DecodeSession:
+        """A new continuous decode session on this engine's model (generation.DecodeSession)."""
+        self._check_open()
+        return DecodeSession(self.lm, placeholder_id=self.placeholder_id, video_token_id=self.video_token_id,
+                             delays=self.delays, static=self.static)
+
+    def job_batch(self) -> JobBatch:
+        """A continuous batch of jobs (model/scheduler.py): ``add(engine.prepare(...))`` between steps."""
+        return JobBatch(self.session(), self.decode_codes, self.fit_length)
+
+    def prepare(self, request: Any, progress: ProgressCallback | None = None) -> T.Job:
+        """Validate ``request`` and plan it (prompts, lengths, reference encoding): a job for a
+        :meth:`job_batch`. Raises on invalid input."""
+        with self._lock:
+            self._check_open()
+            task = T.task_of(request)
+            rep = T.Reporter(progress)
+            rep("prepare", 0.0)
+            plan = T.PREPARE[task](self, request, rep)
+            return T.Job(task, plan, rep, window_frames=self.window_frames, context_frames=self.context_frames,
+                         decode=self.decode_codes, stream_every=getattr(request, "stream_every", None))
 
     # -- public API -------------------------------------------------------------------------------
     def speech(self, req: SpeechRequest, progress: ProgressCallback | None = None) -> AudioResult:
@@ -314,9 +368,13 @@ class Engine:
                                   stream_every=getattr(req, "stream_every", None)))
                 slots.append(i)
             if jobs:
-                done = T.run_jobs(self._generate, jobs, self.decode_codes, self.fit_length)
-                for i, r in zip(slots, done):
-                    results[i] = r
+                batch = self.job_batch()
+                done: dict[int, Any] = {}
+                for k, job in enumerate(jobs):
+                    batch.add(job, on_done=lambda r, k=k: done.__setitem__(k, r))
+                batch.run()
+                for k, i in enumerate(slots):
+                    results[i] = done[k]
             return results  # type: ignore[return-value]
 
     def encode_voice(self, audio_path: str, transcript: str) -> np.ndarray:

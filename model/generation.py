@@ -17,7 +17,11 @@ Improvements over the reference:
 * one ``torch.Generator`` per request: a seeded request gives the same codes whatever else is in
   the batch (greedy draws no random numbers);
 * requests with different prompt lengths, lengths limits and sampling settings share a batch;
-* finished (or cancelled) items leave the batch: their rows are dropped from the KV cache;
+* finished (or cancelled) items leave the batch at once, and new items may join it between steps
+  (:class:`DecodeSession`: continuous batching; model/scheduler.py runs whole requests on it);
+* decode steps of static shapes on CUDA (model/decode_rows.py, decoder.StaticDecoder): row buckets,
+  a KV cache preallocated per (rows, slots) bucket, one CUDA graph per bucket captured once and
+  reused, finished rows masked; the eager forward stays the fallback and the CPU default;
 * items with ``cfg_scale == 0`` run only their conditional row (D8);
 * a per-step callback per item, for progress and cancellation;
 * continuation: an item may start from ``prefix`` frames (already generated codes), which are fed
@@ -183,6 +187,8 @@ class LMBackend(Protocol):
 
     def keep_rows(self, cache: Any, rows: torch.Tensor) -> Any: ...
 
+    def join_caches(self, caches: Sequence[Any], capacity: int) -> Any: ...  # rows of several, right-aligned
+
 
 # --- the loop ------------------------------------------------------------------------------------------
 
@@ -236,16 +242,58 @@ def _row_embeds(lm: LMBackend, row: PromptRow, placeholder_id: int, video_token_
     return emb, pos
 
 
-def generate(lm: LMBackend, items: Sequence[GenItem], *, placeholder_id: int, video_token_id: int = -1,
-             delays: Sequence[int] = DELAY_PATTERN) -> list[GenResult | BaseException]:
-    """Run the items as one batch. Returns one GenResult per item, or the exception that stopped it
-    (``Cancelled`` from its callback)."""
-    delays = list(delays)
-    m = max(delays)
-    C = len(delays)
-    delay_t = torch.tensor(delays)
-    states: list[_State] = []
-    for i, it in enumerate(items):
+def default_static(lm: Any) -> bool:
+    """Static-shape (bucketed, graph-captured) decode by default on CUDA only. On the CPU the eager
+    path is faster (bench/bench_speed.py measures both: the static step attends over a whole length
+    bucket and runs every expert on every row, which a GPU hides and a CPU pays for)."""
+    return getattr(lm, "device", torch.device("cpu")).type == "cuda" and hasattr(lm, "static_decoder")
+
+
+class DecodeSession:
+    """A continuous batch of generation items: items join at a step boundary (:meth:`add`: their
+    prefill, then their rows in the shared cache), every :meth:`step` advances all of them by one
+    frame, and an item leaves as soon as it is done (EOS countdown over, cancelled by its callback).
+
+    An item's codes do not depend on the others in the batch: each has its own rows, positions,
+    sampling settings and ``torch.Generator``; rows never mix. ``static``: the bucketed
+    static-shape step (:class:`~.decode_rows.StaticRows`, CUDA graphs on CUDA), or the eager
+    forward (:class:`~.decode_rows.EagerRows`); None: :func:`default_static`.
+
+    Not thread-safe: one caller adds and steps.
+    """
+
+    def __init__(self, lm: LMBackend, *, placeholder_id: int, video_token_id: int = -1,
+                 delays: Sequence[int] = DELAY_PATTERN, static: bool | None = None):
+        from .decode_rows import EagerRows, StaticRows
+
+        self.lm = lm
+        self.placeholder_id = placeholder_id
+        self.video_token_id = video_token_id
+        self.delays = list(delays)
+        self.m = max(self.delays)
+        self.C = len(self.delays)
+        self._delay_t = torch.tensor(self.delays)
+        self.static = default_static(lm) if static is None else bool(static)
+        self.rows: Any = StaticRows(lm) if self.static else EagerRows(lm)
+        self.active: list[_State] = []
+        self._row_next: dict[int, int] = {}  # row id -> position of its next token
+        self.steps = 0  # decode steps run
+
+    def __len__(self) -> int:
+        return len(self.active)
+
+    @property
+    def n_rows(self) -> int:
+        return sum(len(st.rows) for st in self.active)
+
+    def close(self) -> None:
+        """Drop every item still in flight (the caller gave up on them) and free the rows."""
+        self.active = []
+        self._row_next.clear()
+        self.rows.close()
+
+    # -- joining ------------------------------------------------------------------------------------
+    def _new_state(self, i: int, it: GenItem) -> _State:
         if it.max_frames < 1:
             raise ValueError("max_frames must be >= 1")
         seed = new_seed() if it.seed is None else int(it.seed)
@@ -253,135 +301,163 @@ def generate(lm: LMBackend, items: Sequence[GenItem], *, placeholder_id: int, vi
         if not it.sampling.is_greedy:
             gen = torch.Generator(device="cpu")
             gen.manual_seed(seed % (2**63))
-        prefix = np.zeros((0, C), dtype=np.int64) if it.prefix is None else np.asarray(it.prefix, dtype=np.int64)
+        prefix = (np.zeros((0, self.C), dtype=np.int64) if it.prefix is None
+                  else np.asarray(it.prefix, dtype=np.int64))
         p = prefix.shape[0]
-        rows_max = p + it.max_frames + m + 2
-        grid = apply_delay(prefix, delays, rows=rows_max)
-        states.append(_State(item=it, index=i, gen=gen, seed=seed, grid=grid, n_prefix=p, s=p + 1))
+        grid = apply_delay(prefix, self.delays, rows=p + it.max_frames + self.m + 2)
+        return _State(item=it, index=i, gen=gen, seed=seed, grid=grid, n_prefix=p, s=p + 1)
 
-    # Prefill: every row right-aligned (left padded) in one forward.
-    row_embeds: list[torch.Tensor] = []
-    row_pos: list[torch.Tensor] = []
-    for st in states:
-        pr = st.item.prompt
-        rows = [pr.cond] if st.item.sampling.cfg_scale == 0 else [pr.uncond, pr.cond]
-        pre = torch.as_tensor(st.grid[: st.n_prefix], dtype=torch.long, device=lm.device)
-        for r in rows:
-            e, pos = _row_embeds(lm, r, placeholder_id, video_token_id)
-            if st.n_prefix:
-                e = torch.cat([e, lm.embed_codec(pre).to(e.dtype)], dim=0)
-                start = pos.max() + 1
-                extra = start + torch.arange(st.n_prefix, device=pos.device)
-                pos = torch.cat([pos, extra.unsqueeze(0).expand(3, -1)], dim=1)
-            st.rows.append(len(row_embeds))
-            row_embeds.append(e)
-            row_pos.append(pos)
+    def add(self, items: Sequence[GenItem]) -> list[_State]:
+        """Prefill ``items`` (one forward for all of them) and join them to the batch. Returns one
+        handle per item, for :meth:`result`. Raises (before touching the batch) on a bad item."""
+        lm = self.lm
+        states = [self._new_state(i, it) for i, it in enumerate(items)]
+        if not states:
+            return []
+        # Prefill: every row right-aligned (left padded) in one forward.
+        row_embeds: list[torch.Tensor] = []
+        row_pos: list[torch.Tensor] = []
+        owner: list[_State] = []
+        for st in states:
+            pr = st.item.prompt
+            rows = [pr.cond] if st.item.sampling.cfg_scale == 0 else [pr.uncond, pr.cond]
+            pre = torch.as_tensor(st.grid[: st.n_prefix], dtype=torch.long, device=lm.device)
+            for r in rows:
+                e, pos = _row_embeds(lm, r, self.placeholder_id, self.video_token_id)
+                if st.n_prefix:
+                    e = torch.cat([e, lm.embed_codec(pre).to(e.dtype)], dim=0)
+                    start = pos.max() + 1
+                    extra = start + torch.arange(st.n_prefix, device=pos.device)
+                    pos = torch.cat([pos, extra.unsqueeze(0).expand(3, -1)], dim=1)
+                owner.append(st)
+                row_embeds.append(e)
+                row_pos.append(pos)
+        lengths = torch.tensor([e.shape[0] for e in row_embeds], dtype=torch.long)
+        L = int(lengths.max())
+        N = len(row_embeds)
+        H = row_embeds[0].shape[-1]
+        embeds = torch.zeros((N, L, H), dtype=row_embeds[0].dtype, device=lm.device)
+        positions = torch.ones((3, N, L), dtype=torch.long, device=lm.device)
+        for r, (e, pos) in enumerate(zip(row_embeds, row_pos)):
+            embeds[r, L - e.shape[0]:] = e
+            positions[:, r, L - e.shape[0]:] = pos
+        max_steps = max(st.item.max_frames + self.m + 1 for st in states)
         # Every row of one item continues at its own max position + 1 (1-D after the prompt).
-    lengths = torch.tensor([e.shape[0] for e in row_embeds], dtype=torch.long)
-    L = int(lengths.max())
-    N = len(row_embeds)
-    H = row_embeds[0].shape[-1]
-    embeds = torch.zeros((N, L, H), dtype=row_embeds[0].dtype, device=lm.device)
-    positions = torch.ones((3, N, L), dtype=torch.long, device=lm.device)
-    for r, (e, pos) in enumerate(zip(row_embeds, row_pos)):
-        embeds[r, L - e.shape[0]:] = e
-        positions[:, r, L - e.shape[0]:] = pos
-    next_pos = torch.stack([p.max() + 1 for p in row_pos])  # [N]
-    max_steps = max(st.item.max_frames + m + 1 for st in states)
-    _, cache = lm.prefill(embeds, positions, lengths.to(lm.device), extra=max_steps + 1)
-    row_next = next_pos.clone()  # per batch row: position of its next token
+        extra = 0 if self.static else max_steps + 1  # static rows are copied into a bucket's cache
+        _, cache = lm.prefill(embeds, positions, lengths.to(lm.device), extra=extra)
+        ids = self.rows.add(cache, max_steps)
+        for rid, st, pos in zip(ids, owner, row_pos):
+            st.rows.append(rid)
+            self._row_next[rid] = int(pos.max()) + 1
+        self.active.extend(states)
+        return states
 
-    active = list(states)
-    while active:
-        # Inputs: row s-1 of each item's grid, for each of its batch rows.
-        batch_rows: list[int] = []
-        inp: list[torch.Tensor] = []
-        for st in active:
-            frame = torch.as_tensor(st.grid[st.s - 1], dtype=torch.long)
+    # -- stepping -----------------------------------------------------------------------------------
+    def step(self) -> list[_State]:
+        """One decode step for every item in flight. Returns the items that finished in it."""
+        if not self.active:
+            return []
+        lm = self.lm
+        ids: list[int] = []
+        inp: list[np.ndarray] = []
+        for st in self.active:
+            frame = st.grid[st.s - 1]  # row s-1 of the item's grid feeds each of its rows
             for r in st.rows:
-                batch_rows.append(r)
+                ids.append(r)
                 inp.append(frame)
-        codes_in = torch.stack(inp).to(lm.device).unsqueeze(1)  # [n, 1, C]
+        codes_in = torch.as_tensor(np.stack(inp), dtype=torch.long).to(lm.device).unsqueeze(1)  # [n, 1, C]
         emb = lm.embed_codec(codes_in)
-        pos = row_next[batch_rows].view(1, -1, 1).expand(3, -1, 1).contiguous()
-        logits = lm.step(cache, emb, pos).float()  # [n, C, V]
-        for r in batch_rows:
-            row_next[r] += 1
+        pos = torch.tensor([self._row_next[r] for r in ids], dtype=torch.long, device=lm.device)
+        logits = self.rows.step(ids, emb, pos).float()  # [n, C, V]
+        self.steps += 1
+        for r in ids:
+            self._row_next[r] += 1
 
         j = 0
-        for st in active:
-            it = st.item
+        for st in self.active:
             if len(st.rows) == 2:
                 lu, lc = logits[j], logits[j + 1]
                 j += 2
             else:
                 lu, lc = None, logits[j]
                 j += 1
-            ell = guide(lu, lc, it.sampling.cfg_scale)
-            new_before = st.s - 1 - st.n_prefix  # new frames already complete before this row
-            mask_logits(ell, enable_eos=new_before >= it.min_frames, eos_factor=it.sampling.eos_factor)
-            pred = sample_codes(ell, it.sampling, st.gen).cpu()
-            st.steps += 1
-            if st.countdown != 0:
-                if st.countdown < 0:
-                    is_eos = int(pred[0]) == CODEC_EOS
-                    if is_eos or st.s >= st.n_prefix + it.max_frames + 1:
-                        st.countdown = m
-                        st.finished = st.s
-                        st.eos_by_model = is_eos
-                if st.countdown > 0:
-                    k = m - st.countdown
-                    pred[delay_t == k] = CODEC_EOS
-                    pred[delay_t < k] = CODEC_PAD
-                    st.countdown -= 1
-            row = st.grid[st.s]
-            known = row >= 0
-            st.grid[st.s] = np.where(known, row, pred.numpy())
-            st.s += 1
-            if st.countdown == 0:
+            self._advance(st, lu, lc)
+
+        done = [st for st in self.active if st.done]
+        if done:
+            self.active = [st for st in self.active if not st.done]
+            gone = [r for st in done for r in st.rows]
+            for r in gone:
+                self._row_next.pop(r, None)
+            self.rows.remove(gone)
+        return done
+
+    def _advance(self, st: _State, lu: torch.Tensor | None, lc: torch.Tensor) -> None:
+        it, m = st.item, self.m
+        ell = guide(lu, lc, it.sampling.cfg_scale)
+        new_before = st.s - 1 - st.n_prefix  # new frames already complete before this row
+        mask_logits(ell, enable_eos=new_before >= it.min_frames, eos_factor=it.sampling.eos_factor)
+        pred = sample_codes(ell, it.sampling, st.gen).cpu()
+        st.steps += 1
+        if st.countdown != 0:
+            if st.countdown < 0:
+                is_eos = int(pred[0]) == CODEC_EOS
+                if is_eos or st.s >= st.n_prefix + it.max_frames + 1:
+                    st.countdown = m
+                    st.finished = st.s
+                    st.eos_by_model = is_eos
+            if st.countdown > 0:
+                k = m - st.countdown
+                pred[self._delay_t == k] = CODEC_EOS
+                pred[self._delay_t < k] = CODEC_PAD
+                st.countdown -= 1
+        row = st.grid[st.s]
+        known = row >= 0
+        st.grid[st.s] = np.where(known, row, pred.numpy())
+        st.s += 1
+        if st.countdown == 0:
+            st.done = True
+        cb = it.callback
+        if cb is not None and not st.done:
+            total = it.max_frames
+            # frames whose 12 codebooks are all written
+            produced = max(0, st.s - 1 - m - st.n_prefix)
+            if st.finished > 0:
+                produced = min(produced, st.finished - 1 - st.n_prefix)
+            try:
+                if cb(min(produced, total), total) is False:
+                    raise Cancelled("stopped by the progress callback")
+                if it.on_codes is not None and produced > 0:
+                    it.on_codes(revert_delay(st.grid[: st.s], st.n_prefix + min(produced, total)))
+            except BaseException as exc:  # noqa: BLE001 - handed back per item
+                st.error = exc
                 st.done = True
-            cb = it.callback
-            if cb is not None and not st.done:
-                total = it.max_frames
-                # frames whose 12 codebooks are all written
-                produced = max(0, st.s - 1 - m - st.n_prefix)
-                if st.finished > 0:
-                    produced = min(produced, st.finished - 1 - st.n_prefix)
-                try:
-                    if cb(min(produced, total), total) is False:
-                        raise Cancelled("stopped by the progress callback")
-                    if it.on_codes is not None and produced > 0:
-                        it.on_codes(revert_delay(st.grid[: st.s], st.n_prefix + min(produced, total)))
-                except BaseException as exc:  # noqa: BLE001 - handed back per item
-                    st.error = exc
-                    st.done = True
 
-        still = [st for st in active if not st.done]
-        if len(still) != len(active):
-            if still:
-                keep: list[int] = []
-                remap: dict[int, int] = {}
-                for st in still:
-                    for r in st.rows:
-                        remap[r] = len(keep)
-                        keep.append(r)
-                idx = torch.tensor(keep, dtype=torch.long, device=lm.device)
-                cache = lm.keep_rows(cache, idx)
-                row_next = row_next[keep]
-                for st in still:
-                    st.rows = [remap[r] for r in st.rows]
-            active = still
-
-    out: list[GenResult | BaseException] = []
-    for st in states:
+    def result(self, st: _State) -> GenResult | BaseException:
+        """The result of a finished item (or the exception that stopped it)."""
         if st.error is not None:
-            out.append(st.error)
-            continue
+            return st.error
+        if not st.done:
+            raise RuntimeError("the item is still in flight")
         n = st.finished - 1
-        out.append(GenResult(codes=revert_delay(st.grid, n, delays), n_prefix=st.n_prefix,
-                             grid=st.grid[: st.finished + m].copy(), length=n, seed=st.seed, steps=st.steps,
-                             stopped_by_eos=st.eos_by_model))
-    return out
+        return GenResult(codes=revert_delay(st.grid, n, self.delays), n_prefix=st.n_prefix,
+                         grid=st.grid[: st.finished + self.m].copy(), length=n, seed=st.seed, steps=st.steps,
+                         stopped_by_eos=st.eos_by_model)
+
+
+def generate(lm: LMBackend, items: Sequence[GenItem], *, placeholder_id: int, video_token_id: int = -1,
+             delays: Sequence[int] = DELAY_PATTERN, static: bool | None = None) -> list[GenResult | BaseException]:
+    """Run the items as one batch. Returns one GenResult per item, or the exception that stopped it
+    (``Cancelled`` from its callback). ``static``: see :class:`DecodeSession`."""
+    sess = DecodeSession(lm, placeholder_id=placeholder_id, video_token_id=video_token_id, delays=delays,
+                         static=static)
+    try:
+        states = sess.add(items)
+        while sess.active:
+            sess.step()
+    finally:
+        sess.close()
+    return [sess.result(st) for st in states]
 
 
 class DecoderBackend:
@@ -436,6 +512,22 @@ class DecoderBackend:
 
     def keep_rows(self, cache: Any, rows: torch.Tensor) -> Any:
         return cache.keep(rows)
+
+    def join_caches(self, caches: Sequence[Any], capacity: int) -> Any:
+        from .kv_cache import KVCache
+
+        return KVCache.concat(caches, capacity)
+
+    def static_decoder(self) -> Any:
+        """The model's :class:`~.decoder.StaticDecoder` (one per model: its buckets and graphs are
+        reused by every generation)."""
+        dec = getattr(self.model, "_static_decoder", None)
+        if dec is None:
+            from .decoder import StaticDecoder
+
+            dec = StaticDecoder(self.model)
+            self.model._static_decoder = dec  # plain attribute (not a submodule: no state_dict entry)
+        return dec
 
 
 def backend_for(model: Any) -> LMBackend:

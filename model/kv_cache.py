@@ -72,6 +72,16 @@ class KVCache:
         self.v[layer].index_copy_(2, slot, v)
         return self.k[layer], self.v[layer]
 
+    def write_rows(self, layer: int, k: torch.Tensor, v: torch.Tensor, rows: torch.Tensor,
+                   slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Static-shape write with one slot per row (continuous batching: rows joined at different
+        moments sit at different lengths). k, v [rows, kv_heads, 1, d]; ``rows`` = arange(rows) and
+        ``slots`` [rows] long tensors on the cache's device. Returns the whole capacity (the caller
+        masks slots past each row's own)."""
+        self.k[layer][rows, :, slots] = k[:, :, 0]
+        self.v[layer][rows, :, slots] = v[:, :, 0]
+        return self.k[layer], self.v[layer]
+
     def commit(self) -> None:
         self.length += self._pending
         self._pending = 0
@@ -95,6 +105,27 @@ class KVCache:
                 self.length -= first
             self.has_padding = not bool(self.valid[:, :self.length].all())
         return self
+
+    @staticmethod
+    def concat(caches: Sequence["KVCache"], capacity: int = 0) -> "KVCache":
+        """The rows of several caches in one (eager joins of items at a step boundary). Each cache's
+        used slots are right-aligned to the longest one's; the slots before are padding (invalid).
+        Positions are explicit, so shifting a row's keys to later slots changes nothing but their
+        order's offset. ``capacity``: at least this many slots (the room the steps still need)."""
+        length = max(c.length for c in caches)
+        a = caches[0]
+        out = KVCache(a.k.shape[0], sum(c.rows for c in caches), a.k.shape[2], a.k.shape[4],
+                      max(capacity, length + 1), a.k.dtype, a.k.device)
+        r = 0
+        for c in caches:
+            n, off = c.rows, length - c.length
+            out.k[:, r:r + n, :, off:length] = c.k[:, :, :, :c.length]
+            out.v[:, r:r + n, :, off:length] = c.v[:, :, :, :c.length]
+            out.valid[r:r + n, off:length] = c.valid[:, :c.length]
+            r += n
+        out.length = length
+        out.has_padding = not bool(out.valid[:, :length].all())
+        return out
 
     def nbytes(self) -> int:
         return self.k.numel() * self.k.element_size() * 2

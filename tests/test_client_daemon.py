@@ -90,7 +90,7 @@ def test_cancel_a_running_job(client, daemon, tmp_path):
 
 
 def test_cancel_a_queued_job_is_immediate(client, daemon):
-    first = client.music("long", seconds=300, priority=0)
+    first = client.music("long", seconds=300, priority=0, cfg_scale=0)  # no CFG: the next job cannot join it
     wait_progress(daemon.env, lambda: client.job(first.id).state == "running", "first job to run")
     queued = client.music("never runs", seconds=1, priority=-5)
     assert client.job(queued.id).state == "queued"

@@ -54,8 +54,11 @@ def sub(daemon):
 
 
 def _long_job(ch, sub, seconds=30.0):
-    """Submit a long job and wait until it is running (first progress event)."""
-    job = ch.request("submit", music(seconds, caption="long one"))
+    """Submit a long job and wait until it is running (first progress event). It runs without CFG, so
+    the default (CFG) music jobs the tests queue after it cannot join its batch: they stay queued."""
+    req = music(seconds, caption="long one")
+    req["spec"]["sampling"] = {"cfg_scale": 0}
+    job = ch.request("submit", req)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         m = sub.recv(timeout=5)
