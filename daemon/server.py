@@ -58,7 +58,8 @@ from .logs import get_logger
 from .model_host import ModelHost, error_from_exception
 from .queue import JobStore, row_to_info
 from .voices import VoiceStore
-from .worker import Worker, batch_key
+from .ray_backend import make_worker
+from .worker import batch_key
 
 log = get_logger("server")
 
@@ -246,7 +247,7 @@ class Daemon:
         self.voices = VoiceStore(s.voices_path)
         self.host = ModelHost(s, on_state=self.outbox.state)
         self.roots = s.allowed_root_paths()
-        self.worker = Worker(s, self.store, self.host, self.voices, self.outbox, version=self.version)
+        self.worker = make_worker(s, self.store, self.host, self.voices, self.outbox, version=self.version)
         for row in self.store.list(states=["queued", "running"], limit=1_000_000):
             if row["osc_reply"]:
                 host, port, tag, progress = json.loads(row["osc_reply"])
@@ -475,7 +476,7 @@ class Daemon:
             memory=MemoryInfo(**h.memory()), queue_length=self.store.queued_count(), running=self.store.running_ids(),
             error=h.error, keep_alive=self.settings.keep_alive, uptime_s=time.time() - self.started,
             version=self.version, pid=os.getpid(), output_dir=str(self.settings.output_path),
-            osc_port=self.osc.port if self.osc else None,
+            osc_port=self.osc.port if self.osc else None, backend=self.worker.backend_status(),
         ), None
 
     def _check_submit(self, req: SubmitRequest) -> None:

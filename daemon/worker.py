@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from ..client.protocol import (
     PROTOCOL_VERSION,
+    BackendInfo,
     ErrorReply,
     JobResult,
     ProtocolError,
@@ -95,6 +96,9 @@ class Worker(threading.Thread):
         self.roots = settings.allowed_root_paths()
 
     # -- called from the main thread -------------------------------------------------------------
+    def backend_status(self) -> BackendInfo:
+        return BackendInfo(kind="local", state="ready")
+
     def wake(self) -> None:
         self._wake.set()
 
@@ -190,9 +194,8 @@ class Worker(threading.Thread):
         log.info("job %s requeued (daemon stopping)", row["id"])
         self.outbox.event("requeued", {"job_id": row["id"], "tag": row["tag"], "reason": "daemon stopping"})
 
-    def _run_batch(self, rows: list[dict[str, Any]]) -> None:
-        from ..model.errors import Cancelled
-
+    def _prepare(self, rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], SubmitRequest, Any]]:
+        """Validate claimed rows and map them to model requests; rows that cannot run are settled here."""
         live: list[tuple[dict[str, Any], SubmitRequest, Any]] = []
         for row in rows:
             if row["id"] in self._cancel:
@@ -217,6 +220,10 @@ class Worker(threading.Thread):
                 self._fail(row, error_from_exception(exc))
                 continue
             live.append((row, req, mreq))
+        return live
+
+    def _run_batch(self, rows: list[dict[str, Any]]) -> None:
+        live = self._prepare(rows)
         if not live:
             return
         try:
@@ -246,6 +253,12 @@ class Worker(threading.Thread):
             except Exception as exc:  # noqa: BLE001 - the whole batch failed (e.g. out of memory)
                 results = [exc] * len(live)
         self.host.touch()
+        self._settle(live, results, t0)
+
+    def _settle(self, live: list[tuple[dict[str, Any], SubmitRequest, Any]], results: list[Any], t0: float) -> None:
+        """Write the finished jobs' files, or mark them failed, cancelled or requeued."""
+        from ..model.errors import Cancelled
+
         wall = time.monotonic() - t0
         for _ in live:
             self._durations.append(wall / len(live))
