@@ -1,0 +1,181 @@
+"""Daemon verbs: ``serve``, ``stop``, ``status``/``ps``, ``config``."""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from typing import Any
+
+from .. import models_store
+from ..settings import ENV_PREFIX, settings_table
+from .output import EXIT_INTERRUPTED, EXIT_OK, emit_json, jsonable, map_error, note, table, warn_if_tiny
+from .parser import add_common
+from .runner import client_for, settings_for
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = settings_for(args)
+    env = dict(os.environ)
+    for name in ("model", "device", "dtype", "host", "request_port", "control_port", "events_port", "osc_port", "keep_alive"):
+        v = getattr(args, name, None)
+        if v is not None:
+            env[f"{ENV_PREFIX}{name.upper()}"] = str(v)
+    if args.load:
+        env[f"{ENV_PREFIX}LOAD_AT_START"] = "1"
+    if getattr(args, "home", None):
+        env[f"{ENV_PREFIX}HOME"] = str(args.home)
+    cmd = [sys.executable, "-m", "unimoe_audio.daemon"]
+    if args.detach:
+        from .. import client as client_mod
+
+        try:
+            pid = client_mod.start_daemon(settings, env=env, wait=True, timeout=args.connect_timeout)
+        except client_mod.ClientError as exc:
+            raise map_error(exc) from None
+        if args.json:
+            emit_json({"status": "running", "pid": pid, "connection_file": str(settings.connection_file)})
+        else:
+            print(f"daemon running (pid {pid}); connection file {settings.connection_file}")
+        return EXIT_OK
+    note(args, f"serving in the foreground (Ctrl-C stops); logs also in {settings.log_path}")
+    proc = subprocess.Popen(cmd, env=env)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        # The child got the same SIGINT from the terminal; give it time to shut down cleanly.
+        try:
+            return proc.wait(timeout=15) or EXIT_INTERRUPTED
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            proc.terminate()
+            return EXIT_INTERRUPTED
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    settings = settings_for(args)
+    client = client_for(args, settings)
+    pid = client.pid
+    try:
+        client.shutdown(requeue_running=not args.finish, wait=args.connect_timeout)
+    except Exception as exc:
+        raise map_error(exc) from None
+    if args.json:
+        emit_json({"stopped": pid})
+    else:
+        print(f"daemon stopped (pid {pid})")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = settings_for(args)
+    client = client_for(args, settings)
+    try:
+        st = client.status()
+    except Exception as exc:
+        raise map_error(exc) from None
+    data = jsonable(st)
+    warn_if_tiny(args, data.get("tiny"), data.get("tiny_reason"))
+    if args.json:
+        emit_json(data)
+        return EXIT_OK
+    mem = data.get("memory") or {}
+    hb = models_store.human_bytes
+    model = data.get("model") or "-"
+    if data.get("tiny"):
+        model += "  (TINY random model serving: output is noise)"
+    device = " ".join(str(x) for x in (data.get("device"), data.get("dtype")) if x) or "- (model not loaded)"
+    dev_mem = "-"
+    if mem.get("device_allocated_bytes") is not None:
+        dev_mem = hb(mem["device_allocated_bytes"])
+        if mem.get("device_total_bytes"):
+            dev_mem += f" of {hb(mem['device_total_bytes'])}"
+    rows = [
+        ("daemon", f"{data.get('state')}  (pid {data.get('pid')}, up {_duration(data.get('uptime_s') or 0)}, "
+                   f"version {data.get('version') or '?'}, protocol {data.get('protocol_version')})"),
+        ("model", model),
+        ("model folder", data.get("model_dir") or "-"),
+        ("device", device),
+        ("memory", f"process {hb(mem['rss_bytes']) if mem.get('rss_bytes') else '-'}, device {dev_mem}"),
+        ("queue", f"{data.get('queue_length', 0)} queued, {len(data.get('running') or [])} running"
+                  + (f" ({', '.join(data['running'])})" if data.get("running") else "")),
+        ("keep alive", "forever" if not data.get("keep_alive") else f"{data['keep_alive']:g} s idle"),
+        ("output folder", data.get("output_dir") or "-"),
+        ("osc port", data.get("osc_port") or "off"),
+    ]
+    if data.get("error"):
+        err = data["error"]
+        rows.append(("last error", f"{err.get('code')}: {err.get('message')}"))
+    for key, value in rows:
+        print(f"{key:<14} {value}")
+    return EXIT_OK
+
+
+def _duration(seconds: float) -> str:
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    settings = settings_for(args)
+    values = settings.model_dump(mode="json")
+    rows_out: list[dict[str, Any]] = []
+    for row in settings_table():
+        name = row["name"]
+        rows_out.append({**row, "value": values.get(name), "from_env": row["env"] in os.environ})
+    derived = {
+        "config_file": str(settings.config_file),
+        "models_path": str(settings.models_path),
+        "voices_path": str(settings.voices_path),
+        "output_path": str(settings.output_path),
+        "log_path": str(settings.log_path),
+        "connection_file": str(settings.connection_file),
+        "queue_db_path": str(settings.queue_db_path),
+    }
+    if args.json:
+        emit_json({"settings": rows_out, "paths": derived})
+        return EXIT_OK
+    rows = []
+    for r in rows_out:
+        v = r["value"]
+        shown = "-" if v is None or v == [] else (", ".join(map(str, v)) if isinstance(v, list) else str(v))
+        rows.append([r["name"], shown + (" (env)" if r["from_env"] else ""), r["env"], r["help"]])
+    print(table(rows, ["NAME", "VALUE", "ENVIRONMENT", "HELP"]))
+    print()
+    for k, v in derived.items():
+        print(f"{k:<16} {v}")
+    return EXIT_OK
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the daemon (foreground, or --detach)")
+    add_common(p)
+    p.add_argument("--detach", action="store_true", help="start in the background and return once it answers")
+    p.add_argument("--model", help="model to serve (a name under the models folder, a path, or 'tiny')")
+    p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"])
+    p.add_argument("--dtype", choices=["auto", "bfloat16", "float16", "float32"])
+    p.add_argument("--host")
+    p.add_argument("--request-port", type=int)
+    p.add_argument("--control-port", type=int)
+    p.add_argument("--events-port", type=int)
+    p.add_argument("--osc-port", type=int)
+    p.add_argument("--keep-alive", type=float, metavar="S")
+    p.add_argument("--load", action="store_true", help="load the model now, not on first use")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("stop", help="stop the daemon (running jobs run again at next start)")
+    add_common(p)
+    p.add_argument("--finish", action="store_true", help="let the running job finish first")
+    p.set_defaults(func=cmd_stop, auto_start=False)
+
+    for name in ("status", "ps"):
+        p = sub.add_parser(name, help="daemon status: loaded model, device, memory, queue")
+        add_common(p)
+        p.set_defaults(func=cmd_status, auto_start=False)
+
+    p = sub.add_parser("config", help="the settings table: values and environment variables")
+    add_common(p)
+    p.set_defaults(func=cmd_config)

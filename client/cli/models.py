@@ -1,0 +1,143 @@
+"""Model verbs: ``models ls``, ``pull``, ``import``, ``rm``, ``check``, ``make-tiny`` (the models folder;
+no daemon needed). One function per action, looked up in ``ACTIONS``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable
+
+from .. import models_store
+from ..settings import Settings
+from .output import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, CLIError, emit_json, note, table
+from .parser import add_common
+from .runner import settings_for
+
+
+def _ls(args: argparse.Namespace, settings: Settings) -> int:
+    infos = models_store.list_models(settings)
+    real = models_store.real_model_installed(settings)
+    if args.json:
+        emit_json({"models_dir": str(settings.models_path), "selected": settings.model, "installed": real,
+                   "models": [i.to_dict() for i in infos]})
+        return EXIT_OK
+    rows = []
+    for i in infos:
+        state = "ok" if i.ok else "INVALID: " + "; ".join(i.problems)
+        if i.builtin:
+            state = "built in, random weights (noise)"
+        rows.append(["*" if i.selected else "", i.name, models_store.human_bytes(i.size_bytes) if not i.builtin else "-",
+                     f"{i.parameters / 1e9:.2f} B" if i.parameters >= 1e8 else (f"{i.parameters:,}" if i.parameters else "-"),
+                     state])
+    print(table(rows, ["", "NAME", "SIZE", "PARAMS", "STATE"]))
+    print(f"\nmodels folder: {settings.models_path}   selected: {settings.model} (UNIMOE_AUDIO_MODEL)")
+    if not real:
+        print(f"'{settings.model}' is not installed: the daemon falls back to the built-in tiny model "
+              "(noise). Run 'unimoe-audio models pull' to download the real weights.")
+    return EXIT_OK
+
+
+def _import(args: argparse.Namespace, settings: Settings) -> int:
+    dest, chk = models_store.import_model(settings, args.dir, args.name, link=args.link, force=args.force)
+    if args.json:
+        emit_json({"name": dest.name, "path": str(dest), "check": chk.to_dict()})
+    else:
+        print(f"imported {dest.name} -> {dest} ({chk.shards} shard(s), {chk.tensors} tensors, "
+              f"{chk.parameters:,} parameters, {models_store.human_bytes(chk.size_bytes)})")
+        if settings.model != dest.name:
+            print(f"to serve it: UNIMOE_AUDIO_MODEL={dest.name} unimoe-audio serve")
+    return EXIT_OK
+
+
+def _rm(args: argparse.Namespace, settings: Settings) -> int:
+    dest = models_store.remove_model(settings, args.name)
+    if args.json:
+        emit_json({"removed": args.name, "path": str(dest)})
+    else:
+        print(f"removed {args.name} ({dest})")
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace, settings: Settings) -> int:
+    chk = models_store.validate_model_dir(args.dir)
+    if args.json:
+        emit_json(chk.to_dict())
+    else:
+        print(f"{chk.path}: {'ok' if chk.ok else 'INVALID'}; {chk.shards} shard(s), {chk.tensors} tensors, "
+              f"{chk.parameters:,} parameters, dtypes {', '.join(chk.dtypes) or '-'}")
+        for p in chk.problems:
+            print(f"  - {p}")
+    return EXIT_OK if chk.ok else EXIT_BAD_INPUT
+
+
+def _pull(args: argparse.Namespace, settings: Settings) -> int:
+    note(args, f"downloading {args.repo or settings.hf_repo} into {settings.models_path} "
+               "(interrupted downloads resume on the next run)")
+    dest, chk = models_store.pull_model(settings, args.repo, args.name, revision=args.revision,
+                                        progress=not (args.quiet or args.json))
+    if args.json:
+        emit_json({"name": dest.name, "path": str(dest), "check": chk.to_dict()})
+    else:
+        print(f"downloaded {dest.name} -> {dest}: {'ok' if chk.ok else 'INVALID: ' + '; '.join(chk.problems)}")
+    return EXIT_OK if chk.ok else EXIT_BAD_INPUT
+
+
+def _make_tiny(args: argparse.Namespace, settings: Settings) -> int:
+    target = Path(args.dir).expanduser() if args.dir else settings.models_path / "tiny-random"
+    note(args, f"building the tiny random-weight model in {target}")
+    proc = models_store.make_tiny(target)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-4000:])
+        raise CLIError(f"make-tiny failed (exit {proc.returncode})", EXIT_FAILED)
+    chk = models_store.validate_model_dir(target)
+    if args.json:
+        emit_json({"path": str(target), "check": chk.to_dict()})
+    else:
+        print(f"tiny model written to {target}: {'ok' if chk.ok else 'INVALID: ' + '; '.join(chk.problems)} "
+              f"({chk.tensors} tensors, {chk.parameters:,} parameters)")
+    return EXIT_OK if chk.ok else EXIT_FAILED
+
+
+ACTIONS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
+    "ls": _ls, "import": _import, "rm": _rm, "check": _check, "pull": _pull, "make-tiny": _make_tiny,
+}
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    settings = settings_for(args)
+    action = ACTIONS.get(args.models_action)
+    if action is None:
+        raise CLIError(f"unknown models action {args.models_action!r}", EXIT_BAD_INPUT)
+    try:
+        return action(args, settings)
+    except models_store.ModelStoreError as exc:
+        raise CLIError(str(exc), EXIT_BAD_INPUT) from None
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="installed models: ls, pull, import, rm, check, make-tiny")
+    add_common(p)
+    msub = p.add_subparsers(dest="models_action", metavar="ACTION", required=True)
+    q = msub.add_parser("ls", help="list installed models")
+    add_common(q)
+    q = msub.add_parser("pull", help="download from the Hugging Face hub (resumes)")
+    add_common(q)
+    q.add_argument("repo", nargs="?", help="repo id (default: setting hf_repo)")
+    q.add_argument("--name", help="folder name under the models folder (default: the repo's name)")
+    q.add_argument("--revision", help="branch, tag or commit")
+    q = msub.add_parser("import", help="validate a checkpoint folder and copy it in")
+    add_common(q)
+    q.add_argument("dir")
+    q.add_argument("--name", help="name in the models folder (default: the folder's name)")
+    q.add_argument("--link", action="store_true", help="symlink instead of copying")
+    q.add_argument("--force", action="store_true", help="replace a model of the same name")
+    q = msub.add_parser("rm", help="delete an installed model")
+    add_common(q)
+    q.add_argument("name")
+    q = msub.add_parser("check", help="validate a checkpoint folder without importing it")
+    add_common(q)
+    q.add_argument("dir")
+    q = msub.add_parser("make-tiny", help="write the tiny random-weight model as a checkpoint folder")
+    add_common(q)
+    q.add_argument("dir", nargs="?", help="target folder (default: <models>/tiny-random)")
+    p.set_defaults(func=cmd_models)
