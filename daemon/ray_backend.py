@@ -290,6 +290,12 @@ class RayPool:
                 max_restarts=-1, max_task_retries=0, max_concurrency=4, scheduling_strategy="SPREAD",
                 **resources).remote(model_settings)
             actors.append(_Actor(name, handle))
+        # Actors are detached: ones beyond the configured count (ray_actors was lowered) would hold their GPU
+        # or CPUs forever. End them.
+        for name in ray.util.list_named_actors():
+            if name.startswith(ACTOR_PREFIX) and name not in {a.name for a in actors}:
+                log.info("ending surplus engine actor %s", name)
+                ray.kill(ray.get_actor(name, namespace=self.settings.ray_namespace))
         for a in actors:
             # Fire and forget: an actor still starting gets these when it is up. Loading now means the
             # first job does not wait for the model (the daemon's load_at_start, on every actor).
