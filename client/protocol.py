@@ -59,6 +59,7 @@ ERROR_CODES: dict[str, str] = {
     "out_of_memory": "the device ran out of memory",
     "cancelled": "the job was cancelled",
     "shutting_down": "the daemon is stopping and accepts no new work",
+    "backend_unavailable": "the generation backend (the Ray cluster) cannot be reached",
     "internal": "a bug in the daemon; the message is logged",
     # Raised by the client from ZeroMQ's handshake events (never sent by the daemon: it cannot reply to a
     # peer it refused).
@@ -450,6 +451,31 @@ class MemoryInfo(_Loose):
     available_source: str | None = None
 
 
+class ActorInfo(_Loose):
+    """One engine actor of the Ray backend."""
+
+    name: str
+    state: str = Field("starting", description="starting | loading | ready | busy | dead")
+    node: str | None = Field(None, description="Ray node id (first 12 hex digits) the actor runs on.")
+    host: str | None = None
+    pid: int | None = None
+    device: str | None = None
+    dtype: str | None = None
+    running: list[str] = Field(default_factory=list, description="Ids of the jobs the actor is generating now.")
+    jobs_done: int = 0
+    restarts: int = 0
+
+
+class BackendInfo(_Loose):
+    """Where generation runs (``status.backend``)."""
+
+    kind: Literal["local", "ray"] = "local"
+    state: str = Field("ready", description="local: always ready; ray: connecting | ready | unavailable")
+    address: str | None = None
+    error: ErrorReply | None = None
+    actors: list[ActorInfo] = Field(default_factory=list)
+
+
 class StatusReply(_Loose):
     state: DaemonState
     model: str = Field("", description="Model name or path as configured.")
@@ -471,6 +497,7 @@ class StatusReply(_Loose):
     pid: int = 0
     output_dir: str = ""
     osc_port: int | None = None
+    backend: BackendInfo = Field(default_factory=BackendInfo)
 
 
 class JobsReply(_Loose):

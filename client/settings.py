@@ -73,6 +73,19 @@ class Settings(BaseSettings):
     max_batch: int = Field(4, ge=1, le=64, description="Most compatible requests (same task, same CFG on/off) generated together; a new one joins the running batch between steps.")
     decode: Literal["auto", "static", "eager"] = Field("auto", description="Decode steps: static (bucketed shapes, CUDA graphs), eager (plain forward), auto (static on CUDA, eager elsewhere).")
 
+    # -- scale-out -------------------------------------------------------------------------------
+    backend: Literal["local", "ray"] = Field(
+        "local", description="Where generation runs: 'local' (this daemon's own model) or 'ray' (Ray actors, one per "
+        "GPU or CPU slot of a Ray cluster; the daemon keeps the queue, the protocol and the files).")
+    ray_address: str = Field(
+        "auto", description="Ray cluster to use with backend 'ray': 'auto' (the cluster this machine joined with "
+        "'ray start') or HOST:PORT of its head.")
+    ray_actors: int = Field(0, ge=0, le=1024, description="Engine actors on Ray; 0: one per GPU of the cluster, or "
+                            "one per ray_actor_cpus CPUs where it has no GPU.")
+    ray_actor_cpus: float = Field(1.0, gt=0, description="CPUs each Ray engine actor reserves.")
+    ray_namespace: str = Field("unimoe-audio", description="Ray namespace of the engine actors (a restarted daemon "
+                               "re-attaches to the actors of its namespace).")
+
     # -- network ---------------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Interface the daemon listens on. Anything but loopback requires CurveZMQ keys.")
     request_port: int = Field(0, ge=0, le=65535, description="ZeroMQ request (ROUTER) port; 0 picks a free one on loopback, 9138 beyond it.")

@@ -91,7 +91,7 @@ class Handlers:
             memory=MemoryInfo(**h.memory()), queue_length=d.store.queued_count(), running=d.store.running_ids(),
             error=h.error, keep_alive=d.settings.keep_alive, uptime_s=time.time() - d.started,
             version=d.version, pid=os.getpid(), output_dir=str(d.settings.output_path),
-            osc_port=d.osc.port if d.osc else None,
+            osc_port=d.osc.port if d.osc else None, backend=d.worker.backend_status(),
         ), None
 
     def check_submit(self, req: SubmitRequest) -> None:

@@ -204,10 +204,12 @@ class JobStore:
                  None if error is None else error.model_dump_json(), job_id),
             )
 
-    def requeue(self, job_id: str) -> None:
-        """A running job goes back to the queue (clean shutdown): the attempt does not count."""
+    def requeue(self, job_id: str, *, count_attempt: bool = False) -> None:
+        """A running job goes back to the queue. After a clean shutdown the attempt does not count; after a
+        crash of the process that ran it (a Ray actor that died) it does (``count_attempt``)."""
+        keep = "attempts" if count_attempt else "MAX(attempts-1, 0)"
         with self._tx() as db:
-            db.execute("UPDATE jobs SET state='queued', attempts=MAX(attempts-1, 0), fraction=0, stage=NULL, "
+            db.execute(f"UPDATE jobs SET state='queued', attempts={keep}, fraction=0, stage=NULL, "
                        "started=NULL WHERE id=? AND state='running'", (job_id,))
 
     def note_event(self, job_id: str, seq: int, event: dict[str, Any], *, fraction: float | None = None,

@@ -32,7 +32,7 @@ from .osc_bridge import OscBridge
 from .queue import JobStore
 from .transport import HARD_SIZE_FACTOR, StartupError, Transport  # noqa: F401 - re-exported
 from .voices import VoiceStore
-from .worker import Worker
+from .ray_backend import make_worker
 
 log = get_logger("server")
 
@@ -127,7 +127,7 @@ class Daemon:
         self.voices = VoiceStore(s.voices_path)
         self.host = ModelHost(s, on_state=self.outbox.state)
         self.roots = s.allowed_root_paths()
-        self.worker = Worker(s, self.store, self.host, self.voices, self.outbox, version=self.version)
+        self.worker = make_worker(s, self.store, self.host, self.voices, self.outbox, version=self.version)
         self.publisher.restore_osc_targets()
         self.info = wire.ConnectionInfo(
             host=s.host, request_port=ports.request, control_port=ports.control, events_port=ports.events,

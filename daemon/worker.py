@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from ..client.protocol import (
     PROTOCOL_VERSION,
+    BackendInfo,
     ErrorReply,
     JobResult,
     ProtocolError,
@@ -113,6 +114,9 @@ class Worker(threading.Thread):
         self._key: str | None = None  # batch_key of the jobs in flight
 
     # -- called from the main thread -------------------------------------------------------------
+    def backend_status(self) -> BackendInfo:
+        return BackendInfo(kind="local", state="ready")
+
     def wake(self) -> None:
         self._wake.set()
 

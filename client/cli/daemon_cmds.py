@@ -17,7 +17,8 @@ from .runner import client_for, settings_for
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_for(args)
     env = dict(os.environ)
-    for name in ("model", "device", "dtype", "host", "request_port", "control_port", "events_port", "osc_port", "keep_alive"):
+    for name in ("model", "device", "dtype", "host", "request_port", "control_port", "events_port", "osc_port", "keep_alive",
+                 "backend", "ray_address"):
         v = getattr(args, name, None)
         if v is not None:
             env[f"{ENV_PREFIX}{name.upper()}"] = str(v)
@@ -106,11 +107,22 @@ def cmd_status(args: argparse.Namespace) -> int:
         ("output folder", data.get("output_dir") or "-"),
         ("osc port", data.get("osc_port") or "off"),
     ]
+    backend = data.get("backend") or {}
+    if backend.get("kind") == "ray":
+        rows.append(("backend", f"ray at {backend.get('address')} ({backend.get('state')}, "
+                                f"{len(backend.get('actors') or [])} engine actors)"))
     if data.get("error"):
         err = data["error"]
         rows.append(("last error", f"{err.get('code')}: {err.get('message')}"))
     for key, value in rows:
         print(f"{key:<14} {value}")
+    if backend.get("actors"):
+        print()
+        print(table([[a["name"], a.get("state") or "-", a.get("node") or "-", f"{a.get('host') or '-'}:{a.get('pid') or '-'}",
+                      " ".join(x for x in (a.get("device"), a.get("dtype")) if x) or "-",
+                      str(len(a.get("running") or [])), str(a.get("jobs_done", 0)), str(a.get("restarts", 0))]
+                     for a in backend["actors"]],
+                    ["ACTOR", "STATE", "NODE", "HOST:PID", "DEVICE", "RUNNING", "DONE", "RESTARTS"]))
     return EXIT_OK
 
 
@@ -168,6 +180,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--osc-port", type=int)
     p.add_argument("--keep-alive", type=float, metavar="S")
     p.add_argument("--load", action="store_true", help="load the model now, not on first use")
+    p.add_argument("--backend", choices=["local", "ray"], help="where generation runs (docs/ray.md)")
+    p.add_argument("--ray-address", metavar="auto|HOST:PORT", help="the Ray cluster for --backend ray")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("stop", help="stop the daemon (running jobs run again at next start)")

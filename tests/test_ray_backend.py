@@ -1,0 +1,187 @@
+"""The Ray backend on a real local Ray cluster started by the test: a head with no CPUs and two worker
+nodes of one CPU each (so each engine actor lands on its own node), the daemon on the tiny model with
+``backend = ray``, real sockets, real processes. Killing an actor's process is a real SIGKILL.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import soundfile as sf
+
+from _daemon_harness import DaemonProc, collect, free_port, music, visible_wavs, wait_final, wait_for
+from _ray_cluster import NODE_START_TIMEOUT, RayCluster
+
+import ray  # noqa: E402,F401 - the test extra installs it; without it this module must fail, not skip
+pytestmark = pytest.mark.slow
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = RayCluster(tmp_path_factory.mktemp("rayhome"))
+    try:
+        yield c.start()
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="module")
+def daemon(cluster):
+    d = DaemonProc(cluster.home, backend="ray", ray_address=cluster.address, keep_alive=0, max_batch=4).start()
+    yield d
+    d.close()
+
+
+def _status(ch):
+    return ch.request("status", {})
+
+
+def _ready_actors(ch, n: int = 2):
+    def ready():
+        st = _status(ch)
+        actors = st["backend"]["actors"]
+        return st if len(actors) == n and all(a["state"] in ("ready", "busy") for a in actors) else None
+    return wait_for(ready, NODE_START_TIMEOUT, 0.5, f"{n} ready engine actors")
+
+
+def test_status_lists_both_actors(daemon):
+    ch = daemon.channel(timeout=60)
+    st = _ready_actors(ch)
+    b = st["backend"]
+    assert b["kind"] == "ray" and b["state"] == "ready" and b["address"] == daemon.settings.ray_address
+    nodes = {a["node"] for a in b["actors"]}
+    assert len(nodes) == 2, "one actor per one-CPU worker node"
+    assert all(a["device"] == "cpu" and a["pid"] for a in b["actors"])
+    assert st["tiny"] is True
+
+
+def test_sixteen_jobs_across_two_actors(daemon):
+    ch = daemon.channel(timeout=60)
+    _ready_actors(ch)
+    sub = ch.subscribe(["job."])
+    time.sleep(0.3)
+    out = daemon.home / "sixteen"
+    seconds = [0.5 + 0.25 * (i % 4) for i in range(16)]
+    ids = [ch.request("submit", music(s, caption=f"cue {i}", output={"folder": str(out)}))["job_id"]
+           for i, s in enumerate(seconds)]
+    events = collect(sub, ids, timeout=900)
+    actors_used = set()
+    for job_id, s in zip(ids, seconds):
+        final = events[job_id][-1]
+        assert final.msg_type == "done", final.content
+        info = sf.info(final.content["path"])
+        assert info.frames == round(s * info.samplerate), (s, info.frames)
+        actors_used |= {m.content.get("actor") for m in events[job_id] if m.msg_type == "started"}
+    assert actors_used == {"unimoe-engine-0", "unimoe-engine-1"}
+    assert len(visible_wavs(out)) == 16
+    sub.close()
+
+
+def _running_on(ch, job_id):
+    for a in _status(ch)["backend"]["actors"]:
+        if job_id in a["running"]:
+            return a
+    return None
+
+
+def _until_progress(sub, job_id, timeout=600):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        m = sub.recv(timeout=5)
+        if m is not None and m.content.get("job_id") == job_id and m.msg_type == "progress" \
+                and m.content.get("stage") == "generate" and m.content.get("frames", 0) > 0:
+            return m
+    raise AssertionError("the job never reached the generate stage")
+
+
+def test_killed_actor_reruns_its_job_once(daemon):
+    ch = daemon.channel(timeout=60)
+    _ready_actors(ch)
+    sub = ch.subscribe(["job."])
+    time.sleep(0.3)
+    out = daemon.home / "killed"
+    job = ch.request("submit", music(8.0, caption="long cue", output={"folder": str(out)}))["job_id"]
+    _until_progress(sub, job)
+    actor = wait_for(lambda: _running_on(ch, job), 60, 0.1, "the actor running the job")
+    os.kill(actor["pid"], signal.SIGKILL)
+    final, seen = wait_final(sub, job, timeout=900)
+    assert final.msg_type == "done", final.content
+    kinds = [m.msg_type for m in seen]
+    assert "requeued" in kinds
+    started = [m.content for m in seen if m.msg_type == "started"]
+    assert [s["attempt"] for s in started][-1] == 2
+    assert len(visible_wavs(out)) == 1, "one output, no duplicate"
+    assert sf.info(final.content["path"]).frames == 8 * 48000
+    # The killed actor comes back (Ray restarts it) with a new process.
+    st = _ready_actors(ch)
+    same = [a for a in st["backend"]["actors"] if a["name"] == actor["name"]][0]
+    assert same["pid"] != actor["pid"]
+    sub.close()
+
+
+def test_cancel_running_ray_job(daemon):
+    ch = daemon.channel(timeout=60)
+    _ready_actors(ch)
+    sub = ch.subscribe(["job."])
+    time.sleep(0.3)
+    job = ch.request("submit", music(20.0, caption="to cancel"))["job_id"]
+    _until_progress(sub, job)
+    ch.request("cancel", {"job_id": job})
+    final, _ = wait_final(sub, job, timeout=600)
+    assert final.msg_type == "cancelled"
+    # The actor is free again and serves the next job.
+    nxt = ch.request("submit", music(0.5))["job_id"]
+    final, _ = wait_final(sub, nxt, timeout=600)
+    assert final.msg_type == "done"
+    sub.close()
+
+
+def test_cli_status_lists_actors(daemon):
+    from _client_harness import CLI
+
+    _ready_actors(daemon.channel(timeout=60))
+    r = subprocess.run([*CLI, "ps"], env=daemon.env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"ray at {daemon.settings.ray_address} (ready, 2 engine actors)" in r.stdout
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("unimoe-engine-")]
+    assert len(lines) == 2 and all(" cpu float32 " in ln for ln in lines), r.stdout
+
+
+def test_restarted_daemon_reattaches_to_the_same_actors(daemon, cluster):
+    ch = daemon.channel(timeout=60)
+    before = {a["name"]: a["pid"] for a in _ready_actors(ch)["backend"]["actors"]}
+    daemon.close()
+    d2 = DaemonProc(cluster.home, backend="ray", ray_address=cluster.address, keep_alive=0).start()
+    try:
+        ch2 = d2.channel(timeout=60)
+        after = {a["name"]: a["pid"] for a in _ready_actors(ch2)["backend"]["actors"]}
+        assert after == before, "the same actor processes, models still loaded"
+        sub = ch2.subscribe(["job."])
+        time.sleep(0.3)
+        job = ch2.request("submit", music(0.5))["job_id"]
+        final, _ = wait_final(sub, job, timeout=600)
+        assert final.msg_type == "done"
+        sub.close()
+    finally:
+        d2.close()
+
+
+def test_unreachable_cluster_is_backend_unavailable(tmp_path):
+    port = free_port()  # nothing listens there
+    d = DaemonProc(tmp_path, backend="ray", ray_address=f"127.0.0.1:{port}").start()
+    try:
+        ch = d.channel(timeout=60)
+        sub = ch.subscribe(["job."])
+        time.sleep(0.3)
+        job = ch.request("submit", music(0.5))["job_id"]
+        final, _ = wait_final(sub, job, timeout=120)
+        assert final.msg_type == "failed"
+        assert final.content["error"]["code"] == "backend_unavailable"
+        st = _status(ch)
+        assert st["backend"]["state"] == "unavailable"
+        assert st["backend"]["error"]["code"] == "backend_unavailable"
+        sub.close()
+    finally:
+        d.close()
