@@ -114,6 +114,19 @@ class Header(_Loose):
 # ---------------------------------------------------------------------------------------------------
 # Task specs (what to generate)
 # ---------------------------------------------------------------------------------------------------
+def _check_rate(v: Any) -> Any:
+    """A frame rate field: a positive number or a ratio such as '24000/1001' (kept as given)."""
+    from .timecode import parse_rate
+
+    if v is None:
+        return v
+    try:
+        parse_rate(v)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError("wanted a positive number or a ratio like '24000/1001'") from None
+    return v
+
+
 class LengthSpec(_Strict):
     """Target length: seconds, or frames at a rational fps (timeline units). All empty: model decides."""
 
@@ -123,18 +136,7 @@ class LengthSpec(_Strict):
     min_seconds: float | None = Field(None, ge=0, le=MAX_SECONDS)
     max_seconds: float | None = Field(None, gt=0, le=MAX_SECONDS)
 
-    @field_validator("fps")
-    @classmethod
-    def _fps(cls, v: Any) -> Any:
-        if v is None:
-            return v
-        try:
-            f = Fraction(str(v))
-        except (ValueError, ZeroDivisionError):
-            raise ValueError("wanted a positive number or a ratio like '24000/1001'") from None
-        if f <= 0:
-            raise ValueError("wanted a positive number or a ratio like '24000/1001'")
-        return v
+    _fps = field_validator("fps")(classmethod(lambda cls, v: _check_rate(v)))
 
     @model_validator(mode="after")
     def _frames_need_fps(self) -> "LengthSpec":
@@ -145,11 +147,13 @@ class LengthSpec(_Strict):
         return self
 
     def fps_fraction(self) -> Fraction | None:
-        return None if self.fps is None else Fraction(str(self.fps))
+        from .timecode import parse_rate
+
+        return None if self.fps is None else parse_rate(self.fps)  # 29.97 is NTSC's 30000/1001
 
     def target_seconds(self) -> float | None:
         if self.frames is not None and self.fps is not None:
-            return float(Fraction(self.frames) / Fraction(str(self.fps)))
+            return float(Fraction(self.frames) / self.fps_fraction())
         return self.seconds
 
 
@@ -251,18 +255,7 @@ class SpotInfo(_Strict):
     take: str | None = Field(None, max_length=200)
     note: str | None = Field(None, max_length=2000)
 
-    @field_validator("fps")
-    @classmethod
-    def _fps(cls, v: Any) -> Any:
-        from .timecode import parse_rate
-
-        if v is None:
-            return v
-        try:
-            parse_rate(v)
-        except ValueError:
-            raise ValueError("wanted a positive number or a ratio like '24000/1001'") from None
-        return v
+    _fps = field_validator("fps")(classmethod(lambda cls, v: _check_rate(v)))
 
     @model_validator(mode="after")
     def _position(self) -> "SpotInfo":

@@ -53,6 +53,16 @@ _MIGRATIONS = (
 _INDEXES = "CREATE INDEX IF NOT EXISTS jobs_by_request_id ON jobs (request_id) WHERE request_id IS NOT NULL;"
 
 
+def _start_row(db: Any, r: Any) -> dict[str, Any]:
+    """Mark a queued row running (one more attempt) and return it as the worker sees it."""
+    now = time.time()
+    db.execute("UPDATE jobs SET state='running', started=?, attempts=attempts+1, fraction=0, stage=NULL "
+               "WHERE id=? AND state='queued'", (now, r["id"]))
+    d = dict(r)
+    d.update(attempts=d["attempts"] + 1, started=now, state="running")
+    return d
+
+
 class JobStore:
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -159,17 +169,7 @@ class JobStore:
                 rows += db.execute(
                     "SELECT * FROM jobs WHERE state='queued' AND batch_key=? AND id<>? ORDER BY priority DESC, seq "
                     "LIMIT ?", (first["batch_key"], first["id"], max_batch - 1)).fetchall()
-            now = time.time()
-            out = []
-            for r in rows:
-                db.execute("UPDATE jobs SET state='running', started=?, attempts=attempts+1, fraction=0, stage=NULL "
-                           "WHERE id=? AND state='queued'", (now, r["id"]))
-                d = dict(r)
-                d["attempts"] += 1
-                d["started"] = now
-                d["state"] = "running"
-                out.append(d)
-            return out
+            return [_start_row(db, r) for r in rows]
 
     def claim_next(self, batch_key: str | None = None) -> dict[str, Any] | None:
         """Move the head of the queue (highest priority, then oldest) to running, if it may join a
@@ -179,14 +179,7 @@ class JobStore:
             r = db.execute("SELECT * FROM jobs WHERE state='queued' ORDER BY priority DESC, seq LIMIT 1").fetchone()
             if r is None or (batch_key is not None and (not batch_key or r["batch_key"] != batch_key)):
                 return None
-            now = time.time()
-            db.execute("UPDATE jobs SET state='running', started=?, attempts=attempts+1, fraction=0, stage=NULL "
-                       "WHERE id=? AND state='queued'", (now, r["id"]))
-            d = dict(r)
-            d["attempts"] += 1
-            d["started"] = now
-            d["state"] = "running"
-            return d
+            return _start_row(db, r)
 
     def cancel_queued(self, job_id: str) -> bool:
         with self._tx() as db:
