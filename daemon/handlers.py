@@ -102,7 +102,7 @@ class Handlers:
                 outputs.check_input_file(spec.reference_audio, d.roots, "spec.reference_audio")
             if spec.voice is not None and not d.voices.exists(spec.voice):
                 raise ProtocolError("not_found", f"no saved voice named {spec.voice!r}", field="spec.voice",
-                                    wanted="a name from 'unimoe-audio voices ls', or reference_audio + reference_text")
+                                    wanted="a name from 'voices ls', or reference_audio + reference_text")
         elif spec.task == "video_score":
             outputs.check_input_file(spec.video, d.roots, "spec.video")
         folder = outputs.output_folder(req.output.folder, d.settings.output_path, d.roots)

@@ -69,7 +69,7 @@ class VoiceStore:
         d = self._dir(name, field)
         if not (d / CODES_NAME).is_file():
             raise ProtocolError("not_found", f"no saved voice named {name!r}", field=field,
-                                wanted="a name from 'unimoe-audio voices ls'")
+                                wanted="a name from 'voices ls'")
         meta = json.loads((d / META_NAME).read_text("utf-8"))
         return np.load(d / CODES_NAME), str(meta.get("transcript", ""))
 

@@ -59,7 +59,10 @@ def test_daemon_serves_quantized_model_and_reports_it(tmp_path, tiny_src):
         assert final.msg_type == "done", final.content
         st = ch.call("status", control=True)
         assert isinstance(st, P.StatusReply)
-        assert (st.device, st.dtype, st.quant, st.tiny) == ("cpu", "float32", "int4", False)
+        # The imported folder is a quantized copy of a make-tiny model: it is the folder that serves (not the
+        # built-in fallback), and its own config still flags it as random weights, so the banner stays on.
+        assert (st.device, st.dtype, st.quant, st.tiny) == ("cpu", "float32", "int4", True)
+        assert st.model_dir == str(Path(r["path"]).resolve()) and "model =" not in (st.tiny_reason or "")
         assert st.memory.estimate_bytes and st.memory.available_bytes and st.memory.available_source
         human = cli(dict(env, UNIMOE_AUDIO_MODELS_DIR=str(Path(r["path"]).parent)), "status").ok().out
         assert "quant int4" in human and "model estimate" in human

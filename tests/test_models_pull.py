@@ -136,7 +136,9 @@ def test_the_daemon_serves_the_pulled_model(env, home):
         out = home / "pulled.wav"
         cli(d.env, "music", "calm piano", "--seconds", "0.5", "-o", str(out)).ok()
         st = cli(d.env, "status", "--json").ok().json()
-        assert st["tiny"] is False and st["model"] == NAME
+        # The pulled folder serves (not the built-in fallback); the stand-in hub serves a make-tiny model,
+        # whose config flags random weights, so the daemon still says tiny.
+        assert st["model"] == NAME and st["tiny"] is True
         assert Path(st["model_dir"]) == (models_dir(home) / NAME).resolve()
         assert out.is_file()
     finally:
