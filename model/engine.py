@@ -56,7 +56,7 @@ def cpu_flags() -> frozenset[str]:
 
 def cpu_has_fast_bf16(flags: frozenset[str] | set[str]) -> bool:
     """bf16 matmuls run natively (avx512_bf16 or AMX): on such CPUs bf16 decode measured faster than
-    fp32 (86.5 vs 51.1 steps/s, small config); without them bf16 is emulated and slower."""
+    fp32 (86.5 vs 51.1 steps/s, small config); without them bf16 is emulated (it can still win where memory bandwidth rules: README)."""
     return bool({"avx512_bf16", "amx_bf16"} & set(flags))
 
 
