@@ -190,7 +190,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_stop, auto_start=False)
 
     for name in ("status", "ps"):
-        p = sub.add_parser(name, help="daemon status: loaded model, device, memory, queue")
+        p = sub.add_parser(name, help="daemon status: loaded model, device, memory, queue (and Ray actors)")
         add_common(p)
         p.set_defaults(func=cmd_status, auto_start=False)
 
