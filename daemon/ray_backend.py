@@ -18,6 +18,7 @@ Ray is imported only here, and only when the backend is used.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import queue as stdqueue
 import re
@@ -41,6 +42,7 @@ ACTOR_PREFIX = "unimoe-engine-"
 PROGRESS_EVERY_S = 0.05  # the actor sends at most this often per job (the daemon throttles events again)
 CONNECT_TIMEOUT_S = 5.0
 RECONNECT_EVERY_S = 5.0
+ACTOR_THREADS = 64  # one per run stream (a job that joins opens one) plus info/cancel/load calls
 REFRESH_EVERY_S = 2.0  # how often the worker asks the actors for their state (status, ps)
 # The settings an actor takes from the daemon; folders come from the node's own settings (environment or
 # config.toml there), so each node finds the model in its own models folder.
@@ -53,18 +55,25 @@ class BackendUnavailable(Exception):
 
 # -- the actor (runs on the Ray nodes) ---------------------------------------------------------------------
 class EngineActor:
-    """Holds one loaded engine on a Ray node. Threaded (max_concurrency > 1) so ``cancel`` and ``info`` are
-    answered while ``run`` works; the engine itself runs one batch at a time."""
+    """Holds one loaded engine on a Ray node and batches its jobs continuously, as the local worker does
+    (daemon/executor.py): a job sent while others run joins their batch at the next step and leaves when
+    done. Threaded (max_concurrency) so each ``run`` stream, ``cancel`` and ``info`` are answered while
+    one engine thread steps the batch."""
 
     def __init__(self, model_settings: dict[str, Any]):
+        from .executor import LocalEngineExecutor
         from .model_host import ModelHost
 
         self.settings = Settings(**{k: v for k, v in model_settings.items() if v is not None})
         self.host = ModelHost(self.settings)
-        self.engine_lock = threading.Lock()
+        self.executor = LocalEngineExecutor(self.host)
+        self.engine_lock = threading.Lock()  # the engine thread's, and load's
+        self.pending: stdqueue.Queue[tuple[str, Any, stdqueue.Queue[Any]]] = stdqueue.Queue()
         self.cancelled: set[str] = set()
         self.running: list[str] = []
         self.jobs_done = 0
+        self._thread: threading.Thread | None = None
+        self._thread_lock = threading.Lock()
 
     def info(self) -> dict[str, Any]:
         import ray
@@ -99,67 +108,81 @@ class EngineActor:
                 return engine.encode_voice(str(path), transcript)
 
     def run(self, jobs: list[dict[str, Any]]) -> Iterator[tuple[str, str, Any]]:
-        """Yields ("progress", job_id, dict), then ("result", job_id, AudioResult | BaseException) per job."""
+        """Yields ("progress", job_id, dict), then ("result", job_id, AudioResult | RemoteFailure) per job.
+        The jobs join the actor's running batch (the daemon sends only jobs compatible with it)."""
+        events: stdqueue.Queue[tuple[str, str, Any]] = stdqueue.Queue()
+        with tempfile.TemporaryDirectory(prefix="unimoe-ray-") as tmp:  # inputs live until the jobs end
+            for job in jobs:
+                self.pending.put((job["job_id"], _materialize(job, Path(tmp)), events))
+            self._ensure_thread()
+            left = len(jobs)
+            while left:
+                item = events.get()
+                left -= item[0] == "result"
+                yield item
+
+    # -- the engine thread ---------------------------------------------------------------------------
+    def _ensure_thread(self) -> None:
+        with self._thread_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._engine_loop, name="engine", daemon=True)
+                self._thread.start()
+
+    def _engine_loop(self) -> None:
+        while True:
+            with self.engine_lock:
+                self._admit()
+                if self.executor.in_flight():
+                    try:
+                        self.executor.step()
+                    except Exception as exc:  # noqa: BLE001 - every job in flight learns of it
+                        self.executor.abort(exc)
+                    continue
+            with self._thread_lock:
+                if self.pending.empty():
+                    self._thread = None
+                    return
+
+    def _admit(self) -> None:
+        while True:
+            try:
+                job_id, request, events = self.pending.get_nowait()
+            except stdqueue.Empty:
+                return
+            self.running.append(job_id)
+            self.executor.add(request, self._progress(job_id, events), self._done(job_id, events))
+
+    def _progress(self, job_id: str, events: stdqueue.Queue[Any]) -> Any:
         from ..model.errors import Cancelled
 
-        events: stdqueue.Queue[tuple[str, str, Any]] = stdqueue.Queue()
-        with tempfile.TemporaryDirectory(prefix="unimoe-ray-") as tmp:
-            requests = [_materialize(j, Path(tmp)) for j in jobs]
-            ids = [j["job_id"] for j in jobs]
+        last = [0.0]
 
-            def callback(job_id: str):
-                last = [0.0]
+        def cb(p: Any) -> bool:
+            if job_id in self.cancelled:
+                raise Cancelled("cancelled by request")
+            now = time.monotonic()
+            partial = getattr(p, "partial_audio", None)
+            if partial is not None or now - last[0] >= PROGRESS_EVERY_S or p.fraction >= 1.0:
+                last[0] = now
+                events.put(("progress", job_id, {
+                    "stage": p.stage, "fraction": float(p.fraction), "frames_done": int(p.frames_done or 0),
+                    "frames_total": int(p.frames_total or 0), "partial_audio": partial}))
+            return True
+        return cb
 
-                def cb(p: Any) -> bool:
-                    if job_id in self.cancelled:
-                        raise Cancelled("cancelled by request")
-                    now = time.monotonic()
-                    partial = getattr(p, "partial_audio", None)
-                    if partial is not None or now - last[0] >= PROGRESS_EVERY_S or p.fraction >= 1.0:
-                        last[0] = now
-                        events.put(("progress", job_id, {
-                            "stage": p.stage, "fraction": float(p.fraction), "frames_done": int(p.frames_done or 0),
-                            "frames_total": int(p.frames_total or 0), "partial_audio": partial}))
-                    return True
-                return cb
-
-            def work() -> None:
-                results: list[Any]
-                try:
-                    with self.engine_lock:
-                        self.running = list(ids)
-                        engine = self.host.ensure_loaded()
-                        cbs = [callback(i) for i in ids]
-                        if len(requests) == 1:
-                            fn = {"speech": engine.speech, "music": engine.music,
-                                  "video_score": engine.video_score}[jobs[0]["task"]]
-                            try:
-                                results = [fn(requests[0], progress=cbs[0])]
-                            except Exception as exc:  # noqa: BLE001 - travels back to the daemon
-                                results = [exc]
-                        else:
-                            results = list(engine.run_batch(requests, cbs))
-                        self.host.touch()
-                except Exception as exc:  # noqa: BLE001 - e.g. the model failed to load
-                    results = [exc] * len(ids)
-                finally:
-                    self.running = []
-                for job_id, res in zip(ids, results):
-                    if isinstance(res, BaseException):
-                        res = RemoteFailure.of(res)
-                    else:
-                        self.jobs_done += 1
-                        res = replace(res, codes=None)  # the daemon writes audio only
-                    events.put(("result", job_id, res))
-                self.cancelled.difference_update(ids)
-                events.put(("end", "", None))
-
-            threading.Thread(target=work, name="engine", daemon=True).start()
-            while True:
-                item = events.get()
-                if item[0] == "end":
-                    return
-                yield item
+    def _done(self, job_id: str, events: stdqueue.Queue[Any]) -> Any:
+        def done(res: Any) -> None:
+            if isinstance(res, BaseException):
+                res = RemoteFailure.of(res)
+            else:
+                self.jobs_done += 1
+                res = replace(res, codes=None)  # the daemon writes audio only
+            with contextlib.suppress(ValueError):
+                self.running.remove(job_id)
+            self.cancelled.discard(job_id)
+            self.host.touch()
+            events.put(("result", job_id, res))
+        return done
 
 
 @dataclass
@@ -213,10 +236,11 @@ class _Actor:
     name: str
     handle: Any
     info: dict[str, Any] = field(default_factory=dict)
-    busy: list[str] = field(default_factory=list)
+    busy: set[str] = field(default_factory=set)  # its jobs in flight
+    key: str | None = None  # their batch_key: only compatible jobs join them
     dead: bool = False
     restarts: int = 0
-    started: int = 0  # batches dispatched (least-loaded tie-break)
+    started: int = 0  # dispatches so far (least-loaded tie-break)
 
 
 def _short(exc: BaseException) -> str:
@@ -287,7 +311,7 @@ class RayPool:
             name = f"{ACTOR_PREFIX}{i}"
             handle = remote_cls.options(
                 name=name, namespace=self.settings.ray_namespace, lifetime="detached", get_if_exists=True,
-                max_restarts=-1, max_task_retries=0, max_concurrency=4, scheduling_strategy="SPREAD",
+                max_restarts=-1, max_task_retries=0, max_concurrency=ACTOR_THREADS, scheduling_strategy="SPREAD",
                 **resources).remote(model_settings)
             actors.append(_Actor(name, handle))
         # Actors are detached: ones beyond the configured count (ray_actors was lowered) would hold their GPU
@@ -337,22 +361,31 @@ class RayPool:
 
     # place --------------------------------------------------------------------------------------------
     def idle(self) -> _Actor | None:
-        """The least-loaded actor with nothing in flight (fewest batches so far), or None."""
+        """The least-loaded actor with nothing in flight (fewest dispatches so far), or None."""
         with self._lock:
             free = [a for a in self.actors if not a.busy]
-            if not free:
-                return None
-            best = min(free, key=lambda a: (a.dead, a.started))
-            return best
+            return min(free, key=lambda a: (a.dead, a.started)) if free else None
 
-    def reserve(self, actor: _Actor, job_ids: list[str]) -> None:
+    def joinable(self, max_batch: int) -> list[_Actor]:
+        """Busy actors whose batch has room, least loaded first (a compatible job may join them)."""
         with self._lock:
-            actor.busy = list(job_ids)
+            room = [a for a in self.actors if a.busy and not a.dead and a.key and len(a.busy) < max_batch]
+            return sorted(room, key=lambda a: len(a.busy))
+
+    def reserve(self, actor: _Actor, job_ids: list[str], key: str) -> int:
+        """Count the jobs in flight on ``actor``; returns its batch size with them."""
+        with self._lock:
+            if not actor.busy:
+                actor.key = key
+            actor.busy.update(job_ids)
             actor.started += 1
+            return len(actor.busy)
 
-    def release(self, actor: _Actor) -> None:
+    def release(self, actor: _Actor, job_ids: list[str]) -> None:
         with self._lock:
-            actor.busy = []
+            actor.busy.difference_update(job_ids)
+            if not actor.busy:
+                actor.key = None
 
     def any_ready(self) -> dict[str, Any] | None:
         for a in self.actors:
@@ -418,14 +451,7 @@ class RayWorker(Worker):
                 self._next_refresh = time.monotonic() + REFRESH_EVERY_S
                 self.pool.refresh(timeout=0.5)
                 self._mirror_host()
-            actor = self.pool.idle()
-            batch = self.store.claim(self.settings.max_batch) if actor is not None else []
-            if batch:
-                self.pool.reserve(actor, [r["id"] for r in batch])
-                t = threading.Thread(target=self._dispatch, args=(batch, actor), name=f"ray-{actor.name}",
-                                     daemon=True)
-                self._threads.append(t)
-                t.start()
+            if self._place():
                 continue
             self._wake.wait(0.5)
             self._wake.clear()
@@ -434,6 +460,27 @@ class RayWorker(Worker):
         for t in self._threads:
             t.join(timeout=30)
         self._run_ops()
+
+    def _place(self) -> bool:
+        """Give work to an actor: compatible queued jobs to an idle one (least loaded first), else the
+        queue's head to a busy actor whose batch it may join (continuous batching, as the local worker
+        does; priority stays strict). False when nothing could be placed."""
+        actor, joined = self.pool.idle(), False
+        rows = self.store.claim(self.settings.max_batch) if actor is not None else []
+        if not rows:
+            for actor in self.pool.joinable(self.settings.max_batch):
+                row = self.store.claim_next(actor.key)
+                if row is not None:
+                    rows, joined = [row], True
+                    break
+        if not rows:
+            return False
+        size = self.pool.reserve(actor, [r["id"] for r in rows], rows[0]["batch_key"])
+        t = threading.Thread(target=self._dispatch, args=(rows, actor, size, joined), name=f"ray-{actor.name}",
+                             daemon=True)
+        self._threads.append(t)
+        t.start()
+        return True
 
     def _fail_queued_unavailable(self) -> None:
         err = self.pool.error or ErrorReply(code="backend_unavailable", message="the Ray cluster cannot be reached")
@@ -455,22 +502,22 @@ class RayWorker(Worker):
                 except Exception:  # noqa: BLE001 - a dead actor stops anyway
                     pass
 
-    def _dispatch(self, rows: list[dict[str, Any]], actor: _Actor) -> None:
+    def _dispatch(self, rows: list[dict[str, Any]], actor: _Actor, size: int, joined: bool) -> None:
         try:
-            self._run_on_actor(rows, actor)
+            self._run_on_actor(rows, actor, size, joined)
         except Exception:  # noqa: BLE001 - a bug here must not lose jobs
             log.exception("Ray dispatch failed")
             for row in rows:
                 if self.store.state(row["id"]) == "running":
                     self._fail(row, ErrorReply(code="internal", message="unexpected daemon error (logged)"))
         finally:
-            self.pool.release(actor)
+            self.pool.release(actor, [r["id"] for r in rows])
             for row in rows:
                 self.running.pop(row["id"], None)
                 self._cancel.discard(row["id"])
             self._wake.set()
 
-    def _run_on_actor(self, rows: list[dict[str, Any]], actor: _Actor) -> None:
+    def _run_on_actor(self, rows: list[dict[str, Any]], actor: _Actor, size: int, joined: bool) -> None:
         import ray
 
         from ..model.errors import Cancelled
@@ -495,7 +542,7 @@ class RayWorker(Worker):
         for row, _, _ in live:
             self.running[row["id"]] = t0
             self.outbox.event("started", {"job_id": row["id"], "tag": row["tag"], "attempt": row["attempts"],
-                                          "batch_size": len(live), "actor": actor.name})
+                                          "batch_size": size, "actor": actor.name, "joined": joined})
         callbacks = {row["id"]: self._progress_cb(row, req) for row, req, _ in live}
         results: dict[str, Any] = {}
         try:
@@ -508,6 +555,8 @@ class RayWorker(Worker):
                         actor.handle.cancel.remote([job_id])
                 else:
                     results[job_id] = value.exception() if isinstance(value, RemoteFailure) else value
+                    self.pool.release(actor, [job_id])  # room for a compatible job to join
+                    self._wake.set()
         except ray.exceptions.RayActorError as exc:
             # The actor (or its node) died mid-batch: rerun its jobs elsewhere, the attempt counts.
             log.warning("actor %s died with %d job(s): %s", actor.name, len(live), exc)
@@ -523,7 +572,7 @@ class RayWorker(Worker):
                                                    "reason": f"actor {actor.name} died"})
             live = [x for x in live if x[0]["id"] in results]
         for row, req, _ in live:
-            self._on_done(row, req, t0, len(live))(results.get(row["id"], Cancelled("no result")))
+            self._on_done(row, req, t0, size)(results.get(row["id"], Cancelled("no result")))
         self.pool.refresh(timeout=1.0)
         self._mirror_host()
 

@@ -12,7 +12,7 @@ import time
 import pytest
 import soundfile as sf
 
-from _daemon_harness import DaemonProc, collect, free_port, music, visible_wavs, wait_final, wait_for
+from _daemon_harness import DaemonProc, collect, free_port, job_state, music, visible_wavs, wait_final, wait_for
 from _ray_cluster import NODE_START_TIMEOUT, RayCluster
 
 import ray  # noqa: E402,F401 - the test extra installs it; without it this module must fail, not skip
@@ -94,6 +94,32 @@ def _until_progress(sub, job_id, timeout=600):
                 and m.content.get("stage") == "generate" and m.content.get("frames", 0) > 0:
             return m
     raise AssertionError("the job never reached the generate stage")
+
+
+def test_a_job_joins_a_busy_actors_batch(daemon):
+    """Continuous batching on Ray: with both actors busy, a compatible job joins a running batch at the
+    next step instead of waiting for an actor to free up, and finishes long before the long jobs."""
+    ch = daemon.channel(timeout=60)
+    _ready_actors(ch)
+    sub = ch.subscribe(["job."])
+    time.sleep(0.3)
+    long_a = ch.request("submit", music(20.0, caption="long a"))["job_id"]
+    _until_progress(sub, long_a)
+    long_b = ch.request("submit", music(20.0, caption="long b"))["job_id"]
+    _until_progress(sub, long_b)
+    assert {a["name"] for a in _status(ch)["backend"]["actors"] if a["running"]} == \
+        {"unimoe-engine-0", "unimoe-engine-1"}, "each long job on its own actor"
+    short = ch.request("submit", music(0.5, caption="short"))["job_id"]
+    final, seen = wait_final(sub, short, timeout=600)
+    assert final.msg_type == "done", final.content
+    started = [m.content for m in seen if m.msg_type == "started"][-1]
+    assert started["joined"] is True and started["batch_size"] == 2
+    assert job_state(ch, long_a) == "running" and job_state(ch, long_b) == "running"
+    for j in (long_a, long_b):
+        ch.request("cancel", {"job_id": j})
+    events = collect(sub, [long_a, long_b], timeout=600)  # both at once: either may end first
+    assert [events[j][-1].msg_type for j in (long_a, long_b)] == ["cancelled", "cancelled"]
+    sub.close()
 
 
 def test_killed_actor_reruns_its_job_once(daemon):
