@@ -144,6 +144,20 @@ class DaemonProc:
             self._out.close()
 
 
+def start_with_voice(home: Path, name: str = "narrator", **settings: Any) -> DaemonProc:
+    """A started daemon that has a saved voice ``name`` (from an espeak-ng recording), for the host scripts'
+    speech runs."""
+    from unimoe_audio.client.client import Client
+
+    d = DaemonProc(home, **settings).start()
+    ref = d.home / "ref.wav"
+    text = "Hello there, this is my voice."
+    subprocess.run(["espeak-ng", "-w", str(ref), text], check=True, capture_output=True)
+    with Client(d.settings, auto_start=False) as c:
+        c.voice_add(name, ref, text)
+    return d
+
+
 def music(seconds: float = 1.0, caption: str = "a calm piano melody", **kw: Any) -> dict[str, Any]:
     req: dict[str, Any] = {"spec": {"task": "music", "caption": caption, "length": {"seconds": seconds}}}
     req.update(kw)

@@ -15,7 +15,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _audacity_host import AudacityHost  # noqa: E402
-from _daemon_harness import DaemonProc  # noqa: E402
+from _daemon_harness import start_with_voice  # noqa: E402
 
 from unimoe_audio.client.client import Client  # noqa: E402
 from unimoe_audio.integrations import audacity_unimoe as au  # noqa: E402
@@ -26,11 +26,7 @@ pytestmark = pytest.mark.host
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    d = DaemonProc(tmp_path_factory.mktemp("audacity-home")).start()
-    ref = d.home / "ref.wav"
-    subprocess.run(["espeak-ng", "-w", str(ref), "Hello there, this is my voice."], check=True, capture_output=True)
-    with Client(d.settings, auto_start=False) as c:
-        c.voice_add("narrator", ref, "Hello there, this is my voice.")
+    d = start_with_voice(tmp_path_factory.mktemp("audacity-home"))
     yield d
     d.close()
 

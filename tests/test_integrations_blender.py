@@ -18,9 +18,8 @@ import pytest
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from _daemon_harness import DaemonProc  # noqa: E402
+from _daemon_harness import start_with_voice  # noqa: E402
 
-from unimoe_audio.client.client import Client  # noqa: E402
 from unimoe_audio.integrations.blender_zip import build_zip  # noqa: E402
 from unimoe_audio.integrations.timeline import wav_frames  # noqa: E402
 
@@ -44,11 +43,7 @@ def bpy_python(venv: str, version: str, env_var: str) -> Path:
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    d = DaemonProc(tmp_path_factory.mktemp("blender-home")).start()
-    ref = d.home / "ref.wav"
-    subprocess.run(["espeak-ng", "-w", str(ref), "Hello there, this is my voice."], check=True, capture_output=True)
-    with Client(d.settings, auto_start=False) as c:
-        c.voice_add("narrator", ref, "Hello there, this is my voice.")
+    d = start_with_voice(tmp_path_factory.mktemp("blender-home"))
     yield d
     d.close()
 

@@ -4,7 +4,6 @@ opaque handle strings (tests/_reaper_host.py), against a real daemon on the tiny
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,10 +11,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _daemon_harness import DaemonProc  # noqa: E402
+from _daemon_harness import start_with_voice  # noqa: E402
 from _reaper_host import FakeReaper  # noqa: E402
 
-from unimoe_audio.client.client import Client  # noqa: E402
 from unimoe_audio.integrations import reaper_unimoe as rs  # noqa: E402
 from unimoe_audio.integrations.timeline import wav_frames  # noqa: E402
 
@@ -24,12 +22,7 @@ SCRIPT = Path(rs.__file__)
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    d = DaemonProc(tmp_path_factory.mktemp("reaper-home")).start()
-    # a saved voice for the speech runs, from an espeak-ng recording
-    ref = d.home / "ref.wav"
-    subprocess.run(["espeak-ng", "-w", str(ref), "Hello there, this is my voice."], check=True, capture_output=True)
-    with Client(d.settings, auto_start=False) as c:
-        c.voice_add("narrator", ref, "Hello there, this is my voice.")
+    d = start_with_voice(tmp_path_factory.mktemp("reaper-home"))
     yield d
     d.close()
 
