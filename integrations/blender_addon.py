@@ -16,7 +16,7 @@ and properties then fail to register) and ``bpy`` imported at module level. Work
 collection names (``sequences``) and the 4.4+/5.x ones (``strips``).
 """
 import os
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import bpy
 
@@ -161,6 +161,21 @@ def _start(run: Run) -> None:
         bpy.app.timers.register(tick, first_interval=POLL_EVERY_S)
 
 
+def _queue(op: Any, scene: Any, build: Callable[[], tuple[Run, str | None]]) -> set[str]:
+    """An operator's submit: build the run (request, fields, job), report a refusal or queue it."""
+    try:
+        run, warning = build()
+    except Exception as exc:  # noqa: BLE001 - shown to the user
+        op.report({"ERROR"}, f"unimoe-audio: {describe_error(exc)}")
+        return {"CANCELLED"}
+    if warning:
+        op.report({"WARNING"}, warning)
+    _start(run)
+    scene.unimoe.progress, scene.unimoe.status = 0.0, f"queued ({run.frames} frames)"
+    op.report({"INFO"}, f"unimoe-audio: job {run.job_id} queued ({run.frames} frames)")
+    return {"FINISHED"}
+
+
 def _say(scene: Any, text: str, error: bool = False) -> None:
     print(f"unimoe-audio: {text}")
     if scene is not None:
@@ -223,21 +238,15 @@ class SEQUENCER_OT_unimoe_score(bpy.types.Operator):
         scene = context.scene
         strip = scene.sequence_editor.active_strip
         r = scene.render
-        try:
+
+        def build() -> tuple[Run, str | None]:
             req = strip_request(bpy.path.abspath(strip.filepath), strip.frame_start, strip.frame_final_start,
                                 strip.frame_final_end, r.fps, r.fps_base, strip_fps=getattr(strip, "fps", None))
             fields = req.fields(caption=self.caption, mode=self.mode, folder=blend_folder(),
                                 name=bpy.path.clean_name(f"{strip.name}-score"))
-            run = Run(scene, strip, "score", fields, req.start_frame, req.frames)
-        except Exception as exc:  # noqa: BLE001 - shown to the user
-            self.report({"ERROR"}, f"unimoe-audio: {describe_error(exc)}")
-            return {"CANCELLED"}
-        if req.warning:
-            self.report({"WARNING"}, req.warning)
-        _start(run)
-        scene.unimoe.progress, scene.unimoe.status = 0.0, f"queued ({req.frames} frames)"
-        self.report({"INFO"}, f"unimoe-audio: job {run.job_id} queued ({req.frames} frames)")
-        return {"FINISHED"}
+            return Run(scene, strip, "score", fields, req.start_frame, req.frames), req.warning
+
+        return _queue(self, scene, build)
 
 
 class SEQUENCER_OT_unimoe_speech(bpy.types.Operator):
@@ -265,18 +274,14 @@ class SEQUENCER_OT_unimoe_speech(bpy.types.Operator):
         scene = context.scene
         strip = scene.sequence_editor.active_strip
         r = scene.render
-        try:
+
+        def build() -> tuple[Run, str | None]:
             req = text_request(strip.text, strip.frame_final_start, strip.frame_final_end, r.fps, r.fps_base)
             fields = req.fields(voice=self.voice, folder=blend_folder(),
                                 name=bpy.path.clean_name(f"{strip.name}-speech"))
-            run = Run(scene, strip, "speech", fields, req.start_frame, req.frames)
-        except Exception as exc:  # noqa: BLE001 - shown to the user
-            self.report({"ERROR"}, f"unimoe-audio: {describe_error(exc)}")
-            return {"CANCELLED"}
-        _start(run)
-        scene.unimoe.progress, scene.unimoe.status = 0.0, f"queued ({req.frames} frames)"
-        self.report({"INFO"}, f"unimoe-audio: job {run.job_id} queued ({req.frames} frames)")
-        return {"FINISHED"}
+            return Run(scene, strip, "speech", fields, req.start_frame, req.frames), None
+
+        return _queue(self, scene, build)
 
 
 class SEQUENCER_OT_unimoe_cancel(bpy.types.Operator):
