@@ -129,8 +129,13 @@ def _check_shard(path: Path, check: ModelCheck) -> set[str]:
     return names
 
 
-def validate_model_dir(path: str | os.PathLike[str]) -> ModelCheck:
-    """Check that a folder looks like a loadable checkpoint, reading JSON and headers only."""
+def validate_model_dir(path: str | os.PathLike[str], dac: str | os.PathLike[str] | None = None) -> ModelCheck:
+    """Check that a folder holds everything loading needs, reading JSON and headers only: config, weights
+    (every shard's header against its size), the tokenizer files the loader reads, the DAC weights
+    (``dac``: the configured ``UNIMOE_AUDIO_DAC``, else ``<model>/dac``), and, for a pulled folder, that its
+    pull finished (every file verified). "ok" means the model loads."""
+    from . import model_pull
+
     root = Path(path).expanduser()
     check = ModelCheck(path=str(root), ok=False)
     if not root.is_dir():
@@ -147,10 +152,17 @@ def validate_model_dir(path: str | os.PathLike[str]) -> ModelCheck:
             check.model_type = cfg.get("model_type")
         except (ValueError, UnicodeDecodeError) as exc:
             check.problems.append(f"config.json is not valid JSON ({exc})")
-    check.has_tokenizer = any((root / n).is_file() for n in ("tokenizer.json", "vocab.json", "tokenizer_config.json")) or (
-        root / "tokenizer"
-    ).is_dir()
-    check.has_dac = (root / "dac").exists() or any(root.glob("weights_16khz*.pth"))
+    pulled = model_pull.pull_state_problem(root)
+    if pulled:
+        check.problems.append(pulled)
+    check.has_tokenizer = has_tokenizer(root)
+    if not check.has_tokenizer:
+        check.problems.append("no tokenizer: tokenizer.json, or vocab.json + merges.txt (in the folder or tokenizer/)")
+    check.has_dac = model_pull.dac_weights(Path(dac).expanduser()) is not None if dac else model_pull.has_dac(root)
+    if not check.has_dac:
+        check.problems.append(f"no DAC codec weights in {Path(dac) if dac else root / 'dac'} (weights_16khz.pth, or "
+                              "config.json with model.safetensors): 'unimoe-audio models pull' fetches it, or "
+                              "'models import DIR --dac descript/dac_16khz'")
     check.size_bytes = sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and ".cache" not in p.parts)
 
     index_path = root / INDEX_NAME
@@ -196,6 +208,14 @@ def validate_model_dir(path: str | os.PathLike[str]) -> ModelCheck:
     return check
 
 
+def has_tokenizer(root: Path) -> bool:
+    """The files model/tokenizer.py loads: tokenizer.json, or vocab.json + merges.txt (root or tokenizer/)."""
+    for folder in (root, root / "tokenizer"):
+        if (folder / "tokenizer.json").is_file() or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()):
+            return True
+    return False
+
+
 def _model_dirs(settings: Settings) -> list[Path]:
     root = settings.models_path
     if not root.is_dir():
@@ -207,7 +227,7 @@ def list_models(settings: Settings) -> list[ModelInfo]:
     """Installed models, plus the built-in tiny model (always available, random weights)."""
     out = []
     for d in _model_dirs(settings):
-        chk = validate_model_dir(d)
+        chk = validate_model_dir(d, dac=settings.dac)
         out.append(
             ModelInfo(
                 name=d.name, path=str(d), ok=chk.ok, selected=(settings.model == d.name or settings.model == str(d)),
@@ -231,7 +251,7 @@ def real_model_installed(settings: Settings) -> bool:
     candidate = Path(settings.model).expanduser()
     if not candidate.is_absolute() or not candidate.exists():
         candidate = settings.models_path / settings.model
-    return validate_model_dir(candidate).ok
+    return validate_model_dir(candidate, dac=settings.dac).ok
 
 
 def _check_name(name: str) -> str:
@@ -242,26 +262,58 @@ def _check_name(name: str) -> str:
     return name
 
 
+def hf_cache_snapshot_name(src: Path) -> str | None:
+    """The repository name of a Hugging Face cache snapshot folder
+    (``.../models--org--Name/snapshots/<commit>`` -> ``Name``), or None for any other folder."""
+    parts = src.parts
+    if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
+        return parts[-3].split("--")[-1] or None
+    return None
+
+
 def import_model(
     settings: Settings, src: str | os.PathLike[str], name: str | None = None, *, link: bool = False, force: bool = False,
-    quant: str | None = None,
+    quant: str | None = None, dac: str | None = None, note: Any = None,
 ) -> tuple[Path, ModelCheck]:
     """Validate ``src`` and copy it (or symlink it with ``link``) into the models folder as ``name``.
 
     ``quant`` "int8"/"int4" stores the attention and expert weights quantized instead of copying
     (done once, by the model layer in a child process, so this module never imports torch); the
-    daemon then loads the quantized files directly, without the full-precision peak."""
-    src_path = Path(src).expanduser().resolve()
-    chk = validate_model_dir(src_path)
-    if not chk.ok:
-        raise ModelStoreError(f"{src_path} is not a usable checkpoint: " + "; ".join(chk.problems))
+    daemon then loads the quantized files directly, without the full-precision peak.
+
+    A Hugging Face cache snapshot (``models--org--Name/snapshots/<commit>``) is named ``Name`` and its
+    symlinks into ``blobs/`` become files. A model without DAC weights is refused unless ``dac`` says
+    where they come from: a folder (copied into ``<model>/dac``) or a hub repository id (pulled there,
+    verified), or ``UNIMOE_AUDIO_DAC`` is set."""
+    from . import model_pull
+
+    say = note or (lambda m: None)
+    given = Path(src).expanduser()
+    src_path = given.resolve()
+    snapshot = hf_cache_snapshot_name(given.absolute()) or hf_cache_snapshot_name(src_path)
+    chk = validate_model_dir(src_path, dac=settings.dac)
+    dac_missing = not chk.has_dac
+    problems = [p for p in chk.problems if not (dac_missing and p.startswith("no DAC codec weights"))]
+    if problems:
+        raise ModelStoreError(f"{src_path} is not a usable checkpoint: " + "; ".join(problems))
+    dac_dir = Path(dac).expanduser() if dac and Path(dac).expanduser().exists() else None
+    if dac and dac_dir is not None and model_pull.dac_weights(dac_dir) is None:
+        raise ModelStoreError(f"--dac {dac}: no DAC weights there (weights_16khz.pth, or config.json with "
+                              "model.safetensors)")
+    if dac_missing and not dac:
+        raise ModelStoreError(
+            f"{src_path} has no DAC codec weights (dac/ with weights_16khz.pth, or config.json with model.safetensors)"
+            + (" — a Hugging Face cache snapshot holds only the model repository" if snapshot else "")
+            + ": add '--dac descript/dac_16khz' to fetch it from the hub, or '--dac FOLDER' to copy one you have")
     if quant in ("none", ""):
         quant = None
     if quant is not None and quant not in ("int8", "int4"):
         raise ModelStoreError(f"unknown quantization {quant!r}: use int8 or int4")
     if quant is not None and link:
         raise ModelStoreError("--link and --quant exclude each other: a quantized import writes new files")
-    name = _check_name(name or src_path.name)
+    if dac and link:
+        raise ModelStoreError("--link and --dac exclude each other: --dac writes into the model's folder")
+    name = _check_name(name or snapshot or src_path.name)
     dest = settings.models_path / name
     if (dest.exists() or dest.is_symlink()) and not force:
         raise ModelStoreError(f"model {name!r} already exists at {dest} (use --force to replace it)")
@@ -276,6 +328,20 @@ def import_model(
                 raise ModelStoreError(f"quantizing {src_path} to {quant} failed: {tail[0]}")
         elif not link:
             shutil.copytree(src_path, tmp, ignore=shutil.ignore_patterns(".cache", ".git"))
+        if dac and not link:
+            if (tmp / "dac").exists():
+                shutil.rmtree(tmp / "dac")
+            if dac_dir is not None and dac_dir.is_dir():
+                shutil.copytree(dac_dir, tmp / "dac", ignore=shutil.ignore_patterns(".cache", ".git"))
+            elif dac_dir is not None:  # a weights_16khz.pth file
+                (tmp / "dac").mkdir()
+                shutil.copy2(dac_dir, tmp / "dac" / dac_dir.name)
+            else:
+                say(f"fetching the DAC codec from {dac} into {dest / 'dac'}")
+                try:
+                    model_pull.pull_repo(dac, tmp / "dac", note=say)
+                except model_pull.PullError as exc:
+                    raise ModelStoreError(f"--dac {dac}: {exc}") from None
         if dest.exists() or dest.is_symlink():
             remove_model(settings, name)  # only now: a failed import leaves the old model in place
         if link:
@@ -285,7 +351,7 @@ def import_model(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return dest, validate_model_dir(dest)
+    return dest, validate_model_dir(dest, dac=settings.dac)
 
 
 def remove_model(settings: Settings, name: str) -> Path:
@@ -319,8 +385,10 @@ def pull_model(
     ``<model>/dac`` (from ``dac_repo``, default descript/dac_16khz, when the repo carries none), and
     verify every file's size and hash (client/model_pull.py).
 
-    Interrupted downloads resume: partial files stay under ``<dest>/.cache/unimoe-partial`` and the
-    next call asks for the rest.
+    The folder counts as installed only once every file of the model and of its DAC is verified (the
+    pull record in ``.cache``); interrupted downloads resume from ``<dest>/.cache/unimoe-partial``; a
+    refusal (gated, private, missing) leaves no folder behind. With ``HF_HUB_OFFLINE`` set nothing is
+    downloaded: an installed, complete model is reported as such, anything else is an error saying so.
     """
     from . import model_pull
 
@@ -332,15 +400,33 @@ def pull_model(
         import huggingface_hub  # noqa: F401
     except ImportError as exc:  # pragma: no cover - huggingface_hub is a declared dependency
         raise ModelStoreError("'models pull' needs huggingface_hub: pip install huggingface_hub") from exc
+    if model_pull.offline():
+        chk = validate_model_dir(dest, dac=settings.dac) if dest.is_dir() else None
+        if chk is not None and chk.ok:
+            say(f"HF_HUB_OFFLINE is set: nothing downloaded; {name} is already installed at {dest}")
+            return dest, chk
+        why = "is not installed" if chk is None else "is not usable (" + "; ".join(chk.problems) + ")"
+        raise ModelStoreError(f"HF_HUB_OFFLINE is set, so nothing can be downloaded, and {name} {why}: unset "
+                              "HF_HUB_OFFLINE to download it, or 'unimoe-audio models import DIR' a copy you have")
+    created = not dest.exists()
     try:
-        model_pull.pull_repo(repo, dest, revision=revision, token=token, progress=progress, note=say)
-        if not model_pull.has_dac(dest):
-            dac = dac_repo or model_pull.DAC_REPO
-            say(f"fetching the DAC codec from {dac} into {dest / 'dac'}")
-            model_pull.pull_repo(dac, dest / "dac", token=token, progress=progress, note=say)
+        commit, files = model_pull.remote_files(repo, revision, token)  # a refusal here creates nothing
+        model_pull.write_pull_state(dest, repo=repo, commit=commit, complete=False)
+        model_pull.pull_repo(repo, dest, token=token, progress=progress, note=say, listing=(commit, files))
+        dac_from = dac_commit = None
+        if not model_pull.carries_dac(files):
+            # Always verified, never assumed from what dac/ holds: a killed or refused DAC file is fetched
+            # again here (the verified-file record keeps this cheap when all is in place).
+            dac_from = dac_repo or model_pull.DAC_REPO
+            say(f"fetching the DAC codec from {dac_from} into {dest / 'dac'}")
+            dac_commit, _ = model_pull.pull_repo(dac_from, dest / "dac", token=token, progress=progress, note=say)
+        model_pull.write_pull_state(dest, repo=repo, commit=commit, dac_repo=dac_from, dac_commit=dac_commit,
+                                    complete=True)
     except model_pull.PullError as exc:
+        if not exc.resumable:
+            model_pull.remove_if_refused(dest, created)
         raise ModelStoreError(str(exc)) from None
-    return dest, validate_model_dir(dest)
+    return dest, validate_model_dir(dest, dac=settings.dac)
 
 
 def make_tiny(directory: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:

@@ -406,6 +406,8 @@ class StatusReply(_Loose):
     model_hash: str | None = None
     tiny: bool = Field(False, description="True when the tiny random model (noise) is serving.")
     tiny_reason: str | None = None
+    tiny_builtin: bool = Field(False, description="Tiny because no real model is installed (the built-in model); "
+                               "False with tiny=True: a random-weight folder (make-tiny) serves from model_dir.")
     device: str | None = None
     dtype: str | None = None
     quant: str | None = Field(None, description="Weight quantization of the loaded model: none, int8 or int4.")

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ..client.model_pull import pull_state_problem
 from ..client.protocol import ErrorReply
 from ..client.settings import TINY_MODEL, Settings
 from .logs import get_logger
@@ -87,6 +88,7 @@ class ModelHost:
         self.model_id: str | None = None
         self.tiny = False
         self.tiny_reason: str | None = None
+        self.tiny_builtin = False  # tiny because no real model is installed (not a make-tiny folder)
         self.peek()
         self.device: str | None = None
         self.dtype: str | None = None
@@ -108,6 +110,9 @@ class ModelHost:
         candidates.append(s.models_path / s.model)
         for c in candidates:
             if c.is_dir() and (c / "config.json").is_file():
+                unfinished = pull_state_problem(c)
+                if unfinished:  # a killed or refused pull is not a model: say so rather than fail every job
+                    return None, f"{c}: {unfinished}; serving the tiny random model"
                 return c.resolve(), None
         return None, (f"no weights for model {s.model!r} under {s.models_path} "
                       "(run 'unimoe-audio models pull'); serving the tiny random model")
@@ -116,6 +121,9 @@ class ModelHost:
         """Set tiny/tiny_reason from what is installed, without loading anything."""
         path, reason = self.find_real()
         self.tiny, self.tiny_reason = (True, reason) if path is None else flagged_tiny(path)
+        self.tiny_builtin = path is None
+        if self.engine is None:
+            self.model_dir = path  # the folder that will serve, named by status before the first load
 
     def resolve(self) -> tuple[Path, bool, str | None]:
         """(model folder, tiny?, why tiny). Builds the tiny model when needed."""
@@ -147,6 +155,7 @@ class ModelHost:
             try:
                 model_dir, tiny, reason = self.resolve()
                 self.tiny, self.tiny_reason = tiny, reason
+                self.tiny_builtin = tiny and self.find_real()[0] is None
                 if tiny:
                     log.warning("serving the built-in TINY random model (it makes noise, not speech or music): %s",
                                 reason)

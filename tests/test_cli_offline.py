@@ -33,6 +33,12 @@ def make_checkpoint(root: Path, sharded: bool = False) -> Path:
     root.mkdir(parents=True)
     (root / "config.json").write_text(json.dumps({"model_type": "uni_audio_rvq_qwen2_5vl_moe", "hidden_size": 8}))
     (root / "tokenizer_config.json").write_text("{}")
+    # what "ok" asks beyond the weights (models_store.validate_model_dir): the tokenizer files the loader reads
+    # and DAC weights (their presence: nothing here loads them)
+    (root / "vocab.json").write_text("{}")
+    (root / "merges.txt").write_text("#version: 0.2\n")
+    (root / "dac").mkdir()
+    (root / "dac" / "weights_16khz.pth").write_bytes(b"stand-in")
     if not sharded:
         write_safetensors(root / "model.safetensors", {"a.weight": ("BF16", [4, 8]), "b.bias": ("F32", [8])})
         return root
@@ -227,11 +233,21 @@ def test_protocol_version_mismatch_exits_3_with_a_clear_message(env, tmp_path):
     assert "starting one" not in r.err  # a mismatched daemon is not replaced behind the user's back
 
 
-def test_models_pull_failure_is_reported_and_resumable(env):
-    env = dict(env, HF_HUB_OFFLINE="1")
-    r = cli(env, "models", "pull", "someone/not-a-real-repo", "--name", "x")
+def test_models_pull_failure_is_reported_and_resumable(env, tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: the hub is unreachable
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = cli(dict(env, HF_ENDPOINT=f"http://127.0.0.1:{port}", HF_HUB_DISABLE_XET="1"),
+            "models", "pull", "someone/not-a-real-repo", "--name", "x")
     assert r.code == 2, r.err
-    assert "download of someone/not-a-real-repo failed" in r.err and "resume" in r.err
+    # a network failure is one a rerun gets past, and nothing is left behind
+    assert "download of someone/not-a-real-repo failed" in r.err and "run again to resume" in r.err, r.err
+    assert not (tmp_path / "home" / "data" / "models" / "x").exists()
+    r = cli(dict(env, HF_HUB_OFFLINE="1"), "models", "pull", "someone/not-a-real-repo", "--name", "x")
+    assert r.code == 2 and "HF_HUB_OFFLINE is set" in r.err and "x is not installed" in r.err, r.err
+    assert "run again to resume" not in r.err
 
 
 def test_models_make_tiny_writes_a_valid_checkpoint(env, tmp_path):

@@ -73,7 +73,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     except Exception as exc:
         raise map_error(exc) from None
     data = jsonable(st)
-    warn_if_tiny(args, data.get("tiny"), data.get("tiny_reason"))
+    warn_if_tiny(args, data.get("tiny"), data.get("tiny_reason"), bool(data.get("tiny_builtin", True)),
+                 data.get("model_dir"))
     if args.json:
         emit_json(data)
         return EXIT_OK
@@ -81,7 +82,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     hb = models_store.human_bytes
     model = data.get("model") or "-"
     if data.get("tiny"):
-        model += "  (TINY random model serving: output is noise)"
+        model += ("  (built-in TINY random model serving: output is noise)" if data.get("tiny_builtin", True)
+                  else "  (random weights, made by 'models make-tiny': output is noise)")
     quant = data.get("quant")
     device = " ".join(str(x) for x in (data.get("device"), data.get("dtype"),
                                        f"quant {quant}" if quant and quant != "none" else None) if x) \

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from .. import models_store
+from .. import model_pull, models_store
 from ..settings import Settings
 from .output import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, CLIError, emit_json, note, table
 from .parser import add_common
@@ -41,7 +41,7 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     if args.quant:
         note(args, f"quantizing {args.dir} to {args.quant} (once; the model then loads from the quantized files)")
     dest, chk = models_store.import_model(settings, args.dir, args.name, link=args.link, force=args.force,
-                                          quant=args.quant)
+                                          quant=args.quant, dac=args.dac, note=lambda m: note(args, m))
     if args.json:
         emit_json({"name": dest.name, "path": str(dest), "check": chk.to_dict()})
     else:
@@ -62,7 +62,7 @@ def _rm(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _check(args: argparse.Namespace, settings: Settings) -> int:
-    chk = models_store.validate_model_dir(args.dir)
+    chk = models_store.validate_model_dir(args.dir, dac=settings.dac)
     if args.json:
         emit_json(chk.to_dict())
     else:
@@ -74,15 +74,19 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _pull(args: argparse.Namespace, settings: Settings) -> int:
-    note(args, f"downloading {args.repo or settings.hf_repo} into {settings.models_path} "
-               "(interrupted downloads resume on the next run)")
+    offline = model_pull.offline()
+    if not offline:
+        note(args, f"downloading {args.repo or settings.hf_repo} into {settings.models_path} "
+                   "(interrupted downloads resume on the next run)")
     dest, chk = models_store.pull_model(settings, args.repo, args.name, revision=args.revision,
                                         progress=not (args.quiet or args.json), dac_repo=args.dac_repo,
                                         note=lambda m: note(args, m))
     if args.json:
-        emit_json({"name": dest.name, "path": str(dest), "check": chk.to_dict()})
+        emit_json({"name": dest.name, "path": str(dest), "offline": offline, "check": chk.to_dict()})
     else:
-        print(f"downloaded {dest.name} -> {dest}: {'ok' if chk.ok else 'INVALID: ' + '; '.join(chk.problems)}")
+        state = "ok" if chk.ok else "INVALID: " + "; ".join(chk.problems)
+        print(f"{dest.name} is installed at {dest} (offline: nothing downloaded): {state}" if offline
+              else f"downloaded {dest.name} -> {dest}: {state}")
     return EXIT_OK if chk.ok else EXIT_BAD_INPUT
 
 
@@ -93,7 +97,7 @@ def _make_tiny(args: argparse.Namespace, settings: Settings) -> int:
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-4000:])
         raise CLIError(f"make-tiny failed (exit {proc.returncode})", EXIT_FAILED)
-    chk = models_store.validate_model_dir(target)
+    chk = models_store.validate_model_dir(target, dac=settings.dac)
     if args.json:
         emit_json({"path": str(target), "check": chk.to_dict()})
     else:
@@ -137,6 +141,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--name", help="name in the models folder (default: the folder's name)")
     q.add_argument("--link", action="store_true", help="symlink instead of copying")
     q.add_argument("--force", action="store_true", help="replace a model of the same name")
+    q.add_argument("--dac", metavar="FOLDER|REPO", help="where the DAC codec comes from when DIR has none (a Hugging "
+                   "Face cache snapshot, say): a folder to copy, or a hub repo id such as descript/dac_16khz to fetch")
     q.add_argument("--quant", choices=["int8", "int4"],
                    help="store the attention and expert weights quantized (int8: about half of bf16, int4: about a "
                         "third); loading then never needs the full-precision peak")

@@ -97,15 +97,25 @@ def map_error(exc: BaseException) -> CLIError:
     return CLIError(f"{type(exc).__name__}: {exc}", EXIT_ERROR)
 
 
-def warn_if_tiny(args: argparse.Namespace, tiny: bool | None, reason: str | None = None) -> None:
-    """The first-run path: say clearly (once, on stderr) that the output will be noise."""
+def warn_if_tiny(args: argparse.Namespace, tiny: bool | None, reason: str | None = None, builtin: bool = True,
+                 model_dir: str | None = None) -> None:
+    """The first-run path: say clearly (once, on stderr) that the output will be noise, and why.
+
+    ``builtin``: no real model is installed, so the built-in tiny model serves (fix: pull one). Otherwise
+    the configured folder itself holds random weights (made by 'models make-tiny'): pulling again would
+    not help, choosing another model would."""
     if tiny and not getattr(args, "_tiny_warned", False):
         args._tiny_warned = True
-        lines = [TINY_WARNING]
-        if reason:
-            lines.append(f"  why: {reason}")
-        if not reason or "model = 'tiny'" not in reason:
-            lines.append("  fix: 'unimoe-audio models pull' downloads UniMoE-Audio (or 'models import DIR')")
+        if builtin:
+            lines = [TINY_WARNING]
+            if reason:
+                lines.append(f"  why: {reason}")
+            if not reason or "model = 'tiny'" not in reason:
+                lines.append("  fix: 'unimoe-audio models pull' downloads UniMoE-Audio (or 'models import DIR')")
+        else:
+            lines = [f"warning: the daemon is serving random weights from {model_dir or 'its model folder'} "
+                     "(a 'models make-tiny' model): the output is noise.",
+                     "  fix: point UNIMOE_AUDIO_MODEL at a real model ('unimoe-audio models ls' lists them)"]
         print("\n".join(lines), file=sys.stderr, flush=True)
 
 
@@ -116,4 +126,4 @@ def warn_if_tiny_daemon(args: argparse.Namespace, client: Any) -> None:
         st = client.status()
     except Exception:
         return
-    warn_if_tiny(args, st.tiny, st.tiny_reason)
+    warn_if_tiny(args, st.tiny, st.tiny_reason, getattr(st, "tiny_builtin", True), st.model_dir)
