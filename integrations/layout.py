@@ -17,14 +17,11 @@ import subprocess
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+from .score_cues import SCORE_TRACK, Cue, Edit, done_cues, lanes
 from .timeline import frames_to_timecode, parse_rate, wav_frames
 
-if TYPE_CHECKING:
-    from .score_timeline import Cue, Edit
-
-SCORE_TRACK = "unimoe score"
 Kind = Literal["video", "audio"]
 
 
@@ -81,25 +78,11 @@ class Layout:
         return [la for la in self.lanes if la.kind == "audio"]
 
 
-def score_lanes(cues: list["Cue"]) -> list[list["Cue"]]:
-    """Done cues in record order, split into lanes (tracks) so that none overlaps another in its lane."""
-    lanes: list[list[Cue]] = []
-    for c in sorted((c for c in cues if c.result.get("status") == "done"), key=lambda c: c.record_frame):
-        for lane in lanes:
-            last = lane[-1]
-            if last.record_frame + last.frames <= c.record_frame:
-                lane.append(c)
-                break
-        else:
-            lanes.append([c])
-    return lanes
-
-
 def score_lane_name(n: int) -> str:
     return SCORE_TRACK if n == 1 else f"{SCORE_TRACK} {n}"
 
 
-def _picture_lane(edit: "Edit") -> Lane:
+def _picture_lane(edit: Edit) -> Lane:
     items: list[Placed] = []
     pos = 0
     for s in sorted((s for s in edit.shots if s.frames), key=lambda s: s.record):
@@ -111,20 +94,20 @@ def _picture_lane(edit: "Edit") -> Lane:
     return Lane(name="V1", kind="video", items=items)
 
 
-def layout_from_edit(edit: "Edit", cues: list["Cue"]) -> Layout:
+def layout_from_edit(edit: Edit, cues: list[Cue]) -> Layout:
     """The scored edit as a layout: its original tracks (every track of an OTIO input, through
     :func:`layout_from_otio`; the picture track of an EDL) plus the score lanes at the cues' record frames."""
     if edit.otio is not None:
-        from .score_timeline import otio_timeline
+        from .score_writers import otio_timeline
 
         return layout_from_otio(otio_timeline(edit, cues), edit.rate, title=edit.title, start=edit.start,
                                 drop=edit.drop)
-    lanes = [_picture_lane(edit)]
-    for n, lane in enumerate(score_lanes(cues), 1):
-        lanes.append(Lane(name=score_lane_name(n), kind="audio",
+    tracks = [_picture_lane(edit)]
+    for n, lane in enumerate(lanes(done_cues(cues)), 1):
+        tracks.append(Lane(name=score_lane_name(n), kind="audio",
                           items=[Placed(record=c.record_frame, frames=c.frames, path=str(c.result["path"]), name=c.name)
                                  for c in lane]))
-    return Layout(title=edit.title, rate=edit.rate, start=edit.start, drop=edit.drop, lanes=lanes)
+    return Layout(title=edit.title, rate=edit.rate, start=edit.start, drop=edit.drop, lanes=tracks)
 
 
 def _frames(rt: Any, rate: Fraction) -> int:
@@ -147,7 +130,7 @@ def layout_from_otio(tl: Any, rate: Any, *, title: str | None = None, start: int
     import opentimelineio as otio
 
     r = parse_rate(rate)
-    lanes: list[Lane] = []
+    out: list[Lane] = []
     for n, track in enumerate(tl.tracks, 1):
         if not isinstance(track, otio.schema.Track):
             continue
@@ -165,11 +148,11 @@ def layout_from_otio(tl: Any, rate: Any, *, title: str | None = None, start: int
             items.append(Placed(record=_frames(rr.start_time, r), frames=_frames(rr.duration, r),
                                 path=url_to_path(url) if url else None, src_in=max(0, src_in), name=child.name,
                                 markers=[m.name for m in child.markers]))
-        lanes.append(Lane(name=track.name or f"{'A' if kind == 'audio' else 'V'}{n}", kind=kind, items=items))
+        out.append(Lane(name=track.name or f"{'A' if kind == 'audio' else 'V'}{n}", kind=kind, items=items))
     if start is None:
         gst = tl.global_start_time
         start = _frames(gst, r) if gst is not None else 0
-    return Layout(title=title or tl.name or "timeline", rate=r, start=start, drop=drop, lanes=lanes)
+    return Layout(title=title or tl.name or "timeline", rate=r, start=start, drop=drop, lanes=out)
 
 
 # --------------------------------------------------------------------------------------------------

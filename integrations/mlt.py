@@ -25,12 +25,9 @@ import re
 import xml.etree.ElementTree as ET
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .layout import Lane, Layout, Placed, first_video_size, layout_from_edit, media_frames
-
-if TYPE_CHECKING:
-    from .score_timeline import Cue, Edit
+from .score_cues import Cue, Edit
 
 
 def _prop(el: ET.Element, name: str, value: object) -> None:
@@ -116,7 +113,7 @@ def mlt_layout_document(layout: Layout) -> ET.ElementTree:
     return ET.ElementTree(root)
 
 
-def mlt_document(edit: "Edit", cues: list["Cue"]) -> ET.ElementTree:
+def mlt_document(edit: Edit, cues: list[Cue]) -> ET.ElementTree:
     """The scored edit (its tracks and the score lanes) as Shotcut-shaped MLT."""
     return mlt_layout_document(layout_from_edit(edit, cues))
 
@@ -130,7 +127,7 @@ def write_xml_atomic(tree: ET.ElementTree, out: Path) -> Path:
     return out
 
 
-def write_mlt(edit: "Edit", cues: list["Cue"], out: Path) -> Path:
+def write_mlt(edit: Edit, cues: list[Cue], out: Path) -> Path:
     """Write the MLT XML atomically; returns its path."""
     return write_xml_atomic(mlt_document(edit, cues), out)
 
