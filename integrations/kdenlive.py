@@ -18,7 +18,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from .layout import Layout, first_video_size
-from .mlt import _prop, media_lengths, profile_element, write_xml_atomic
+from .mlt import START_PROPERTY, _prop, media_lengths, profile_element, write_xml_atomic
 
 DOC_VERSION = "1.04"  # Kdenlive 22.12's document version: no upgrade on open
 _AUDIO_SUFFIXES = {".wav", ".wave", ".bwf", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aif", ".aiff"}
@@ -91,6 +91,7 @@ def kdenlive_document(layout: Layout) -> ET.ElementTree:
     main = ET.SubElement(root, "tractor", id=f"tractor{len(order)}", title=layout.title,
                          **{"in": "0", "out": str(max(0, layout.length() - 1))})
     _prop(main, "kdenlive:projectTractor", 1)
+    _prop(main, START_PROPERTY, layout.start)
     ET.SubElement(main, "track", producer="black_track")
     for tid, _ in tracks:
         ET.SubElement(main, "track", producer=tid)

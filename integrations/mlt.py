@@ -30,6 +30,9 @@ from .layout import Lane, Layout, Placed, first_video_size, layout_from_edit, me
 from .score_cues import Cue, Edit
 
 
+START_PROPERTY = "unimoe:start_frame"  # the timeline's start timecode in frames (the editors ignore it)
+
+
 def _prop(el: ET.Element, name: str, value: object) -> None:
     ET.SubElement(el, "property", name=name).text = str(value)
 
@@ -97,6 +100,7 @@ def mlt_layout_document(layout: Layout) -> ET.ElementTree:
         playlists.append((pl.get("id", ""), lane))
     tractor = ET.SubElement(root, "tractor", id="tractor0", title=layout.title, **{"in": "0", "out": str(length - 1)})
     _prop(tractor, "shotcut", 1)
+    _prop(tractor, START_PROPERTY, layout.start)  # MLT has no start timecode: ours, for reading back
     ET.SubElement(tractor, "track", producer="background")
     for pid, lane in playlists:
         attrs = {"hide": "video"} if lane.kind == "audio" else {}
@@ -207,5 +211,6 @@ def read_mlt(path: str | os.PathLike[str]) -> Layout:
                     items.append(Placed(record=pos, frames=b - a + 1, path=res, src_in=a))
                     pos += b - a + 1
         lanes.append(Lane(name=name, kind=kind, items=sorted(items, key=lambda p: p.record)))
-    return Layout(title=root.get("title") or main.get("title") or Path(path).stem, rate=rate, start=0, drop=False,
-                  lanes=lanes)
+    start = _props(main).get(START_PROPERTY, "0")
+    return Layout(title=root.get("title") or main.get("title") or Path(path).stem, rate=rate,
+                  start=int(start) if start.isdigit() else 0, drop=False, lanes=lanes)
