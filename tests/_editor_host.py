@@ -139,13 +139,15 @@ def shotcut_open_and_save(x: XSession, project: Path, shot: Path) -> Path:
     """Open ``project`` in Shotcut, screenshot it, Ctrl+S (Shotcut rewrites the file it opened); the file."""
     x.start(["shotcut", "--noupgrade", str(project)], log="shotcut.log")
     wid = x.window(re.escape(f"{project.name} - Shotcut"))
-    # the timeline fills in after the window shows: wait until the log says the project loaded and is idle
-    time.sleep(3)
-    x.screenshot(shot)
+    x.xdotool("windowsize", wid, "100%", "100%")
+    time.sleep(3)  # the timeline fills in after the window shows; saving waits for the load to finish
     before = time.time()
     time.sleep(1.1)
     x.keys(wid, "ctrl+s")
     wait_for("Shotcut to save", lambda: file_settles(project, before), timeout=120)
+    x.keys(wid, "0")  # Timeline > Zoom Timeline To Fit, for the screenshot
+    time.sleep(2)
+    x.screenshot(shot)
     return project
 
 
@@ -154,6 +156,10 @@ def kdenlive_open_and_save(x: XSession, project: Path, shot: Path, save_as: Path
     x.start(["dbus-run-session", "--", "kdenlive", str(project)], log="kdenlive.log")
     wid = x.window(rf"^{re.escape(project.stem)} / .*Kdenlive$")
     time.sleep(4)  # clips' thumbnails and the timeline fill in after the window shows
+    x.xdotool("windowsize", wid, "100%", "100%")
+    time.sleep(1)
+    x.keys(wid, *["ctrl+plus"] * 5)  # Timeline > Zoom In, for the screenshot (the edit is a few seconds long)
+    time.sleep(2)
     x.screenshot(shot)
     x.keys(wid, "ctrl+shift+s")
     dialog = x.window(r"^Save As")
