@@ -31,7 +31,7 @@ def need(*tools: str) -> None:
     gone = missing_tools(*tools)
     if gone:
         pytest.fail(f"{', '.join(gone)} missing: apt-get install shotcut kdenlive xvfb openbox xdotool imagemagick "
-                    "dbus (.ci/run does)", pytrace=False)
+                    "dbus-daemon (.ci/run does)", pytrace=False)
 
 
 @pytest.fixture(scope="module")
