@@ -82,7 +82,8 @@ def score_lane_name(n: int) -> str:
     return SCORE_TRACK if n == 1 else f"{SCORE_TRACK} {n}"
 
 
-def _picture_lane(edit: Edit) -> Lane:
+def picture_lane(edit: Edit) -> Lane:
+    """The cut edit of an EDL-read edit: its picture shots at their record frames (offline ones kept, pathless)."""
     items: list[Placed] = []
     pos = 0
     for s in sorted((s for s in edit.shots if s.frames), key=lambda s: s.record):
@@ -102,7 +103,7 @@ def layout_from_edit(edit: Edit, cues: list[Cue]) -> Layout:
 
         return layout_from_otio(otio_timeline(edit, cues), edit.rate, title=edit.title, start=edit.start,
                                 drop=edit.drop)
-    tracks = [_picture_lane(edit)]
+    tracks = [picture_lane(edit)]
     for n, lane in enumerate(lanes(done_cues(cues)), 1):
         tracks.append(Lane(name=score_lane_name(n), kind="audio",
                           items=[Placed(record=c.record_frame, frames=c.frames, path=str(c.result["path"]), name=c.name)

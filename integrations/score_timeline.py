@@ -52,7 +52,8 @@ def add_run_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--timeout", type=float, help="seconds to wait for each cue")
     ap.add_argument("--dry-run", action="store_true", help="print the planned requests and exit")
     ap.add_argument("--no-start", action="store_true", help="do not start a daemon when none is running")
-    ap.add_argument("--otio", type=Path, dest="otio_out", help="also write the timeline with the score as OTIO")
+    ap.add_argument("--otio", type=Path, dest="otio_out", help="also write the timeline with the score (any format "
+                    "by extension, like -o)")
     ap.add_argument("--mlt", type=Path, help="also write an MLT XML file (Shotcut, Kdenlive, melt)")
 
 
