@@ -57,6 +57,7 @@ ERROR_CODES: dict[str, str] = {
     "checkpoint_error": "the model files are missing, corrupt or do not match",
     "model_error": "the model failed to load or to run",
     "out_of_memory": "the device ran out of memory",
+    "disk_full": "the output folder's disk has too little free space (the message names the folder and the space needed)",
     "cancelled": "the job was cancelled",
     "shutting_down": "the daemon is stopping and accepts no new work",
     "backend_unavailable": "the generation backend (the Ray cluster) cannot be reached",
@@ -491,6 +492,8 @@ class StatusReply(_Loose):
     output_dir: str = ""
     osc_port: int | None = None
     backend: BackendInfo = Field(default_factory=BackendInfo)
+    warnings: list[str] = Field(default_factory=list, description="Problems met at start and worked around, "
+                                "e.g. a corrupt queue database moved aside (where it went).")
 
 
 class JobsReply(_Loose):

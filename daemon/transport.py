@@ -41,12 +41,13 @@ class StartupError(Exception):
 
 def peek_msg_id(frames: list[bytes]) -> str | None:
     """The msg_id of a message that failed checks (too large, bad signature), so its error reply reaches
-    the waiting client; None if there is none to read."""
+    the waiting client; None if there is none to read, or it is not a valid msg_id (empty, too long, not
+    a string): the error then goes back with no parent_id rather than not at all."""
     try:
         _, body = wire.split_envelope(frames)
         if len(body) >= 3 and len(body[2]) < 4096:
             mid = json.loads(body[2]).get("msg_id")
-            return mid if isinstance(mid, str) and len(mid) <= 128 else None
+            return mid if isinstance(mid, str) and 1 <= len(mid) <= 128 else None
     except Exception:  # noqa: BLE001
         return None
     return None
@@ -148,6 +149,8 @@ class Transport:
         buffers = None
         if isinstance(content, WithBuffers):
             content, buffers = content.content, content.buffers
+        if parent_id is not None and not 1 <= len(parent_id) <= 128:
+            parent_id = None  # an invalid msg_id cannot be a parent_id; the reply still goes to the sender
         try:
             frames, _ = wire.serialize(msg_type, content, key=self.key, session=self.session, parent_id=parent_id,
                                        buffers=buffers)
