@@ -34,6 +34,7 @@ from ..client.protocol import (
     StatusReply,
     SubmitReply,
     SubmitRequest,
+    UploadRequest,
     VoicesReply,
     VoicesRequest,
     dump,
@@ -42,6 +43,7 @@ from . import outputs, probe
 from .logs import get_logger
 from .model_host import error_from_exception
 from .queue import row_to_info
+from .uploads import Peer
 from .worker import batch_key
 
 if TYPE_CHECKING:
@@ -54,10 +56,13 @@ class Handlers:
     def __init__(self, daemon: Daemon):
         self.d = daemon
 
-    def dispatch(self, msg_type: str, req: Any, *, deferred: Any = None, osc: Any = None
-                 ) -> tuple[Any, Callable[[], None] | None] | None:
+    def dispatch(self, msg_type: str, req: Any, *, deferred: Any = None, osc: Any = None, peer: Peer | None = None,
+                 buffers: list[bytes] | None = None) -> tuple[Any, Callable[[], None] | None] | None:
         fn = getattr(self, f"on_{msg_type}")
-        return fn(req, deferred=deferred, osc=osc)
+        peer = peer or Peer()
+        # Input media: an upload's sha256 ref becomes its file here; a remote client's path is refused.
+        self.d.uploads.resolve_request(peer, msg_type, req)
+        return fn(req, deferred=deferred, osc=osc, peer=peer, buffers=buffers or [])
 
     def state(self) -> str:
         d = self.d
@@ -71,6 +76,11 @@ class Handlers:
         return h if h in ("idle", "unloaded") else "idle"
 
     # -- one per request type ----------------------------------------------------------------------
+    def on_upload(self, req: UploadRequest, *, osc: Any = None, peer: Peer, buffers: list[bytes], **_: Any) -> Any:
+        if osc is not None:
+            raise ProtocolError("unknown_type", "upload is not available over OSC", field="address")
+        return self.d.uploads.receive(peer, req, buffers), None
+
     def on_fetch(self, req: Any, *, osc: Any = None, **_: Any) -> Any:
         from .transport import WithBuffers
 

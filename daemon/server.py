@@ -31,6 +31,7 @@ from .model_host import ModelHost
 from .osc_bridge import OscBridge
 from .queue import open_store
 from .transport import HARD_SIZE_FACTOR, StartupError, Transport  # noqa: F401 - re-exported
+from .uploads import UploadStore
 from .voices import VoiceStore
 from .ray_backend import make_worker
 
@@ -133,6 +134,8 @@ class Daemon:
             self.osc_bridge = OscBridge(self.osc, self.handlers, self.publisher, allow=osc_allow)
         self.files = FileServer(self.store, s.cache_path)
         self.voices = VoiceStore(s.voices_path)
+        self.uploads = UploadStore(s.uploads_path, int(s.upload_quota_mb * 1e6), s.upload_keep_days * 86400)
+        self.uploads.sweep()
         self.host = ModelHost(s, on_state=self.outbox.state)
         self.roots = s.allowed_root_paths()
         self.worker = make_worker(s, self.store, self.host, self.voices, self.outbox, version=self.version)

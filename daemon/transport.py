@@ -18,6 +18,7 @@ from ..client.protocol import CONTROL_REQUESTS, ProtocolError, parse_request, re
 from ..client.settings import Settings
 from .logs import get_logger
 from .model_host import error_from_exception
+from .uploads import Peer
 
 log = get_logger("server")
 
@@ -85,6 +86,7 @@ class Transport:
         self.session = session
         self.auth: Any = None
         self.curve_public: str | None = None
+        self.own_client_key: str | None = None  # this host's own client key (Z85): a local client on Curve
 
     def open(self, ctx: zmq.Context) -> Ports:
         s = self.settings
@@ -103,7 +105,9 @@ class Transport:
                 raise StartupError(str(exc)) from None
             # This user's own client key (same config folder, which also holds the server's secret) is
             # allowed too, so the CLI, panel and scripts on the host itself keep working.
-            allowed.add(wire.client_keypair(s.config_path)[0])
+            own = wire.client_keypair(s.config_path)[0]
+            allowed.add(own)
+            self.own_client_key = own.decode("ascii")
             log.info("CurveZMQ on: %d client key(s) allowed (curve_allow and this host's own)", len(allowed))
 
             class _Keys:
@@ -161,14 +165,21 @@ class Transport:
     # -- requests --------------------------------------------------------------------------------
     def drain(self, which: str, dispatch: Dispatch) -> None:
         sock = self.socket(which)
+        curve = self.curve_public is not None
         for _ in range(1000):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                raw = sock.recv_multipart(zmq.NOBLOCK, copy=not curve)
             except zmq.Again:
                 return
-            self.handle_frames(sock, which, frames, dispatch)
+            peer = Peer()
+            if curve:  # the ZAP handler put the client's public key on each frame
+                user = raw[-1].get("User-Id") or ""
+                peer = Peer(user=user, remote=bool(user) and user != self.own_client_key)
+                raw = [f.bytes for f in raw]
+            self.handle_frames(sock, which, raw, dispatch, peer=peer)
 
-    def handle_frames(self, sock: zmq.Socket, which: str, frames: list[bytes], dispatch: Dispatch) -> None:
+    def handle_frames(self, sock: zmq.Socket, which: str, frames: list[bytes], dispatch: Dispatch,
+                      peer: Peer | None = None) -> None:
         try:
             envelope, _ = wire.split_envelope(frames)
         except ProtocolError:
@@ -185,7 +196,7 @@ class Transport:
                                     wanted=", ".join(sorted(CONTROL_REQUESTS)) + " (others go to the request socket)")
             req = parse_request(msg_type, msg.content)
             deferred = (which, envelope, parent_id)
-            out = dispatch(msg_type, req, deferred=deferred)
+            out = dispatch(msg_type, req, deferred=deferred, peer=peer or Peer(), buffers=msg.buffers)
             if out is None:
                 return  # answered later by the worker
             content, after = out
