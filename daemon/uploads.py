@@ -26,7 +26,7 @@ from ..client.protocol import (
     UploadRequest,
     is_media_ref,
 )
-from ..client import wire
+from ..client import connection
 from .logs import get_logger
 
 log = get_logger("uploads")
@@ -58,7 +58,7 @@ class UploadStore:
         self.root = Path(root)
         self.quota = int(quota_bytes)
         self.keep_s = float(keep_s)
-        wire.ensure_private_dir(self.root)
+        connection.ensure_private_dir(self.root)
 
     def _dir(self, peer: Peer) -> Path:
         d = self.root / peer.folder_name
