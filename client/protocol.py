@@ -68,6 +68,7 @@ ERROR_CODES: dict[str, str] = {
     "not_allowed": "the daemon's CurveZMQ allow list (curve_allow) does not hold this client's public key",
     "curve_required": "the client and the daemon disagree on encryption (CurveZMQ on one side only)",
     "handshake_failed": "the encrypted handshake failed (e.g. the host's server key changed)",
+    "key_mismatch": "the connection file's signing key is not the running daemon's (it answered bad_signature)",
 }
 
 

@@ -94,7 +94,11 @@ def with_uploads(msg_type: str, request: BaseModel, send: Send, **kw: Any) -> Ba
         value = _get(request, dotted)
         if not isinstance(value, str) or not value or P.is_media_ref(value):
             continue
-        ref = upload_file(send, value, **kw)
+        try:
+            ref = upload_file(send, value, **kw)
+        except OSError as exc:
+            raise P.ProtocolError("not_found", f"{value}: {exc.strerror or exc}", field=dotted,
+                                  wanted="a readable file on this machine") from None
         *parents, name = dotted.split(".")
         request = _replace(request, parents, name, ref)
     return request

@@ -50,7 +50,7 @@ class Peer:
 
 
 def _human(n: float) -> str:
-    return f"{n / 1e6:.1f} MB"
+    return f"{n / 1e3:.1f} kB" if n < 1e6 else f"{n / 1e6:.1f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"
 
 
 class UploadStore:

@@ -217,3 +217,50 @@ def test_idle_daemon_stops_promptly_on_sigterm(tmp_path):
     assert rc == 0 and "daemon stopped" in d.log() and not d.settings.connection_file.exists()
     print(f"idle daemon: SIGTERM to exit in {took * 1000:.0f} ms")
     d.close()
+
+
+# -- wrong key, busy ---------------------------------------------------------------------------------
+def _cli(d: DaemonProc, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([os.sys.executable, "-m", "unimoe_audio.client", *args], env=d.env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_wrong_key_in_the_connection_file_is_named_and_starts_no_second_daemon(tmp_path):
+    from unimoe_audio.client import connection
+
+    d = DaemonProc(tmp_path, keep_alive=0).start()
+    try:
+        conn = d.settings.connection_file
+        info = connection.read_connection_file(conn)
+        connection.write_connection_file(conn, info.model_copy(update={"key": wire.new_key()}))
+        for args in (["status"], ["music", "x", "--seconds", "0.5"]):  # the second may auto-start: it must not
+            r = _cli(d, *args)
+            assert r.returncode == 3, (args, r.stdout, r.stderr)
+            assert "does not match the running daemon (pid %d)" % d.proc.pid in r.stderr, r.stderr
+            assert "no daemon is running" not in r.stderr and "starting one" not in r.stderr
+        assert "another daemon is already running" not in d.log()
+        assert d.proc.poll() is None and connection.read_connection_file(conn).pid == d.proc.pid
+    finally:
+        d.close()
+
+
+def test_busy_has_its_own_exit_code(tmp_path):
+    d = DaemonProc(tmp_path, keep_alive=0, max_queue=1).start()
+    try:
+        ch = d.channel(timeout=60)
+        # keep the queue full: long jobs, resubmitted whenever one starts, until the CLI meets a full queue
+        for _ in range(50):
+            for _ in range(3):
+                try:
+                    ch.request("submit", music(30.0))
+                except wire.RemoteError as exc:
+                    assert exc.code == "busy" and "max_queue" in (exc.wanted or "")
+            r = _cli(d, "music", "x", "--seconds", "0.5", "--no-wait", "--no-start")
+            if r.returncode != 0:
+                break
+        assert r.returncode == 6, (r.stdout, r.stderr)
+        assert "busy" in r.stderr and "queue is full" in r.stderr
+    finally:
+        for job in ch.request("jobs", {"states": ["queued", "running"]})["jobs"]:
+            ch.request("cancel", {"job_id": job["job_id"]})
+        d.close()
