@@ -90,9 +90,9 @@ class Transport:
 
     def open(self, ctx: zmq.Context) -> Ports:
         s = self.settings
-        curve = not s.is_loopback()
+        use_curve = not s.is_loopback()  # (not `curve`: that is the key module)
         secret = None
-        if curve:
+        if use_curve:
             from zmq.auth.thread import ThreadAuthenticator
 
             from ..client import remote
@@ -128,7 +128,7 @@ class Transport:
         self.pub_sock = ctx.socket(zmq.PUB)
         for sock in (self.req_sock, self.ctl_sock, self.pub_sock):
             sock.linger = 500
-            if curve:
+            if use_curve:
                 curve.curve_server(sock, secret)
         for sock in (self.req_sock, self.ctl_sock):
             sock.maxmsgsize = hard
