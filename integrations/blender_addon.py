@@ -1,14 +1,17 @@
 """Blender add-on: music for a movie strip, speech for a text strip, from a local unimoe-audio daemon.
 
-Install the zip built by ``python -m unimoe_audio.integrations.blender_zip build-zip unimoe_audio_vse.zip``
-(Edit > Preferences > Add-ons > Install from Disk), enable "unimoe-audio". The unimoe-audio client must be
-importable from Blender's Python and a daemon must run (``unimoe-audio serve``): docs/integrations.md.
+Install the zip built by ``python -m unimoe_audio.integrations.blender_zip build-zip --with-client
+unimoe_audio_vse.zip`` (Edit > Preferences > Add-ons > Install from Disk), enable "unimoe-audio". That zip
+carries the client; Blender's Python needs only pyzmq, pydantic, pydantic-settings and platformdirs
+(docs/integrations.md). A daemon must run (``unimoe-audio serve``).
 
 Video Sequencer > sidebar (N) > **unimoe-audio** tab: caption, mode, voice; *Score movie strip* (the active
 movie strip), *Speak text strip* (the active text strip), a progress bar and *Cancel*. The result goes on
 the first free channel above the strip, starting at its first frame, exactly its length in frames. Files
 are written next to the saved .blend (``//unimoe/``) when the daemon may write there, else into the
-daemon's output folder and copied next to the .blend; unsaved files keep the daemon's folder.
+daemon's output folder and copied next to the .blend; an unsaved file's take goes to the daemon's output
+folder, which the panel names. Jobs still running are listed in the scene (saved with the .blend): when
+Blender closes before they end, reopening the file places their results.
 
 Written for Blender's property registration: no postponed annotations (``from __future__ import
 annotations`` would turn the class annotations into strings that ``typing.get_type_hints`` must resolve,
@@ -16,9 +19,16 @@ and properties then fail to register) and ``bpy`` imported at module level. Work
 collection names (``sequences``) and the 4.4+/5.x ones (``strips``).
 """
 import os
+import sys
 from typing import Any, Callable, Optional
 
 import bpy
+
+# A zip built with --with-client carries the client side here (integrations/blender_zip.py): it comes
+# first, so the add-on runs with the client it was built with.
+_VENDOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vendor")
+if os.path.isdir(os.path.join(_VENDOR, "unimoe_audio")) and _VENDOR not in sys.path:
+    sys.path.insert(0, _VENDOR)
 
 try:
     from unimoe_audio.integrations.blender_vse_score import pick_channel, strip_request, text_request

@@ -207,3 +207,49 @@ def test_a_job_outlives_the_blender_that_asked(daemon, tmp_path):
     placed = [s for s in b["sounds"] if s["name"].startswith("clip (unimoe)")]
     assert [Path(s["filepath"]) for s in placed if Path(s["filepath"]) == Path(res.path)], b["sounds"]
     assert b["pending_after"] == []
+
+
+_VENDORED = """
+import json, os, sys
+# Blender's Python as a user has it: no unimoe_audio installed (drop this venv's editable install of it)
+sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", repr(f))]
+sys.path[:] = [p for p in sys.path if "__editable__" not in p]
+for m in [m for m in sys.modules if m.startswith("unimoe_audio")]:
+    del sys.modules[m]
+try:
+    import unimoe_audio.client  # noqa: F401
+    before = "importable"
+except ImportError:
+    before = "missing"
+import bpy
+bpy.ops.wm.read_factory_settings(use_empty=True)
+bpy.ops.preferences.addon_install(filepath=sys.argv[1], overwrite=True)
+bpy.ops.preferences.addon_enable(module="unimoe_audio_vse")
+mod = sys.modules["unimoe_audio_vse"]
+print(json.dumps({"before": before, "import_error": str(mod._IMPORT_ERROR or ""),
+                  "client": sys.modules["unimoe_audio.client.client"].__file__, "addon": mod.__file__}))
+"""
+
+
+def test_zip_with_client_needs_no_unimoe_install_in_blender(tmp_path):
+    """``build-zip --with-client``: the add-on runs in a Blender whose Python has no unimoe_audio at all,
+    importing the client bundled in the zip (so Blender's pip installs only pyzmq, pydantic,
+    pydantic-settings and platformdirs, none of which asks for torch)."""
+    import zipfile
+
+    py = bpy_python(*BLENDERS[0])
+    z = build_zip(tmp_path / "with-client.zip", with_client=True)
+    names = zipfile.ZipFile(z).namelist()
+    assert "unimoe_audio_vse/vendor/unimoe_audio/client/client.py" in names
+    assert "unimoe_audio_vse/vendor/unimoe_audio/integrations/hostjob.py" in names
+    assert not [n for n in names if "/daemon/" in n or "/model/" in n or "__pycache__" in n]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "BLENDER_"))}
+    user = tmp_path / "blender-user"
+    env.update(BLENDER_USER_RESOURCES=str(user), BLENDER_USER_CONFIG=str(user / "config"),
+               BLENDER_USER_SCRIPTS=str(user / "scripts"), BLENDER_USER_EXTENSIONS=str(user / "extensions"))
+    r = subprocess.run([str(py), "-c", _VENDORED, str(z)], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["before"] == "missing" and out["import_error"] == ""
+    vendor = Path(out["addon"]).parent / "vendor"
+    assert Path(out["client"]).is_relative_to(vendor), out
