@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..client import bwf
+from ..client.models_store import human_bytes
 from ..client.protocol import PROTOCOL_VERSION, OutputOptions, ProtocolError, SpotInfo
 
 TMP_PREFIX = ".unimoe-"
@@ -148,14 +149,6 @@ def wav_bytes(samples: int, channels: int, bit_depth: int) -> int:
     return int(samples) * int(channels) * (int(bit_depth) // 8) + 44
 
 
-def _human(n: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
-
 def free_bytes(folder: Path) -> int | None:
     try:
         return shutil.disk_usage(folder).free
@@ -165,10 +158,10 @@ def free_bytes(folder: Path) -> int | None:
 
 def disk_full(folder: Path, needed: int) -> ProtocolError:
     free = free_bytes(folder)
-    have = f"; {_human(free)} free" if free is not None else ""
-    return ProtocolError("disk_full", f"not enough space in {folder} for the take: it needs {_human(needed)}{have}",
+    have = f"; {human_bytes(free)} free" if free is not None else ""
+    return ProtocolError("disk_full", f"not enough space in {folder} for the take: it needs {human_bytes(needed)}{have}",
                          field="output.folder",
-                         wanted=f"at least {_human(needed)} free in {folder}, or another output folder")
+                         wanted=f"at least {human_bytes(needed)} free in {folder}, or another output folder")
 
 
 def check_space(folder: Path, needed: int) -> None:

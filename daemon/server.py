@@ -134,7 +134,7 @@ class Daemon:
             self.osc_bridge = OscBridge(self.osc, self.handlers, self.publisher, allow=osc_allow)
         self.files = FileServer(self.store, s.cache_path)
         self.voices = VoiceStore(s.voices_path)
-        self.uploads = UploadStore(s.uploads_path, int(s.upload_quota_mb * 1e6), s.upload_keep_days * 86400)
+        self.uploads = UploadStore(s.uploads_path, int(s.upload_quota_mb * 2**20), s.upload_keep_days * 86400)
         self.uploads.sweep()
         self.host = ModelHost(s, on_state=self.outbox.state)
         self.roots = s.allowed_root_paths()

@@ -27,6 +27,7 @@ from ..client.protocol import (
     is_media_ref,
 )
 from ..client import connection
+from ..client.models_store import human_bytes
 from .logs import get_logger
 
 log = get_logger("uploads")
@@ -47,10 +48,6 @@ class Peer:
         if not self.user:
             return LOCAL
         return hashlib.sha256(self.user.encode()).hexdigest()[:24]
-
-
-def _human(n: float) -> str:
-    return f"{n / 1e3:.1f} kB" if n < 1e6 else f"{n / 1e6:.1f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"
 
 
 class UploadStore:
@@ -106,7 +103,7 @@ class UploadStore:
             raise ProtocolError("invalid_input", f"{req.name or ref}: the bytes received hash to {digest}, not "
                                 f"{req.sha256} (changed while sending?); send it again", field="sha256")
         os.replace(part, final)
-        log.info("upload %s (%s, %s) complete from client %s", req.sha256[:12], req.name or "-", _human(req.size),
+        log.info("upload %s (%s, %s) complete from client %s", req.sha256[:12], req.name or "-", human_bytes(req.size),
                  peer.folder_name)
         return UploadReply(sha256=req.sha256, size=req.size, received=have, complete=True, ref=ref)
 
@@ -129,8 +126,8 @@ class UploadStore:
                 log.info("upload %s evicted for room (client %s)", p.name[:12], folder.name)
         if used + size > self.quota:
             raise ProtocolError(
-                "quota_exceeded", f"{what} ({_human(size)}) does not fit this workstation's upload quota on the "
-                f"host: {_human(used)} of {_human(self.quota)} in use by uploads of the last hour",
+                "quota_exceeded", f"{what} ({human_bytes(size)}) does not fit this workstation's upload quota on the "
+                f"host: {human_bytes(used)} of {human_bytes(self.quota)} in use by uploads of the last hour",
                 field="size", wanted="a smaller file, a later try, or a larger upload_quota_mb on the host")
 
     def sweep(self) -> int:

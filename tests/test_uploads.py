@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import time
 
@@ -112,13 +113,14 @@ def test_submit_names_an_upload(daemon, tmp_path):
 
 def test_quota_is_per_client_and_named(daemon, tmp_path):
     ch = daemon.channel(timeout=60)
-    # earlier tests left take.wav (10 kB) and ref.wav (87.1 kB), used just now: they stay
-    uploads.upload_file(Sender(ch), _file(tmp_path / "a.bin", 60_000, 1))
+    # two 117 KB files under a 204.8 KB quota (uploads of this client used just now are kept): refused,
+    # naming the file, its size, what is in use and the quota
     with pytest.raises(wire.RemoteError) as ei:
-        uploads.upload_file(Sender(ch), _file(tmp_path / "b.bin", 60_000, 2))
+        for i in (1, 2):
+            uploads.upload_file(Sender(ch), _file(tmp_path / f"{i}.bin", 120_000, i))
     assert ei.value.code == "quota_exceeded" and "upload_quota_mb" in ei.value.wanted
-    assert "b.bin (60.0 kB)" in ei.value.message and "157.1 kB of 200.0 kB in use" in ei.value.message, \
-        ei.value.message
+    assert re.search(r"\d\.bin \(117\.2 KB\) does not fit this workstation's upload quota on the host: "
+                     r"[\d.]+ KB of 204\.8 KB in use", ei.value.message), ei.value.message
 
 
 def test_expiry_and_eviction(tmp_path):
