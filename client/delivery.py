@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -18,16 +18,13 @@ from . import uploads, wire
 from .errors import ClientError, DaemonUnavailable, from_protocol_error
 from .jobs import GenerationResult
 
-if TYPE_CHECKING:
-    from .client import Client
-
 __all__ = ["RemoteDelivery"]
 
 
 class RemoteDelivery:
     """Per-client record of where each remote job's audio should land, and where it did."""
 
-    def __init__(self, client: "Client"):
+    def __init__(self, client: Any):  # the Client (which imports this module)
         self.client = client
         self._wanted: dict[str, tuple[Path, str | None]] = {}  # job -> (local folder, name) asked for
         self._delivered: dict[str, str] = {}  # job -> its local copy

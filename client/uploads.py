@@ -1,9 +1,9 @@
 """Sending a workstation's own media to a remote daemon (the ``upload`` request).
 
 A remote host never reads a workstation's paths (its own disk may hold a different file under the same
-name). Before a request that names input media (reference audio, a video, a voice recording: the fields
-in :data:`~unimoe_audio.client.protocol.INPUT_MEDIA_FIELDS`) goes to a remote host, each file is sent
-over the same signed, encrypted connection, in chunks, and the field is replaced by ``sha256:<hex>``.
+name). Before a request that names input media (reference audio, a video, a voice recording: each task's
+``input_files``, listed by :func:`~unimoe_audio.client.protocol.input_media_fields`) goes to a remote
+host, each file is sent over the same signed, encrypted connection, in chunks, and the field is replaced by ``sha256:<hex>``.
 The host keeps uploads by content, so a file it already has is not sent again (one small request), and
 an interrupted upload resumes where the host's copy ends. The host checks the whole file's sha256.
 """
@@ -90,7 +90,7 @@ def _get(obj: Any, dotted: str) -> Any:
 def with_uploads(msg_type: str, request: BaseModel, send: Send, **kw: Any) -> BaseModel:
     """``request`` with each input media path replaced by the ref of its uploaded copy (a value that is
     already a ref is kept)."""
-    for dotted in P.INPUT_MEDIA_FIELDS.get(msg_type, ()):
+    for dotted in P.input_media_fields(msg_type):
         value = _get(request, dotted)
         if not isinstance(value, str) or not value or P.is_media_ref(value):
             continue

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..client import bwf
+from ..client import bwf, tasks
 from ..client.models_store import human_bytes
 from ..client.protocol import PROTOCOL_VERSION, OutputOptions, ProtocolError, SpotInfo
 
@@ -56,6 +56,14 @@ def check_input_file(path: str, roots: list[Path], field: str) -> Path:
     if not p.is_file():
         raise ProtocolError("not_found", f"no such file: {path}", field=field, wanted="an existing file")
     return p
+
+
+def check_input_files(spec: Any, roots: list[Path]) -> None:
+    """Every input file the task's spec names (client/tasks/: ``input_files``) is inside the roots and exists."""
+    for name in tasks.get(spec.task).input_files:
+        value = getattr(spec, name, None)
+        if value:
+            check_input_file(value, roots, f"spec.{name}")
 
 
 def output_folder(folder: str | None, default: Path, roots: list[Path], field: str = "output.folder") -> Path:
@@ -185,11 +193,8 @@ def _unreserve(final: Path, job_id: str, *, wav_too: bool) -> None:
     """Undo a failed write: remove the name's placeholder sidecar (only while it is still this job's
     placeholder) and, when it was already renamed into place, the WAV."""
     side = final.with_suffix(".json")
-    try:
-        data = json.loads(side.read_text("utf-8"))
-    except (OSError, ValueError):
-        return
-    if isinstance(data, dict) and data.get("job_id") == job_id and data.get("state") == "writing":
+    data = _sidecar(side)
+    if data.get("job_id") == job_id and data.get("state") == "writing":
         with contextlib.suppress(OSError):
             if wav_too:
                 final.unlink()
@@ -229,18 +234,25 @@ def clean_partial_outputs(folder: Path, job_state: Any) -> list[Path]:
     return removed
 
 
-def _sidecar_job(path: Path) -> str | None:
+def _sidecar(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text("utf-8")).get("job_id")
-    except (OSError, ValueError, AttributeError):
-        return None
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
-def reserve_name(folder: Path, stem: str, job_id: str, suffix: str = ".wav") -> Path:
-    """Pick the job's unique final path ``stem.wav`` / ``stem-2.wav``... and reserve it by creating its
-    sidecar (``os.link`` of a placeholder: atomic, never overwrites). A name whose sidecar already names
-    ``job_id`` is this job's own, from an attempt killed while writing: it is reused, so a rerun never
-    leaves a duplicate or an orphan."""
+def _sidecar_job(path: Path) -> str | None:
+    return _sidecar(path).get("job_id")
+
+
+def reserve_name(folder: Path, stem: str, job_id: str, suffix: str = ".wav", *, overwrite: bool = False) -> Path:
+    """Pick the job's final path and reserve it by creating its sidecar (``os.link`` of a placeholder:
+    atomic, never overwrites). The name asked for is ``stem.wav``; when it is taken, ``overwrite``
+    (``output.overwrite``) takes it over unless another job is still writing it (its old file is replaced
+    only when the new one is complete), else the next free ``stem-2.wav``, ``stem-3.wav``... is used.
+    A name whose sidecar already names ``job_id`` is this job's own, from an attempt killed while
+    writing: it is reused, so a rerun never leaves a duplicate or an orphan."""
     fd, ph = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{job_id}.", suffix=".json.tmp", dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -253,7 +265,10 @@ def reserve_name(folder: Path, stem: str, job_id: str, suffix: str = ".wav") -> 
             if side.exists():
                 if _sidecar_job(side) == job_id:
                     return final
-            elif not final.exists():
+                if overwrite and n == 1 and _sidecar(side).get("state") != "writing":
+                    os.replace(ph, side)  # the name is this job's now; its audio replaces the old file
+                    return final
+            elif not final.exists() or (overwrite and n == 1):
                 try:
                     os.link(ph, side)
                     return final
@@ -339,7 +354,7 @@ def write_output(
         chunks = spot_chunks(spot, job_id=job_id, sample_rate=out_rate, bit_depth=bit_depth, channels=channels,
                              description=description, loudness=info.get("loudness"), version=version) if spot else []
         audio_out.write_wav(tmp, x, out_rate, bit_depth=bit_depth, chunks=chunks)
-        final = reserve_name(folder, stem, job_id)
+        final = reserve_name(folder, stem, job_id, overwrite=opts.overwrite)
         result = {"path": str(final), "sidecar": str(final.with_suffix(".json")), "seconds": seconds,
                   "sample_rate": out_rate, "channels": channels, "bit_depth": bit_depth,
                   "loudness_lufs": _output_lufs(info)}

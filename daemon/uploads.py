@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from ..client.protocol import (
-    INPUT_MEDIA_FIELDS,
     MEDIA_REF_PREFIX,
     ProtocolError,
     UploadReply,
     UploadRequest,
+    input_media_fields,
     is_media_ref,
 )
 from ..client import connection
@@ -168,7 +168,7 @@ class UploadStore:
 
     def resolve_request(self, peer: Peer, msg_type: str, req: Any) -> None:
         """Replace each input media field of ``req`` (in place) by the host path it stands for."""
-        for dotted in INPUT_MEDIA_FIELDS.get(msg_type, ()):
+        for dotted in input_media_fields(msg_type):
             *parents, name = dotted.split(".")
             obj = req
             for p in parents:
