@@ -73,6 +73,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "true_peak_db": ("output", "true_peak_db"),
     "normalize": ("output", "normalize"),
     "fit_length": ("output", "fit_length"),
+    "overwrite": ("output", "overwrite"),
     "priority": ("priority",),
     "request_id": ("request_id",),  # idempotency key: a resent datagram makes no second job
     # Spotting (BWF bext + iXML in the WAV): the timeline position and production notes.
@@ -107,7 +108,7 @@ for _t in tasks.all_tasks():
             _FLOAT.append(_key)
         elif _kind is int and _key not in _INT:
             _INT.append(_key)
-_FLAG = ("normalize", "fit_length", "progress")
+_FLAG = ("normalize", "fit_length", "overwrite", "progress")
 _NUMBER_OR_STRING = ("fps", "record_fps")  # 25, 29.97 or "24000/1001"
 _REPLY_KEYS = ("reply_port", "reply_host", "tag", "progress")
 _FIELD_TO_KEY = {".".join(v): k for k, v in _KEYS.items()}
