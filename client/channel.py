@@ -167,14 +167,16 @@ class Channel:
                 raise err
 
     def request_raw(self, msg_type: str, content: BaseModel | dict[str, Any] | None = None, *,
-                    timeout: float | None = None, control: bool = False) -> Message:
-        """Send one request and wait for its reply message (any type, ``error`` included)."""
+                    timeout: float | None = None, control: bool = False,
+                    buffers: list[bytes] | None = None) -> Message:
+        """Send one request (``buffers``: raw frames after the content, e.g. an upload's chunk) and wait for
+        its reply message (any type, ``error`` included)."""
         if self._closed:
             raise WireError("bad_message", "channel is closed", field="channel")
         which = "control" if control else "request"
         timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        frames, header = serialize(msg_type, content, key=self.key, session=self.session)
+        frames, header = serialize(msg_type, content, key=self.key, session=self.session, buffers=buffers)
         limit = self.info.max_message_bytes
         size = sum(len(f) for f in frames)
         if limit is not None and size > limit:
@@ -217,11 +219,31 @@ class Channel:
                 reply = sock.recv_multipart()
                 try:
                     msg = deserialize(reply, key=self.key)
-                except ProtocolError:
+                except ProtocolError as exc:
+                    if exc.code == "bad_signature":
+                        self._check_key_mismatch(reply, header.msg_id)
                     continue  # a stray or forged reply: ignore
                 if msg.header.parent_id == header.msg_id:
                     return msg
                 # a late reply to an earlier request that timed out: drop it
+
+    def _check_key_mismatch(self, reply: list[bytes], msg_id: str) -> None:
+        """A reply we cannot verify that answers our own request with ``bad_signature``: the daemon there
+        is alive and signs with another key than ours (the connection file was replaced or edited after it
+        started). Say so, instead of waiting out a timeout that reads as "no daemon"."""
+        try:
+            msg = deserialize(reply, key=None, check_signature=False)
+        except ProtocolError:
+            return
+        if msg.header.parent_id != msg_id or msg.msg_type != "error" or msg.content.get("code") != "bad_signature":
+            return
+        pid = f" (pid {self.info.pid})" if self.info.pid else ""
+        where = self.info.name or self.info.endpoint("control")
+        raise WireError("key_mismatch", f"the connection file's signing key does not match the running daemon{pid} at "
+                        f"{where}: that daemon refused the request's signature", field="key",
+                        wanted=("the daemon's own connection file (restart that daemon: it writes a fresh one)"
+                                if not self.info.name else "a fresh profile ('unimoe-audio remote export' on the "
+                                "host, 'unimoe-audio remote add' here)"))
 
     def request(self, msg_type: str, content: BaseModel | dict[str, Any] | None = None, *,
                 timeout: float | None = None, control: bool = False) -> dict[str, Any]:

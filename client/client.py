@@ -42,6 +42,7 @@ from .connection import ConnectionInfo, pid_alive
 from .delivery import RemoteDelivery
 from .errors import (
     BadRequest,
+    Busy,
     ClientError,
     DaemonUnavailable,
     GenerationFailed,
@@ -56,7 +57,7 @@ from .settings import Settings, load_settings
 
 __all__ = [
     "Client", "Job", "JobWatch", "JobUpdate", "GenerationResult", "PartialAudio", "ClientError", "DaemonUnavailable",
-    "ProtocolMismatch", "NotAllowed", "BadRequest", "GenerationFailed", "JobCancelled", "start_daemon",
+    "Busy", "ProtocolMismatch", "NotAllowed", "BadRequest", "GenerationFailed", "JobCancelled", "start_daemon",
     "build_request",
 ]
 
@@ -386,6 +387,8 @@ class Client:
                                   transcript=transcript)
         except ValidationError as exc:
             raise from_protocol_error(P.validation_error(exc)) from None
+        if self._delivery is not None:  # a remote host reads no path of this machine: send the recording
+            req = self._delivery.send_media("voices", req)  # type: ignore[assignment]
         if any(v.name == name for v in self.voices()):
             if not replace:
                 raise BadRequest(f"name: a voice named {name!r} already exists (replace it with --force / replace=True)",

@@ -1,4 +1,5 @@
-"""Remote localisation: a remote host's finished audio (and previews) brought to this machine.
+"""Remote localisation: this machine's input media sent to a remote host (client/uploads.py), and the
+host's finished audio (and previews) brought to this machine.
 
 A remote host writes into its own output folder; this client remembers the folder and name it was
 asked for, fetches the file (checked by size and sha256, see :func:`.remote.receive_file`) once the job
@@ -10,8 +11,11 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from . import protocol as P
-from .errors import ClientError
+from . import uploads, wire
+from .errors import ClientError, DaemonUnavailable, from_protocol_error
 from .jobs import GenerationResult
 
 __all__ = ["RemoteDelivery"]
@@ -26,10 +30,29 @@ class RemoteDelivery:
         self._delivered: dict[str, str] = {}  # job -> its local copy
         self._host_paths: dict[str, str] = {}  # job -> where the host wrote it
 
+    def send_media(self, msg_type: str, request: BaseModel) -> BaseModel:
+        """``request`` with each input media file of this machine uploaded, its field naming the upload."""
+        try:
+            return uploads.with_uploads(msg_type, request, self._send_chunk,
+                                        chunk=uploads.chunk_size(self.client.info.max_message_bytes),
+                                        retry=(DaemonUnavailable,))
+        except P.ProtocolError as exc:
+            raise from_protocol_error(exc) from None
+
+    def _send_chunk(self, req: P.UploadRequest, data: bytes | None) -> P.UploadReply:
+        try:
+            msg = self.client.channel.request_raw("upload", req, buffers=[data] if data else None)
+        except wire.ReplyTimeout as exc:
+            raise DaemonUnavailable(f"upload of {req.name} to {self.client.info.name}: {exc}", "timeout") from None
+        if msg.msg_type == "error":
+            raise from_protocol_error(wire.RemoteError.from_reply(msg.content), f"upload of {req.name}: ")
+        return P.UploadReply.model_validate(msg.content)
+
     def outgoing(self, request: P.SubmitRequest) -> tuple[P.SubmitRequest, tuple[Path, str | None] | None]:
-        """The request as the host gets it, and the local (folder, name) it asked for. The folder is this
-        machine's: the host writes into its own output folder (under the same name), and the result is
-        brought here when the job is done."""
+        """The request as the host gets it (input media uploaded), and the local (folder, name) it asked
+        for. The folder is this machine's: the host writes into its own output folder (under the same
+        name), and the result is brought here when the job is done."""
+        request = self.send_media("submit", request)  # type: ignore[assignment]
         if not request.output.folder:
             return request, None
         wanted = (Path(request.output.folder), request.output.name)

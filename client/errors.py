@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from . import protocol as P
 
-__all__ = ["ClientError", "DaemonUnavailable", "ProtocolMismatch", "NotAllowed", "BadRequest", "GenerationFailed",
-           "JobCancelled", "from_protocol_error"]
+__all__ = ["ClientError", "DaemonUnavailable", "Busy", "ProtocolMismatch", "NotAllowed", "BadRequest",
+           "GenerationFailed", "JobCancelled", "from_protocol_error"]
 
 _BAD_INPUT_CODES = {"invalid_input", "path_not_allowed", "not_found", "too_large", "media_error", "unknown_type",
-                    "bad_message"}
-_ENGINE_CODES = {"model_error", "checkpoint_error", "out_of_memory", "internal", "cancelled"}
+                    "bad_message", "quota_exceeded"}
+_ENGINE_CODES = {"model_error", "checkpoint_error", "out_of_memory", "internal", "cancelled", "disk_full"}
 _UNAVAILABLE_CODES = {"busy", "shutting_down", "version_mismatch", "bad_signature", "not_running", "timeout"}
-_REFUSED_CODES = {"not_allowed", "curve_required", "handshake_failed"}
+_REFUSED_CODES = {"not_allowed", "curve_required", "handshake_failed", "key_mismatch"}
 
 
 class ClientError(Exception):
@@ -25,6 +25,10 @@ class ClientError(Exception):
 
 class DaemonUnavailable(ClientError):
     """No daemon answers (and none could be started), it stopped, or it refuses work (busy, stopping)."""
+
+
+class Busy(DaemonUnavailable):
+    """The daemon answered, and its queue is full (``max_queue``): retry when jobs finish."""
 
 
 class ProtocolMismatch(DaemonUnavailable):
@@ -64,6 +68,8 @@ def from_protocol_error(exc: P.ProtocolError, context: str = "") -> ClientError:
         return NotAllowed(f"{exc}" + (f"; {exc.wanted}" if exc.wanted else ""), exc.code, exc.field, exc.wanted)
     if exc.code in _BAD_INPUT_CODES:
         return BadRequest(msg, exc.code, exc.field, exc.wanted)
+    if exc.code == "busy":
+        return Busy(msg, exc.code, exc.field, exc.wanted)
     if exc.code in _UNAVAILABLE_CODES:
         return DaemonUnavailable(msg, exc.code, exc.field, exc.wanted)
     if exc.code in _ENGINE_CODES:  # e.g. 'voices add' when the model cannot load or encode

@@ -63,6 +63,8 @@ ERROR_CODES: dict[str, str] = {
     "checkpoint_error": "the model files are missing, corrupt or do not match",
     "model_error": "the model failed to load or to run",
     "out_of_memory": "the device ran out of memory",
+    "quota_exceeded": "this workstation's uploads on the host are over upload_quota_mb (the message says how much)",
+    "disk_full": "the output folder's disk has too little free space (the message names the folder and the space needed)",
     "cancelled": "the job was cancelled",
     "shutting_down": "the daemon is stopping and accepts no new work",
     "backend_unavailable": "the generation backend (the Ray cluster) cannot be reached",
@@ -72,6 +74,7 @@ ERROR_CODES: dict[str, str] = {
     "not_allowed": "the daemon's CurveZMQ allow list (curve_allow) does not hold this client's public key",
     "curve_required": "the client and the daemon disagree on encryption (CurveZMQ on one side only)",
     "handshake_failed": "the encrypted handshake failed (e.g. the host's server key changed)",
+    "key_mismatch": "the connection file's signing key is not the running daemon's (it answered bad_signature)",
 }
 
 
@@ -299,6 +302,45 @@ class FetchRequest(_Strict):
     size: int = Field(1 << 20, ge=1, le=FETCH_CHUNK_MAX, description="Most bytes wanted in this reply.")
 
 
+#: Largest chunk one ``upload`` request carries (also bounded by the daemon's max_message_bytes).
+UPLOAD_CHUNK_MAX = 8 << 20
+#: How an uploaded file is named in a path field (reference_audio, video, audio_path): its content hash.
+MEDIA_REF_PREFIX = "sha256:"
+def input_media_fields(msg_type: str) -> tuple[str, ...]:
+    """Request fields that name input media (a path on the daemon's machine, or an upload's ref), dotted:
+    each registered task's ``input_files`` under ``spec`` for a submit (plug-in tasks included), and the
+    recording of ``voices add``."""
+    if msg_type == "submit":
+        return tuple(f"spec.{f}" for f in _tasks.input_fields())
+    if msg_type == "voices":
+        return ("audio_path",)
+    return ()
+
+
+def is_media_ref(value: str | None) -> bool:
+    return bool(value) and value.startswith(MEDIA_REF_PREFIX) and len(value) == len(MEDIA_REF_PREFIX) + 64 and all(
+        c in "0123456789abcdef" for c in value[len(MEDIA_REF_PREFIX):])
+
+
+class UploadRequest(_Strict):
+    """One chunk of a media file a workstation sends to a remote daemon (the chunk is a raw frame after
+    the content). Content-addressed: a file the host already has is answered ``complete`` at once; a
+    chunk at the wrong offset is answered with the offset the host holds (resume from there)."""
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="The whole file's SHA-256 (hex).")
+    size: int = Field(ge=0, description="The whole file's size in bytes.")
+    offset: int = Field(0, ge=0, description="Where this chunk goes; no chunk: ask how much the host holds.")
+    name: str = Field("", max_length=255, description="The file's name on the workstation (for logs and errors).")
+
+
+class UploadReply(_Loose):
+    sha256: str
+    size: int
+    received: int = Field(description="Bytes the host holds; send the next chunk from here.")
+    complete: bool = False
+    ref: str = Field("", description="When complete: the value to put in a path field (sha256:<hex>).")
+
+
 # ---------------------------------------------------------------------------------------------------
 # Replies and shared records
 # ---------------------------------------------------------------------------------------------------
@@ -423,6 +465,8 @@ class StatusReply(_Loose):
     output_dir: str = ""
     osc_port: int | None = None
     backend: BackendInfo = Field(default_factory=BackendInfo)
+    warnings: list[str] = Field(default_factory=list, description="Problems met at start and worked around, "
+                                "e.g. a corrupt queue database moved aside (where it went).")
 
 
 class JobsReply(_Loose):
@@ -567,6 +611,7 @@ REQUESTS: dict[str, type[BaseModel]] = {
     "unload": UnloadRequest,
     "shutdown": ShutdownRequest,
     "fetch": FetchRequest,
+    "upload": UploadRequest,
 }
 #: Requests the control socket answers (it stays responsive when the request socket is flooded).
 CONTROL_REQUESTS: frozenset[str] = frozenset({"ping", "status", "cancel", "shutdown", "unload"})
@@ -584,6 +629,7 @@ REPLIES: dict[str, type[BaseModel]] = {
     "unload_reply": UnloadReply,
     "shutdown_reply": ShutdownReply,
     "fetch_reply": FetchReply,
+    "upload_reply": UploadReply,
     "error": ErrorReply,
 }
 

@@ -112,6 +112,11 @@ class Settings(BaseSettings):
                                "instead of the local daemon; the CLI's --host NAME sets it.")
     max_message_bytes: int = Field(1 << 20, ge=1024, description="Largest request frame the daemon accepts.")
     max_queue: int = Field(64, ge=1, description="Queued jobs beyond this are answered 'busy'.")
+    upload_quota_mb: float = Field(
+        2048.0, gt=0, description="Media each remote workstation may keep uploaded on this host (reference audio, "
+        "videos), in MB; the least recently used uploads make room first.")
+    upload_keep_days: float = Field(7.0, gt=0, description="Days an uploaded media file stays on the host after "
+                                    "its last use.")
 
     # -- output ----------------------------------------------------------------------------------
     sample_rate: int = Field(48000, description="Output sample rate in Hz.")
@@ -207,6 +212,11 @@ class Settings(BaseSettings):
     @property
     def queue_db_path(self) -> Path:
         return self.data_path / "jobs.sqlite3"
+
+    @property
+    def uploads_path(self) -> Path:
+        """Media that remote workstations uploaded (one folder per client key; inside the data folder)."""
+        return self.data_path / "uploads"
 
     @property
     def connection_file(self) -> Path:

@@ -36,6 +36,7 @@ from ..client.protocol import (
     StatusReply,
     SubmitReply,
     SubmitRequest,
+    UploadRequest,
     VoicesReply,
     VoicesRequest,
     dump,
@@ -46,6 +47,7 @@ from .events import Outbox, Publisher
 from .files import FileServer
 from .model_host import ModelHost, error_from_exception
 from .queue import JobStore, row_to_info
+from .uploads import Peer, UploadStore
 from .voices import VoiceStore
 from .worker import Worker, batch_key
 
@@ -66,6 +68,8 @@ class DaemonParts(Protocol):
     worker: Worker
     voices: VoiceStore
     files: FileServer
+    uploads: UploadStore
+    warnings: list[str]
     outbox: Outbox
     publisher: Publisher
     osc: Any  # osc_server.OscSocket or None
@@ -77,10 +81,13 @@ class Handlers:
     def __init__(self, daemon: DaemonParts):
         self.d = daemon
 
-    def dispatch(self, msg_type: str, req: Any, *, deferred: Any = None, osc: Any = None
-                 ) -> tuple[Any, Callable[[], None] | None] | None:
+    def dispatch(self, msg_type: str, req: Any, *, deferred: Any = None, osc: Any = None, peer: Peer | None = None,
+                 buffers: list[bytes] | None = None) -> tuple[Any, Callable[[], None] | None] | None:
         fn = getattr(self, f"on_{msg_type}")
-        return fn(req, deferred=deferred, osc=osc)
+        peer = peer or Peer()
+        # Input media: an upload's sha256 ref becomes its file here; a remote client's path is refused.
+        self.d.uploads.resolve_request(peer, msg_type, req)
+        return fn(req, deferred=deferred, osc=osc, peer=peer, buffers=buffers or [])
 
     def state(self) -> str:
         d = self.d
@@ -94,6 +101,11 @@ class Handlers:
         return h if h in ("idle", "unloaded") else "idle"
 
     # -- one per request type ----------------------------------------------------------------------
+    def on_upload(self, req: UploadRequest, *, osc: Any = None, peer: Peer, buffers: list[bytes], **_: Any) -> Any:
+        if osc is not None:
+            raise ProtocolError("unknown_type", "upload is not available over OSC", field="address")
+        return self.d.uploads.receive(peer, req, buffers), None
+
     def on_fetch(self, req: Any, *, osc: Any = None, **_: Any) -> Any:
         from .transport import WithBuffers
 
@@ -115,6 +127,7 @@ class Handlers:
             error=h.error, keep_alive=d.settings.keep_alive, uptime_s=time.time() - d.started,
             version=d.version, pid=os.getpid(), output_dir=str(d.settings.output_path),
             osc_port=d.osc.port if d.osc else None, backend=d.worker.backend_status(),
+            warnings=list(d.warnings),
         ), None
 
     def check_submit(self, req: SubmitRequest) -> None:

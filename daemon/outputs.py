@@ -9,9 +9,11 @@ placeholder. A rerun after a crash reuses the name its own placeholder reserved.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from ..client import bwf, connection, tasks
+from ..client import bwf, tasks
+from ..client.models_store import human_bytes
 from ..client.protocol import PROTOCOL_VERSION, OutputOptions, ProtocolError, SpotInfo
 
 TMP_PREFIX = ".unimoe-"
@@ -127,9 +130,108 @@ def _umask() -> int:
     return mask
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    text = json.dumps(data, indent=2, default=str).encode("utf-8")
-    connection.write_atomic(path, text, 0o666 & ~_umask(), prefix=TMP_PREFIX, suffix=".json.tmp")
+def _write_json_temp(folder: Path, data: dict[str, Any]) -> str:
+    """``data`` as JSON in a hidden temp file in ``folder``, flushed to disk; returns its path."""
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".json.tmp", dir=folder)
+    try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+# ---------------------------------------------------------------------------------------------------
+# Disk space: a full disk is ``disk_full`` naming the folder and the space needed
+# ---------------------------------------------------------------------------------------------------
+SIDECAR_RESERVE = 256 * 1024  # the sidecar JSON, RIFF/BWF chunks and filesystem slack
+
+
+def wav_bytes(samples: int, channels: int, bit_depth: int) -> int:
+    return int(samples) * int(channels) * (int(bit_depth) // 8) + 44
+
+
+def free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def disk_full(folder: Path, needed: int) -> ProtocolError:
+    free = free_bytes(folder)
+    have = f"; {human_bytes(free)} free" if free is not None else ""
+    return ProtocolError("disk_full", f"not enough space in {folder} for the take: it needs {human_bytes(needed)}{have}",
+                         field="output.folder",
+                         wanted=f"at least {human_bytes(needed)} free in {folder}, or another output folder")
+
+
+def check_space(folder: Path, needed: int) -> None:
+    free = free_bytes(folder)
+    if free is not None and free < needed:
+        raise disk_full(folder, needed)
+
+
+def is_disk_full(exc: BaseException, folder: Path, needed: int) -> bool:
+    """ENOSPC/EDQUOT, or any write error (libsndfile reports a short write as an assertion) while the
+    folder has less than ``needed`` bytes free."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return True
+    if isinstance(exc, (ProtocolError, KeyboardInterrupt, SystemExit)):
+        return False
+    free = free_bytes(folder)
+    return free is not None and free < needed
+
+
+def _unreserve(final: Path, job_id: str, *, wav_too: bool) -> None:
+    """Undo a failed write: remove the name's placeholder sidecar (only while it is still this job's
+    placeholder) and, when it was already renamed into place, the WAV."""
+    side = final.with_suffix(".json")
+    data = _sidecar(side)
+    if data.get("job_id") == job_id and data.get("state") == "writing":
+        with contextlib.suppress(OSError):
+            if wav_too:
+                final.unlink()
+            side.unlink()
+
+
+def clean_partial_outputs(folder: Path, job_state: Any) -> list[Path]:
+    """At daemon start: remove the visible leftovers of writes that never finished (a placeholder sidecar
+    ``{"state": "writing"}`` and the WAV beside it) of jobs that will not run again (failed, cancelled,
+    or unknown to this queue and older than an hour). A queued job's placeholder stays: its rerun reuses
+    the name. Returns the paths removed."""
+    removed: list[Path] = []
+    now = time.time()
+    try:
+        entries = [e for e in os.scandir(folder) if e.name.endswith(".json") and e.is_file(follow_symlinks=False)]
+    except OSError:
+        return removed
+    for e in entries:
+        try:
+            if e.stat().st_size > 4096:
+                continue  # a finished sidecar; placeholders are a few dozen bytes
+            data = json.loads(Path(e.path).read_text("utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict) or data.get("state") != "writing" or not isinstance(data.get("job_id"), str):
+            continue
+        state = job_state(data["job_id"])
+        if state in ("queued", "running", "done"):
+            continue
+        if state is None and now - e.stat().st_mtime < FOREIGN_TEMP_AGE_S:
+            continue  # maybe another daemon's write in progress
+        side = Path(e.path)
+        for p in (side.with_suffix(".wav"), side):
+            with contextlib.suppress(OSError):
+                p.unlink()
+                removed.append(p)
+    return removed
 
 
 def _sidecar(path: Path) -> dict[str, Any]:
@@ -243,28 +345,46 @@ def write_output(
                      loudness_lufs=lufs, true_peak_db=tp, target_samples=target)
     stem = safe_stem(name) if name else f"{task}-{job_id[:8]}"
     tmp = folder / f"{TMP_PREFIX}{job_id}.tmp.wav"
+    needed = wav_bytes(x.shape[-1], channels, bit_depth) + SIDECAR_RESERVE
+    check_space(folder, needed)
+    seconds = x.shape[-1] / out_rate
+    final: Path | None = None
+    placed = False
     try:
         chunks = spot_chunks(spot, job_id=job_id, sample_rate=out_rate, bit_depth=bit_depth, channels=channels,
                              description=description, loudness=info.get("loudness"), version=version) if spot else []
         audio_out.write_wav(tmp, x, out_rate, bit_depth=bit_depth, chunks=chunks)
         final = reserve_name(folder, stem, job_id, overwrite=opts.overwrite)
-        os.replace(tmp, final)  # atomic: the .wav appears complete or not at all
+        result = {"path": str(final), "sidecar": str(final.with_suffix(".json")), "seconds": seconds,
+                  "sample_rate": out_rate, "channels": channels, "bit_depth": bit_depth,
+                  "loudness_lufs": _output_lufs(info)}
+        side = dict(sidecar)
+        side["output"] = {**result, "normalize": opts.normalize, "loudness_lufs": lufs if opts.normalize else None,
+                          "true_peak_db": tp, "samples": int(x.shape[-1]), "fit_length": target is not None,
+                          **({"loudness": info["loudness"]} if "loudness" in info else {})}
+        if spot is not None:
+            side["output"]["time_reference"] = time_reference(spot, out_rate)
+        side.setdefault("protocol_version", PROTOCOL_VERSION)
+        side.setdefault("written", time.time())
+        # Both files are complete on disk before either becomes visible: the two renames need no space,
+        # so a full disk can never leave a WAV beside a placeholder sidecar.
+        side_tmp = _write_json_temp(folder, side)
+        try:
+            os.replace(tmp, final)  # atomic: the .wav appears complete or not at all
+            placed = True
+            os.replace(side_tmp, final.with_suffix(".json"))
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(side_tmp)
+    except BaseException as exc:
+        if final is not None:
+            _unreserve(final, job_id, wav_too=placed)
+        if is_disk_full(exc, folder, needed):
+            raise disk_full(folder, needed) from None
+        raise
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
-    seconds = x.shape[-1] / out_rate
-    result = {"path": str(final), "sidecar": str(final.with_suffix(".json")), "seconds": seconds,
-              "sample_rate": out_rate, "channels": channels, "bit_depth": bit_depth,
-              "loudness_lufs": _output_lufs(info)}
-    side = dict(sidecar)
-    side["output"] = {**result, "normalize": opts.normalize, "loudness_lufs": lufs if opts.normalize else None,
-                      "true_peak_db": tp, "samples": int(x.shape[-1]), "fit_length": target is not None,
-                      **({"loudness": info["loudness"]} if "loudness" in info else {})}
-    if spot is not None:
-        side["output"]["time_reference"] = time_reference(spot, out_rate)
-    side.setdefault("protocol_version", PROTOCOL_VERSION)
-    side.setdefault("written", time.time())
-    _write_json_atomic(final.with_suffix(".json"), side)
     return result
 
 

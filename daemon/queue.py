@@ -63,6 +63,33 @@ def _start_row(db: Any, r: Any) -> dict[str, Any]:
     return d
 
 
+class CorruptQueue(Exception):
+    """The queue database cannot be read (not SQLite, damaged pages, or a schema we cannot use)."""
+
+
+def open_store(path: Path) -> tuple["JobStore", Path | None]:
+    """The job store at ``path``; a corrupt database (and its -wal/-shm files) is first moved aside to
+    ``<name>.corrupt-<UTC time>`` (kept for the user, never deleted) and an empty queue started. Returns
+    (store, where the corrupt file went, or None)."""
+    path = Path(path)
+    try:
+        return JobStore(path), None
+    except CorruptQueue:
+        pass
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            os.replace(side, aside.with_name(aside.name + suffix))
+    os.replace(path, aside)
+    return JobStore(path), aside
+
+
 class JobStore:
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -74,14 +101,28 @@ class JobStore:
             os.chmod(self.path, 0o600)
         self._local = threading.local()
         self._lock = threading.RLock()  # serializes multi-statement transactions across threads
-        with self._lock:
-            db = self._db()
-            db.executescript(_SCHEMA)
-            have = {r[1] for r in db.execute("PRAGMA table_info(jobs)")}
-            for column, sql in _MIGRATIONS:
-                if column not in have:
-                    db.execute(sql)
-            db.executescript(_INDEXES)
+        try:
+            with self._lock:
+                db = self._db()
+                # quick_check reads every page (the queue is small): damage found now, not mid-job.
+                problems = [r[0] for r in db.execute("PRAGMA quick_check")]
+                if problems != ["ok"]:
+                    raise CorruptQueue(f"{self.path}: " + "; ".join(problems[:3]))
+                db.executescript(_SCHEMA)
+                have = {r[1] for r in db.execute("PRAGMA table_info(jobs)")}
+                for column, sql in _MIGRATIONS:
+                    if column not in have:
+                        db.execute(sql)
+                db.executescript(_INDEXES)
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            # Only damage moves the file aside; "locked", "read-only", "disk I/O" stay errors of their own.
+            if getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+                raise CorruptQueue(f"{self.path}: {exc}") from None
+            raise
+        except CorruptQueue:
+            self.close()
+            raise
 
     # -- connection ------------------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:

@@ -29,8 +29,9 @@ from .handlers import Handlers
 from .logs import get_logger
 from .model_host import ModelHost
 from .osc_bridge import OscBridge
-from .queue import JobStore
+from .queue import open_store
 from .transport import HARD_SIZE_FACTOR, StartupError, Transport  # noqa: F401 - re-exported
+from .uploads import UploadStore
 from .voices import VoiceStore
 from .ray_backend import make_worker
 
@@ -65,6 +66,9 @@ class Daemon:
         self.osc: osc_server.OscSocket | None = None
         self.osc_bridge: OscBridge | None = None
         self.info: connection.ConnectionInfo | None = None
+        self.warnings: list[str] = []  # problems met at start and worked around; shown by ``status``
+        self._wake_r: Any = None  # a signal writes a byte here, so the main loop's poll returns at once
+        self._wake_w: Any = None
 
     @property
     def stopping(self) -> bool:
@@ -104,7 +108,12 @@ class Daemon:
         connection.ensure_private_dir(s.data_path)
         for p in (s.output_path, s.cache_path):
             p.mkdir(parents=True, exist_ok=True)
-        self.store = JobStore(s.queue_db_path)
+        self.store, corrupt = open_store(s.queue_db_path)
+        if corrupt is not None:
+            msg = (f"the queue database {s.queue_db_path} was corrupt: moved aside to {corrupt} (its jobs are not "
+                   "run; delete that file once nothing in it is needed) and started with an empty queue")
+            log.error(msg)
+            self.warnings.append(msg)
         requeued, failed = self.store.recover()
         if requeued or failed:
             log.warning("recovered after an unclean stop: %d job(s) requeued, %d failed (too many attempts)",
@@ -125,6 +134,8 @@ class Daemon:
             self.osc_bridge = OscBridge(self.osc, self.handlers, self.publisher, allow=osc_allow)
         self.files = FileServer(self.store, s.cache_path)
         self.voices = VoiceStore(s.voices_path)
+        self.uploads = UploadStore(s.uploads_path, int(s.upload_quota_mb * 2**20), s.upload_keep_days * 86400)
+        self.uploads.sweep()
         self.host = ModelHost(s, on_state=self.outbox.state)
         self.roots = s.allowed_root_paths()
         self.worker = make_worker(s, self.store, self.host, self.voices, self.outbox, version=self.version)
@@ -192,10 +203,11 @@ class Daemon:
             return sock
 
     def _clean_stale_temps(self) -> None:
-        """Hidden temp files a killed daemon left in output folders (no job of ours runs yet: we hold the
-        lock). Folders: the default output folder and those of jobs still queued."""
+        """Hidden temp files a killed daemon left in output folders, and the visible leftovers of writes
+        that never finished (no job of ours runs yet: we hold the lock). Folders: the default output folder
+        and those of jobs still queued, failed or cancelled."""
         folders = {self.settings.output_path}
-        for row in self.store.list(states=["queued"], limit=1_000_000):
+        for row in self.store.list(states=["queued", "failed", "cancelled"], limit=10_000):
             with contextlib.suppress(Exception):
                 folder = json.loads(row["request"]).get("output", {}).get("folder")
                 if folder:
@@ -203,6 +215,8 @@ class Daemon:
         removed = 0
         for folder in folders:
             removed += len(outputs.clean_stale_temps(folder, self.store.state))
+            for path in outputs.clean_partial_outputs(folder, self.store.state):
+                log.info("removed a partial output of an unfinished write: %s", path)
         if removed:
             log.info("removed %d stale temporary file(s) from output folders", removed)
 
@@ -216,6 +230,8 @@ class Daemon:
         poller.register(self.req_sock, zmq.POLLIN)
         poller.register(self.ctl_sock, zmq.POLLIN)
         poller.register(self.inbox, zmq.POLLIN)
+        if self._wake_r is not None:
+            poller.register(self._wake_r.fileno(), zmq.POLLIN)
         if self.osc:
             poller.register(self.osc.fileno(), zmq.POLLIN)
         stopping_since: float | None = None
@@ -236,6 +252,9 @@ class Daemon:
                 if exc.errno == zmq.ETERM:
                     break
                 raise
+            if self._wake_r is not None and self._wake_r.fileno() in events:
+                with contextlib.suppress(OSError):
+                    self._wake_r.recv(4096)
             if self.inbox in events:
                 self._drain_inbox()
             if self.ctl_sock in events:
@@ -266,6 +285,12 @@ class Daemon:
             self.store.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
+        if self._wake_w is not None:
+            with contextlib.suppress(ValueError):
+                signal.set_wakeup_fd(-1)
+        for sock in (self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
         log.info("daemon stopped")
 
     # -- the worker's messages -------------------------------------------------------------------
@@ -308,6 +333,14 @@ def run(settings: Settings) -> int:
         log.info("signal %d received", signum)
         daemon.request_stop(True)
 
+    # The signal's byte on this socket pair wakes the main loop's poll: an idle daemon stops in
+    # milliseconds instead of at its next poll timeout.
+    import socket
+
+    daemon._wake_r, daemon._wake_w = socket.socketpair()
+    for sock in (daemon._wake_r, daemon._wake_w):
+        sock.setblocking(False)
+    signal.set_wakeup_fd(daemon._wake_w.fileno(), warn_on_full_buffer=False)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     with contextlib.suppress(AttributeError):

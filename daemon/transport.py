@@ -18,6 +18,7 @@ from ..client.protocol import CONTROL_REQUESTS, ProtocolError, parse_request, re
 from ..client.settings import Settings
 from .logs import get_logger
 from .model_host import error_from_exception
+from .uploads import Peer
 
 log = get_logger("server")
 
@@ -41,12 +42,13 @@ class StartupError(Exception):
 
 def peek_msg_id(frames: list[bytes]) -> str | None:
     """The msg_id of a message that failed checks (too large, bad signature), so its error reply reaches
-    the waiting client; None if there is none to read."""
+    the waiting client; None if there is none to read, or it is not a valid msg_id (empty, too long, not
+    a string): the error then goes back with no parent_id rather than not at all."""
     try:
         _, body = wire.split_envelope(frames)
         if len(body) >= 3 and len(body[2]) < 4096:
             mid = json.loads(body[2]).get("msg_id")
-            return mid if isinstance(mid, str) and len(mid) <= 128 else None
+            return mid if isinstance(mid, str) and 1 <= len(mid) <= 128 else None
     except Exception:  # noqa: BLE001
         return None
     return None
@@ -84,12 +86,13 @@ class Transport:
         self.session = session
         self.auth: Any = None
         self.curve_public: str | None = None
+        self.own_client_key: str | None = None  # this host's own client key (Z85): a local client on Curve
 
     def open(self, ctx: zmq.Context) -> Ports:
         s = self.settings
-        curve = not s.is_loopback()
+        use_curve = not s.is_loopback()  # (not `curve`: that is the key module)
         secret = None
-        if curve:
+        if use_curve:
             from zmq.auth.thread import ThreadAuthenticator
 
             from ..client import remote
@@ -102,7 +105,9 @@ class Transport:
                 raise StartupError(str(exc)) from None
             # This user's own client key (same config folder, which also holds the server's secret) is
             # allowed too, so the CLI, panel and scripts on the host itself keep working.
-            allowed.add(curve.client_keypair(s.config_path)[0])
+            own = curve.client_keypair(s.config_path)[0]
+            allowed.add(own)
+            self.own_client_key = own.decode("ascii")
             log.info("CurveZMQ on: %d client key(s) allowed (curve_allow and this host's own)", len(allowed))
 
             class _Keys:
@@ -123,7 +128,7 @@ class Transport:
         self.pub_sock = ctx.socket(zmq.PUB)
         for sock in (self.req_sock, self.ctl_sock, self.pub_sock):
             sock.linger = 500
-            if curve:
+            if use_curve:
                 curve.curve_server(sock, secret)
         for sock in (self.req_sock, self.ctl_sock):
             sock.maxmsgsize = hard
@@ -148,6 +153,8 @@ class Transport:
         buffers = None
         if isinstance(content, WithBuffers):
             content, buffers = content.content, content.buffers
+        if parent_id is not None and not 1 <= len(parent_id) <= 128:
+            parent_id = None  # an invalid msg_id cannot be a parent_id; the reply still goes to the sender
         try:
             frames, _ = wire.serialize(msg_type, content, key=self.key, session=self.session, parent_id=parent_id,
                                        buffers=buffers)
@@ -158,14 +165,21 @@ class Transport:
     # -- requests --------------------------------------------------------------------------------
     def drain(self, which: str, dispatch: Dispatch) -> None:
         sock = self.socket(which)
+        curve = self.curve_public is not None
         for _ in range(1000):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                raw = sock.recv_multipart(zmq.NOBLOCK, copy=not curve)
             except zmq.Again:
                 return
-            self.handle_frames(sock, which, frames, dispatch)
+            peer = Peer()
+            if curve:  # the ZAP handler put the client's public key on each frame
+                user = raw[-1].get("User-Id") or ""
+                peer = Peer(user=user, remote=bool(user) and user != self.own_client_key)
+                raw = [f.bytes for f in raw]
+            self.handle_frames(sock, which, raw, dispatch, peer=peer)
 
-    def handle_frames(self, sock: zmq.Socket, which: str, frames: list[bytes], dispatch: Dispatch) -> None:
+    def handle_frames(self, sock: zmq.Socket, which: str, frames: list[bytes], dispatch: Dispatch,
+                      peer: Peer | None = None) -> None:
         try:
             envelope, _ = wire.split_envelope(frames)
         except ProtocolError:
@@ -182,7 +196,7 @@ class Transport:
                                     wanted=", ".join(sorted(CONTROL_REQUESTS)) + " (others go to the request socket)")
             req = parse_request(msg_type, msg.content)
             deferred = (which, envelope, parent_id)
-            out = dispatch(msg_type, req, deferred=deferred)
+            out = dispatch(msg_type, req, deferred=deferred, peer=peer or Peer(), buffers=msg.buffers)
             if out is None:
                 return  # answered later by the worker
             content, after = out

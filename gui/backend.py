@@ -46,7 +46,8 @@ def update_values(upd: JobUpdate) -> dict[str, Any]:
     if state:
         values["state"] = state
     eta = getattr(ev, "eta_s", None)
-    values["eta_s"] = float(eta) if isinstance(eta, (int, float)) else None
+    if isinstance(eta, (int, float)):  # an event without one keeps the estimate the row has
+        values["eta_s"] = float(eta)
     if upd.kind == "partial":
         path = getattr(ev, "path", None)
         if path:

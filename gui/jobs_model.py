@@ -105,6 +105,20 @@ class JobRow:
     partial_path: str = ""  # the latest preview of a running job
     peaks: Peaks | None = None  # of path, or of partial_path while running
     kept: bool = False
+    running_since: float | None = None  # monotonic time the row was first seen running (for the ETA)
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left: the daemon's estimate, else one from this row's own pace once it has any progress
+        (the daemon gives none until its first steps are timed)."""
+        if self.final:
+            return None
+        if self.eta_s is not None:
+            return self.eta_s
+        if self.running_since is not None and 0.0 < self.fraction < 1.0:
+            elapsed = time.monotonic() - self.running_since
+            return elapsed / self.fraction * (1.0 - self.fraction)
+        return None
 
     @property
     def audio_path(self) -> str:
@@ -152,7 +166,7 @@ class JobsModel(QAbstractTableModel):
             if col == COL_STAGE:
                 return row.error if row.state == "failed" and row.error else row.stage
             if col == COL_ETA:
-                return "" if row.final else format_eta(row.eta_s)
+                return format_eta(row.eta)
             if col == COL_FILE:
                 return row.path.rsplit("/", 1)[-1] if row.path else ""
             if col == COL_TAKE:
@@ -253,6 +267,10 @@ class JobsModel(QAbstractTableModel):
         for k, v in values.items():
             if hasattr(row, k):
                 setattr(row, k, v)
+        if row.state == "running" and row.running_since is None:
+            row.running_since = time.monotonic()
+        if row.final:
+            row.stage = row.state  # "done" stays "done", whatever step a late or resynced update names
         self.dataChanged.emit(self.index(i, 0), self.index(i, len(COLUMNS) - 1))
         return row
 

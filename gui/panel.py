@@ -16,6 +16,7 @@ from typing import Any
 from PySide6.QtCore import QEvent, QObject, QSize, Qt, QThread, QTimer, Signal
 from PySide6.QtWidgets import QWidget
 
+from unimoe_audio.client.protocol import FINAL_STATES
 from unimoe_audio.client.settings import Settings, load_settings
 
 from . import panel_layout
@@ -67,6 +68,7 @@ class Panel(TakesMixin, PresetsMixin, QWidget):
         self._shown_job: str | None = None
         self._peaks_todo: list[str] = []
         self._ab_switching = False
+        self._not_sent_shown = False  # the error line holds a "Not sent: no daemon" (cleared on reconnect)
 
         self.player = Player(self)
         self._build()
@@ -163,6 +165,7 @@ class Panel(TakesMixin, PresetsMixin, QWidget):
                    "reconnects by itself when a daemon appears."
             self.offline_label.setText(text)
             self.offline_label.setVisible(True)
+            self.tiny_warning.setVisible(False)  # it described the daemon that went away
             self.generate_button.setToolTip(text)
             self.connect_button.setVisible(True)
             if not self._retry.isActive() and not self._closed:
@@ -171,6 +174,8 @@ class Panel(TakesMixin, PresetsMixin, QWidget):
     def _on_connected(self, status: Any) -> None:
         self._connecting = False
         self._set_online(True)
+        if self._not_sent_shown:  # that refusal is no longer true
+            self.clear_error()
         self.connect_button.setVisible(False)
         self._on_status(status)
         self._timer.start()
@@ -219,8 +224,10 @@ class Panel(TakesMixin, PresetsMixin, QWidget):
         what happened while the panel was away."""
         for info in reversed(infos):
             kind, fields = flat_fields(info.request)
+            final = info.state in FINAL_STATES  # a finished take's stage is its state, not its last step's
             values: dict[str, Any] = {"state": info.state, "fraction": 1.0 if info.state == "done" else info.fraction,
-                                      "stage": info.stage or info.state, "eta_s": info.eta_s}
+                                      "stage": info.state if final else (info.stage or info.state),
+                                      "eta_s": info.eta_s}
             if info.result is not None:
                 values.update(path=info.result.path, seconds=info.result.seconds, seed=info.result.seed)
             if info.error is not None:
@@ -256,6 +263,7 @@ class Panel(TakesMixin, PresetsMixin, QWidget):
         if not self.online:  # a click (or Ctrl+Return) that cannot be sent says why
             self.show_error(kind, f"Not sent: no daemon is connected ({self.offline_reason or 'not connected'}); "
                                   f"{OFFLINE_HINT}.", None)
+            self._not_sent_shown = True
             return
         try:
             fields = self.request_fields(kind)
@@ -272,6 +280,7 @@ class Panel(TakesMixin, PresetsMixin, QWidget):
         self._do_submit.emit(kind, {**fields, "stream_partial": True}, description)
 
     def clear_error(self) -> None:
+        self._not_sent_shown = False
         self.error_label.clear()
         self.error_label.setVisible(False)
         if self._error_widget is not None:

@@ -1,14 +1,17 @@
 """Blender add-on: music for a movie strip, speech for a text strip, from a local unimoe-audio daemon.
 
-Install the zip built by ``python -m unimoe_audio.integrations.blender_zip build-zip unimoe_audio_vse.zip``
-(Edit > Preferences > Add-ons > Install from Disk), enable "unimoe-audio". The unimoe-audio client must be
-importable from Blender's Python and a daemon must run (``unimoe-audio serve``): docs/integrations.md.
+Install the zip built by ``python -m unimoe_audio.integrations.blender_zip build-zip --with-client
+unimoe_audio_vse.zip`` (Edit > Preferences > Add-ons > Install from Disk), enable "unimoe-audio". That zip
+carries the client; Blender's Python needs only pyzmq, pydantic, pydantic-settings and platformdirs
+(docs/integrations.md). A daemon must run (``unimoe-audio serve``).
 
 Video Sequencer > sidebar (N) > **unimoe-audio** tab: caption, mode, voice; *Score movie strip* (the active
 movie strip), *Speak text strip* (the active text strip), a progress bar and *Cancel*. The result goes on
 the first free channel above the strip, starting at its first frame, exactly its length in frames. Files
 are written next to the saved .blend (``//unimoe/``) when the daemon may write there, else into the
-daemon's output folder and copied next to the .blend; unsaved files keep the daemon's folder.
+daemon's output folder and copied next to the .blend; an unsaved file's take goes to the daemon's output
+folder, which the panel names. Jobs still running are listed in the scene (saved with the .blend): when
+Blender closes before they end, reopening the file places their results.
 
 Written for Blender's property registration: no postponed annotations (``from __future__ import
 annotations`` would turn the class annotations into strings that ``typing.get_type_hints`` must resolve,
@@ -16,13 +19,20 @@ and properties then fail to register) and ``bpy`` imported at module level. Work
 collection names (``sequences``) and the 4.4+/5.x ones (``strips``).
 """
 import os
+import sys
 from typing import Any, Callable, Optional
 
 import bpy
 
+# A zip built with --with-client carries the client side here (integrations/blender_zip.py): it comes
+# first, so the add-on runs with the client it was built with.
+_VENDOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vendor")
+if os.path.isdir(os.path.join(_VENDOR, "unimoe_audio")) and _VENDOR not in sys.path:
+    sys.path.insert(0, _VENDOR)
+
 try:
     from unimoe_audio.integrations.blender_vse_score import pick_channel, strip_request, text_request
-    from unimoe_audio.integrations.hostjob import connect, copy_into, describe_error, submit_with_fallback
+    from unimoe_audio.integrations.hostjob import HostJob, connect, copy_into, describe_error, submit_with_fallback
 except ImportError as _exc:  # only inside a Blender whose Python cannot see the client
     _IMPORT_ERROR: Optional[Exception] = _exc
 else:
@@ -67,24 +77,48 @@ def blend_folder() -> Optional[str]:
 # a job and its strip
 # --------------------------------------------------------------------------------------------------
 class Run:
-    """One job: submitted at once, followed by :func:`tick`, then a sound strip added above ``strip``."""
+    """One job: submitted (or resumed after the .blend was reopened), followed by :func:`tick`, then a
+    sound strip added above the strip it was made for. Its id stays in the scene's ``unimoe.pending``
+    (saved in the .blend) until it ends, so a job outlives the Blender session that asked for it."""
 
-    def __init__(self, scene: Any, strip: Any, kind: str, fields: dict, start_frame: int, frames: int):
+    def __init__(self, scene: Any, strip_name: str, channel_above: int, start_frame: int, frames: int,
+                 client: Any, job: Any, copy_to: Optional[str]):
         self.scene_name = scene.name
-        self.strip_name = strip.name
-        self.channel_above = strip.channel
+        self.strip_name = strip_name
+        self.channel_above = channel_above
         self.start_frame = start_frame
         self.frames = frames
-        self.client = connect()
-        try:
-            self.job, self.copy_to = submit_with_fallback(self.client, kind, fields)
-        except Exception:
-            self.client.close()
-            raise
+        self.client, self.job, self.copy_to = client, job, copy_to
         self.state = "queued"
         self.result_strip = ""
         self.path = ""
         self.error = ""
+
+    @classmethod
+    def submit(cls, scene: Any, strip: Any, kind: str, fields: dict, start_frame: int, frames: int) -> "Run":
+        client = connect()
+        try:
+            job, copy_to = submit_with_fallback(client, kind, fields)
+        except Exception:
+            client.close()
+            raise
+        run = cls(scene, strip.name, strip.channel, start_frame, frames, client, job, copy_to)
+        item = scene.unimoe.pending.add()
+        item.job_id, item.kind, item.strip_name, item.channel_above = run.job_id, kind, strip.name, strip.channel
+        item.start_frame, item.frames, item.copy_to = start_frame, frames, copy_to or ""
+        return run
+
+    @classmethod
+    def resume(cls, scene: Any, item: Any) -> "Run":
+        """A job this .blend was waiting for when it was saved."""
+        client = connect()
+        try:
+            job = HostJob.resume(client, item.job_id, item.kind)
+        except Exception:
+            client.close()
+            raise
+        return cls(scene, item.strip_name, item.channel_above, item.start_frame, item.frames, client, job,
+                   item.copy_to or None)
 
     @property
     def job_id(self) -> str:
@@ -110,6 +144,7 @@ class Run:
             _say(scene, f"could not add the sound strip: {exc}", error=True)
         finally:
             self.close()
+            _forget(scene, self.job_id)
         return False
 
     def _place(self, scene: Any, path: str) -> None:
@@ -155,6 +190,49 @@ def tick() -> Optional[float]:
     return POLL_EVERY_S if RUNS else None
 
 
+def _forget(scene: Any, job_id: str) -> None:
+    """The job ended: it is no longer pending in the .blend."""
+    if scene is None:
+        return
+    pending = scene.unimoe.pending
+    for i in reversed(range(len(pending))):
+        if pending[i].job_id == job_id:
+            pending.remove(i)
+
+
+def resume_pending() -> int:
+    """Follow again the jobs the open .blend's scenes were waiting for (when it was saved); returns how
+    many are followed. With no daemon reachable they stay pending, and the panel says so."""
+    followed = {r.job_id for r in RUNS}
+    n = 0
+    for scene in bpy.data.scenes:
+        waiting = [item for item in scene.unimoe.pending if item.job_id not in followed]
+        for item in waiting:
+            try:
+                run = Run.resume(scene, item)
+            except Exception as exc:  # noqa: BLE001 - shown to the user; the ids stay for the next try
+                _say(scene, f"{len(waiting)} unfinished job(s) saved in this file: {describe_error(exc)} "
+                            "(Resume in this panel tries again)", error=True)
+                break
+            _start(run)
+            followed.add(run.job_id)
+            n += 1
+        if n:
+            _say(scene, f"following {n} job(s) started before this file was closed")
+    return n
+
+
+@bpy.app.handlers.persistent
+def _on_load(_: Any = None) -> None:
+    """After a .blend is opened: the previous file's runs end here (their ids were saved with it, if it
+    was saved), and the new file's pending jobs are followed; finished ones are placed at the next tick."""
+    for run in RUNS:
+        run.close()
+    RUNS.clear()
+    if _IMPORT_ERROR is None:
+        resume_pending()
+
+
 def _start(run: Run) -> None:
     RUNS.append(run)
     if not bpy.app.timers.is_registered(tick):
@@ -168,12 +246,26 @@ def _queue(op: Any, scene: Any, build: Callable[[], tuple[Run, str | None]]) -> 
     except Exception as exc:  # noqa: BLE001 - shown to the user
         op.report({"ERROR"}, f"unimoe-audio: {describe_error(exc)}")
         return {"CANCELLED"}
+    if not bpy.data.filepath:
+        warning = ((warning + "; ") if warning else "") + unsaved_note(run)
     if warning:
         op.report({"WARNING"}, warning)
     _start(run)
     scene.unimoe.progress, scene.unimoe.status = 0.0, f"queued ({run.frames} frames)"
+    if not bpy.data.filepath:
+        scene.unimoe.status += f" - {unsaved_note(run)}"
     op.report({"INFO"}, f"unimoe-audio: job {run.job_id} queued ({run.frames} frames)")
     return {"FINISHED"}
+
+
+def unsaved_note(run: Run) -> str:
+    """What happens to a take asked for from an unsaved .blend, naming the folder it goes to."""
+    try:
+        folder = str(run.client.settings.output_path) if run.client.remote else run.client.status().output_dir
+    except Exception:  # noqa: BLE001 - the note still says what to do
+        folder = "the daemon's output folder"
+    return (f"this .blend is not saved: the take goes to {folder}; save the .blend to keep takes beside it "
+            "and to get unfinished jobs back after reopening")
 
 
 def _say(scene: Any, text: str, error: bool = False) -> None:
@@ -197,12 +289,25 @@ MODES = [("vision", "Vision", "Music that follows the picture"),
          ("reference", "Reference", "Use the clip as a style reference")]
 
 
+class UnimoePending(bpy.types.PropertyGroup):
+    """A job this scene waits for (saved in the .blend; the strip is added when it ends)."""
+
+    job_id: bpy.props.StringProperty(name="Job")
+    kind: bpy.props.StringProperty(name="Kind")
+    strip_name: bpy.props.StringProperty(name="Strip")
+    channel_above: bpy.props.IntProperty(name="Channel")
+    start_frame: bpy.props.IntProperty(name="Start")
+    frames: bpy.props.IntProperty(name="Frames")
+    copy_to: bpy.props.StringProperty(name="Copy to", subtype="DIR_PATH")
+
+
 class UnimoeSettings(bpy.types.PropertyGroup):
     caption: bpy.props.StringProperty(name="Caption", description="What the music should be", default="")
     mode: bpy.props.EnumProperty(name="Mode", items=MODES, default="vision")
     voice: bpy.props.StringProperty(name="Voice", description="A saved voice (unimoe-audio voices ls)", default="")
     progress: bpy.props.FloatProperty(name="Progress", min=0.0, max=1.0, default=0.0, subtype="FACTOR")
     status: bpy.props.StringProperty(name="Status", default="")
+    pending: bpy.props.CollectionProperty(type=UnimoePending)
 
 
 def _check_client(op: Any) -> bool:
@@ -244,7 +349,7 @@ class SEQUENCER_OT_unimoe_score(bpy.types.Operator):
                                 strip.frame_final_end, r.fps, r.fps_base, strip_fps=getattr(strip, "fps", None))
             fields = req.fields(caption=self.caption, mode=self.mode, folder=blend_folder(),
                                 name=bpy.path.clean_name(f"{strip.name}-score"))
-            return Run(scene, strip, "score", fields, req.start_frame, req.frames), req.warning
+            return Run.submit(scene, strip, "score", fields, req.start_frame, req.frames), req.warning
 
         return _queue(self, scene, build)
 
@@ -279,7 +384,7 @@ class SEQUENCER_OT_unimoe_speech(bpy.types.Operator):
             req = text_request(strip.text, strip.frame_final_start, strip.frame_final_end, r.fps, r.fps_base)
             fields = req.fields(voice=self.voice, folder=blend_folder(),
                                 name=bpy.path.clean_name(f"{strip.name}-speech"))
-            return Run(scene, strip, "speech", fields, req.start_frame, req.frames), None
+            return Run.submit(scene, strip, "speech", fields, req.start_frame, req.frames), None
 
         return _queue(self, scene, build)
 
@@ -300,6 +405,24 @@ class SEQUENCER_OT_unimoe_cancel(bpy.types.Operator):
                 run.cancel()
             except Exception as exc:  # noqa: BLE001
                 self.report({"ERROR"}, f"unimoe-audio: {describe_error(exc)}")
+        return {"FINISHED"}
+
+
+class SEQUENCER_OT_unimoe_resume(bpy.types.Operator):
+    """Follow again the unimoe-audio jobs this file was waiting for"""
+
+    bl_idname = "sequencer.unimoe_resume"
+    bl_label = "Resume"
+
+    @classmethod
+    def poll(cls, context: Any) -> bool:
+        scene = context.scene
+        return scene is not None and any(item.job_id not in {r.job_id for r in RUNS} for item in scene.unimoe.pending)
+
+    def execute(self, context: Any) -> Any:
+        if not _check_client(self):
+            return {"CANCELLED"}
+        resume_pending()
         return {"FINISHED"}
 
 
@@ -327,6 +450,9 @@ class SEQUENCER_PT_unimoe(bpy.types.Panel):
                 row.label(text=s.status)
             if running:
                 row.operator(SEQUENCER_OT_unimoe_cancel.bl_idname, text="", icon="CANCEL")
+        followed = {r.job_id for r in RUNS}
+        if any(item.job_id not in followed for item in s.pending):
+            layout.operator(SEQUENCER_OT_unimoe_resume.bl_idname, icon="FILE_REFRESH")
 
 
 def _menu(self: Any, context: Any) -> None:
@@ -334,8 +460,8 @@ def _menu(self: Any, context: Any) -> None:
     self.layout.operator(SEQUENCER_OT_unimoe_speech.bl_idname)
 
 
-CLASSES = (UnimoeSettings, SEQUENCER_OT_unimoe_score, SEQUENCER_OT_unimoe_speech, SEQUENCER_OT_unimoe_cancel,
-           SEQUENCER_PT_unimoe)
+CLASSES = (UnimoePending, UnimoeSettings, SEQUENCER_OT_unimoe_score, SEQUENCER_OT_unimoe_speech,
+           SEQUENCER_OT_unimoe_cancel, SEQUENCER_OT_unimoe_resume, SEQUENCER_PT_unimoe)
 
 
 def register() -> None:
@@ -343,10 +469,13 @@ def register() -> None:
         bpy.utils.register_class(cls)
     bpy.types.Scene.unimoe = bpy.props.PointerProperty(type=UnimoeSettings)
     bpy.types.SEQUENCER_MT_strip.append(_menu)
+    bpy.app.handlers.load_post.append(_on_load)
 
 
 def unregister() -> None:
     bpy.types.SEQUENCER_MT_strip.remove(_menu)
+    if _on_load in bpy.app.handlers.load_post:
+        bpy.app.handlers.load_post.remove(_on_load)
     if bpy.app.timers.is_registered(tick):
         bpy.app.timers.unregister(tick)
     for run in RUNS:

@@ -67,6 +67,15 @@ class HostJob:
         self.watch = self.client.watch(job.id)
         return job.id
 
+    @classmethod
+    def resume(cls, client: Client, job_id: str, kind: str = "") -> "HostJob":
+        """Follow a job submitted earlier (by this host before it closed): its events from now on, after
+        one snapshot, so a job that ended meanwhile gives its final result at the first poll."""
+        job = cls(client, kind, {})
+        job.job_id = job_id
+        job.watch = client.watch(job_id)
+        return job
+
     def poll(self) -> PollResult:
         assert self.watch is not None, "submit() first"
         try:

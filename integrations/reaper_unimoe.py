@@ -13,22 +13,28 @@ When the job is done the WAV goes on a new track (created for it, and the item p
 explicitly) at the selection start. The file is written into the project's media folder, or, when the
 daemon may not write there (outside its allowed roots), into its own output folder and copied over.
 
+A job outlives the REAPER session that asked for it: its id and where its item goes are kept in the
+project's extended state (``SetProjExtState``, saved with the .rpp). Running the script again in that
+project (after REAPER was closed mid-job, say) first follows those jobs and inserts their results, before
+asking for a new one.
+
 Everything that decides *what* to request and *where* to put it is in plain functions
 (:func:`plan_request`, :func:`insert_on_new_track` over any object with ``RPR_`` attributes) so it can be
 tested without REAPER.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 try:  # REAPER runs scripts with the package importable only if the user set it up
-    from unimoe_audio.integrations.hostjob import connect, copy_into, describe_error, submit_with_fallback
+    from unimoe_audio.integrations.hostjob import HostJob, connect, copy_into, describe_error, submit_with_fallback
 except ImportError as _exc:  # pragma: no cover - only inside a misconfigured REAPER
-    connect = copy_into = describe_error = submit_with_fallback = None  # type: ignore[assignment]
+    HostJob = connect = copy_into = describe_error = submit_with_fallback = None  # type: ignore[assignment]
     _IMPORT_ERROR: Exception | None = _exc
 else:
     _IMPORT_ERROR = None
@@ -219,6 +225,41 @@ def insert_on_new_track(api: Api, path: str, position: float, length: float, nam
 
 
 # --------------------------------------------------------------------------------------------------
+# jobs kept in the project (REAPER's project extended state, saved with the .rpp)
+# --------------------------------------------------------------------------------------------------
+EXT_SECTION = "unimoe-audio"
+
+
+def remember_job(api: Api, job_id: str, plan: Plan, copy_to: str | None) -> None:
+    if api.has("RPR_SetProjExtState"):
+        api.RPR_SetProjExtState(0, EXT_SECTION, job_id, json.dumps({**asdict(plan), "copy_to": copy_to or ""}))
+
+
+def forget_job(api: Api, job_id: str) -> None:
+    if job_id and api.has("RPR_SetProjExtState"):
+        api.RPR_SetProjExtState(0, EXT_SECTION, job_id, "")  # an empty value deletes the key
+
+
+def pending_jobs(api: Api) -> list[tuple[str, Plan, str | None]]:
+    """(job id, plan, copy_to) of each job this project was waiting for, oldest key first."""
+    if not api.has("RPR_EnumProjExtState"):
+        return []
+    out = []
+    for idx in range(1000):
+        t = api.RPR_EnumProjExtState(0, EXT_SECTION, idx, "", 256, "", 65536)
+        if not isinstance(t, (list, tuple)) or not t[0]:
+            break
+        key, value = str(t[4]), str(t[6])
+        try:
+            data = json.loads(value)
+            copy_to = data.pop("copy_to", "") or None
+            out.append((key, Plan(**data), copy_to))
+        except (ValueError, TypeError):
+            continue  # not ours, or damaged: left alone
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
 # the session: submit, then poll from RPR_defer
 # --------------------------------------------------------------------------------------------------
 class Session:
@@ -268,9 +309,37 @@ class Session:
             return None
         return parse_inputs(str(t[4] if len(t) > 4 else t[-1]))
 
+    def resume(self) -> bool:
+        """Follow a job this project was waiting for (kept in its extended state); True when one is
+        followed. Jobs the daemon no longer knows are dropped from the project with a line."""
+        waiting = pending_jobs(self.api)
+        for n, (job_id, plan, copy_to) in enumerate(waiting):
+            try:
+                client = connect(self.settings)
+            except Exception as exc:  # noqa: BLE001 - said; the ids stay for the next run
+                self.say(f"{len(waiting)} job(s) of this project still to place: {describe_error(exc)}")
+                return False
+            try:
+                job = HostJob.resume(client, job_id, plan.kind)
+            except Exception as exc:  # noqa: BLE001
+                client.close()
+                self.say(f"job {job_id} of this project cannot be followed ({describe_error(exc)}); dropped")
+                forget_job(self.api, job_id)
+                continue
+            self.client, self.job, self.plan, self.copy_to = client, job, plan, copy_to
+            self.state = "running"
+            self._next_poll = self.clock()
+            more = len(waiting) - n - 1
+            self.say(f"following {plan.kind} job {job_id}, queued before this project was closed"
+                     + (f" ({more} more: run the script again)" if more else ""))
+            return True
+        return False
+
     def start(self, answers: tuple[str, str, str] | None = None) -> bool:
         if _IMPORT_ERROR is not None:
             return self.fail(f"cannot import the unimoe-audio client: {_IMPORT_ERROR}\nsee docs/integrations.md")
+        if answers is None and self.resume():
+            return True
         try:
             start, end = time_selection(self.api)
             if end <= start:
@@ -293,6 +362,7 @@ class Session:
             return self.fail(describe_error(exc))
         self.state = "running"
         self._next_poll = self.clock() + POLL_EVERY_S
+        remember_job(self.api, self.job.job_id, self.plan, self.copy_to)
         where = f"; it will be copied into {self.copy_to}" if self.copy_to else ""
         self.say(f"{self.plan.kind} job {self.job.job_id} queued ({self.plan.length:.3f} s, "
                  f"{self.plan.samples} samples){where}")
@@ -348,6 +418,8 @@ class Session:
         return False
 
     def close(self) -> None:
+        if self.job is not None and self.state in ("inserted", "failed", "cancelled"):
+            forget_job(self.api, getattr(self.job, "job_id", "") or "")
         if self.job is not None and getattr(self.job, "watch", None) is not None:
             self.job.watch.close()
         if self.client is not None:

@@ -41,7 +41,8 @@ class Take:
 
 class FakeReaper:
     def __init__(self, *, selection=(0.0, 0.0), srate=48000.0, use_srate=1.0,
-                 tempo_map=((0.0, 120.0),), media_folder: str = "", answers: str | None = None):
+                 tempo_map=((0.0, 120.0),), media_folder: str = "", answers: str | None = None,
+                 ext_state: dict | None = None):
         self.selection = selection
         self.srate, self.use_srate = srate, use_srate
         self.tempo_map = sorted(tempo_map)  # (time, bpm) markers, square changes
@@ -59,6 +60,9 @@ class FakeReaper:
         self.defer_calls = 0
         self._addr = itertools.count(0x7F3A1C2B4000, 0x1F0)
         self.ns: dict[str, Any] = {}
+        # the project's extended state, {section: {key: value}} (saved with the .rpp; a test passes one
+        # host's dict to the next to stand for closing and reopening the project)
+        self.ext_state: dict[str, dict[str, str]] = ext_state if ext_state is not None else {}
 
     # -- handles --------------------------------------------------------------------------------
     def _new(self, kind: str, obj: Any) -> str:
@@ -106,6 +110,31 @@ class FakeReaper:
 
     def RPR_time_precise(self):
         return time.perf_counter()
+
+    # -- project extended state (REAPER API: SetProjExtState / GetProjExtState / EnumProjExtState) -----
+    def RPR_SetProjExtState(self, proj, extname, key, value):
+        # "If key is NULL or "", all extended data for that section will be deleted. If val is NULL or "",
+        # the data previously associated with that key will be deleted."
+        section = self.ext_state.setdefault(str(extname), {})
+        if not key:
+            section.clear()
+        elif not value:
+            section.pop(str(key), None)
+        else:
+            section[str(key)] = str(value)
+        return 1
+
+    def RPR_GetProjExtState(self, proj, extname, key, valOutNeedBig, valOutNeedBig_sz):
+        value = self.ext_state.get(str(extname), {}).get(str(key), "")
+        return [len(value), proj, extname, key, value, valOutNeedBig_sz]
+
+    def RPR_EnumProjExtState(self, proj, extname, idx, keyOutOptional, keyOutOptional_sz, valOutOptional,
+                             valOutOptional_sz):
+        items = list(self.ext_state.get(str(extname), {}).items())
+        if not 0 <= idx < len(items):
+            return [False, proj, extname, idx, "", keyOutOptional_sz, "", valOutOptional_sz]
+        key, value = items[idx]
+        return [True, proj, extname, idx, key, keyOutOptional_sz, value, valOutOptional_sz]
 
     # -- dialogs ----------------------------------------------------------------------------------
     def RPR_GetUserInputs(self, title, num_inputs, captions_csv, retvals_csv, retvals_csv_sz):

@@ -151,3 +151,105 @@ def test_addon_in_blender_scores_a_movie_strip_and_speaks_a_text_strip(daemon, t
 
     assert peak(0, 21) == 0 and peak(59, 69) == 0 and peak(121, 130) == 0
     assert peak(22, 58) > 0 and peak(70, 120) > 0
+
+
+def _blender(py: Path, script: str, *args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([str(py), str(HERE / script), *args], env=env, capture_output=True, text=True, timeout=900)
+
+
+def _blender_env(daemon, tmp_path: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("UNIMOE_AUDIO_", "PYTHON", "BLENDER_"))}
+    env.update({k: v for k, v in daemon.env.items() if k.startswith("UNIMOE_AUDIO_")})
+    user = tmp_path / "blender-user"
+    env.update(BLENDER_USER_RESOURCES=str(user), BLENDER_USER_CONFIG=str(user / "config"),
+               BLENDER_USER_SCRIPTS=str(user / "scripts"), BLENDER_USER_EXTENSIONS=str(user / "extensions"),
+               OMP_NUM_THREADS="1")
+    return env
+
+
+def test_a_job_outlives_the_blender_that_asked(daemon, tmp_path):
+    """Blender quits while its job runs; the job's id is in the saved .blend; reopening the file (another
+    Blender process) places the finished result. An unsaved file's take is placed too, and the panel names
+    the folder it went to."""
+    from unimoe_audio.client.client import Client
+
+    py = bpy_python(*BLENDERS[0])  # 5.0.1: the 4.2 wheel has no Audaspace, so no sound strip to place
+    film = daemon.home / "reopen"
+    film.mkdir(exist_ok=True)
+    video = film / "clip.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=duration=1:size=96x64:rate=24",
+                    "-pix_fmt", "yuv420p", str(video)], check=True, capture_output=True)
+    cfg = {"zip": str(build_zip(tmp_path / "unimoe_audio_vse.zip")), "video": str(video),
+           "blend": str(film / "cut.blend"), "deadline": 300}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    env = _blender_env(daemon, tmp_path)
+
+    proc = _blender(py, "_blender_reopen.py", "submit", str(tmp_path / "cfg.json"), str(tmp_path / "a.json"), env=env)
+    assert (tmp_path / "a.json").exists(), proc.stderr[-3000:]
+    a = json.loads((tmp_path / "a.json").read_text())
+    assert "error" not in a, a.get("error", "") + proc.stderr[-3000:]
+    assert a["unsaved_call"] == a["call"] == ["FINISHED"]
+    out_dir = str(daemon.settings.output_path)
+    assert "this .blend is not saved: the take goes to " + out_dir in a["unsaved_status"], a["unsaved_status"]
+    assert a["unsaved_pending_after"] == 0
+    assert a["pending"] == [a["job_id"]]  # saved in the .blend; that Blender has quit
+
+    with Client(daemon.settings, auto_start=False) as c:  # the result is written while no Blender runs
+        res = c.wait(a["job_id"], timeout=600)
+    assert Path(res.path).parent == film / "unimoe"
+
+    proc = _blender(py, "_blender_reopen.py", "reopen", str(tmp_path / "cfg.json"), str(tmp_path / "b.json"), env=env)
+    assert (tmp_path / "b.json").exists(), proc.stderr[-3000:]
+    b = json.loads((tmp_path / "b.json").read_text())
+    assert "error" not in b, b.get("error", "") + proc.stderr[-3000:]
+    assert b["followed"] == [a["job_id"]]
+    assert b["runs"] == [{"state": "done", "path": res.path, "error": ""}]
+    placed = [s for s in b["sounds"] if s["name"].startswith("clip (unimoe)")]
+    assert [Path(s["filepath"]) for s in placed if Path(s["filepath"]) == Path(res.path)], b["sounds"]
+    assert b["pending_after"] == []
+
+
+_VENDORED = """
+import json, os, sys
+# Blender's Python as a user has it: no unimoe_audio installed (drop this venv's editable install of it)
+sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", repr(f))]
+sys.path[:] = [p for p in sys.path if "__editable__" not in p]
+for m in [m for m in sys.modules if m.startswith("unimoe_audio")]:
+    del sys.modules[m]
+try:
+    import unimoe_audio.client  # noqa: F401
+    before = "importable"
+except ImportError:
+    before = "missing"
+import bpy
+bpy.ops.wm.read_factory_settings(use_empty=True)
+bpy.ops.preferences.addon_install(filepath=sys.argv[1], overwrite=True)
+bpy.ops.preferences.addon_enable(module="unimoe_audio_vse")
+mod = sys.modules["unimoe_audio_vse"]
+print(json.dumps({"before": before, "import_error": str(mod._IMPORT_ERROR or ""),
+                  "client": sys.modules["unimoe_audio.client.client"].__file__, "addon": mod.__file__}))
+"""
+
+
+def test_zip_with_client_needs_no_unimoe_install_in_blender(tmp_path):
+    """``build-zip --with-client``: the add-on runs in a Blender whose Python has no unimoe_audio at all,
+    importing the client bundled in the zip (so Blender's pip installs only pyzmq, pydantic,
+    pydantic-settings and platformdirs, none of which asks for torch)."""
+    import zipfile
+
+    py = bpy_python(*BLENDERS[0])
+    z = build_zip(tmp_path / "with-client.zip", with_client=True)
+    names = zipfile.ZipFile(z).namelist()
+    assert "unimoe_audio_vse/vendor/unimoe_audio/client/client.py" in names
+    assert "unimoe_audio_vse/vendor/unimoe_audio/integrations/hostjob.py" in names
+    assert not [n for n in names if "/daemon/" in n or "/model/" in n or "__pycache__" in n]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "BLENDER_"))}
+    user = tmp_path / "blender-user"
+    env.update(BLENDER_USER_RESOURCES=str(user), BLENDER_USER_CONFIG=str(user / "config"),
+               BLENDER_USER_SCRIPTS=str(user / "scripts"), BLENDER_USER_EXTENSIONS=str(user / "extensions"))
+    r = subprocess.run([str(py), "-c", _VENDORED, str(z)], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["before"] == "missing" and out["import_error"] == ""
+    vendor = Path(out["addon"]).parent / "vendor"
+    assert Path(out["client"]).is_relative_to(vendor), out

@@ -3,6 +3,7 @@ functions in its globals, its ``RPR_defer`` strings evaluated by the host's loop
 opaque handle strings (tests/_reaper_host.py), against a real daemon on the tiny model."""
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
@@ -121,3 +122,36 @@ def test_no_daemon_is_told(monkeypatch, tmp_path):
     host = FakeReaper(selection=(1.0, 2.0), answers="music,x,")
     s = host.run_script(SCRIPT)["_SESSION"]
     assert s.state == "failed" and "unimoe-audio serve" in host.boxes[0] and not host.deferred
+
+
+def test_a_job_outlives_the_reaper_session_that_asked(as_daemon_user, tmp_path):
+    """REAPER closes while the job runs (no deferred call ever runs): the job's id is in the project's
+    extended state; running the script again in that project follows it and inserts the result, without
+    asking anything, and the project forgets the job."""
+    daemon = as_daemon_user
+    media = daemon.home / "later" / "Media"
+    first = FakeReaper(selection=(2.0, 3.0), media_folder=str(media), answers="music,slow pads,")
+    s1 = first.run_script(SCRIPT)["_SESSION"]
+    assert s1.state == "running", first.console
+    job_id = s1.job.job_id
+    kept = json.loads(first.ext_state[rs.EXT_SECTION][job_id])
+    assert (kept["position"], kept["length"], kept["kind"]) == (2.0, 1.0, "music")
+    s1.close()  # REAPER quits: the session goes, the project (its extended state) is saved
+
+    reopened = FakeReaper(selection=(0.0, 0.0), media_folder=str(media), answers=None,
+                          ext_state=first.ext_state)  # no selection, no answers: nothing is asked
+    s2 = reopened.run_script(SCRIPT)["_SESSION"]
+    assert s2.state == "running" and s2.job.job_id == job_id, reopened.console
+    assert any("queued before this project was closed" in line for line in reopened.console)
+    reopened.run_deferred(timeout=300)
+    assert s2.state == "inserted", "".join(reopened.console)
+    track, item = s2.inserted
+    assert (reopened.item(item).position, reopened.item(item).length) == (2.0, 1.0)
+    assert Path(s2.path).parent == media.resolve()
+    assert reopened.ext_state[rs.EXT_SECTION] == {}
+    # a job the daemon does not know is dropped from the project with a line, and the script asks anew
+    gone = FakeReaper(selection=(0.0, 0.0), answers=None,
+                      ext_state={rs.EXT_SECTION: {"0" * 32: json.dumps({**kept, "copy_to": ""})}})
+    s3 = gone.run_script(SCRIPT)["_SESSION"]
+    assert any("dropped" in line for line in gone.console) and gone.ext_state[rs.EXT_SECTION] == {}
+    assert s3.state in ("failed", "cancelled")  # then the usual path: no time selection here

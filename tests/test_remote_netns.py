@@ -293,3 +293,87 @@ def test_serve_detach_status_and_stop_on_a_curve_host(host):
     finally:
         r = in_ns(NS_HOST, [*base, "stop", "--json"], env=env, timeout=300)
     assert r.returncode == 0, r.stderr
+
+
+# -- a workstation's own media (issue #22) ------------------------------------------------------------
+def ws_private(host: dict, media: Path, setup: str, args: list[str], *, timeout: float = 900
+               ) -> subprocess.CompletedProcess[str]:
+    """Run the CLI on the workstation with ``media`` on a tmpfs of its own mount namespace (made fresh by
+    ``setup`` each time): files the host cannot see, at a path where the host has files of its own."""
+    script = f"mount -t tmpfs tmpfs {media} && {setup} && exec \"$@\""
+    return in_ns(NS_WS, ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", *CLI, "--home",
+                         str(host["ws"]), *args], timeout=timeout)
+
+
+def _sine(path: Path, seconds: float, freq: int) -> str:
+    return (f"ffmpeg -loglevel error -y -f lavfi -i sine=frequency={freq}:duration={seconds}:sample_rate=16000 "
+            f"-ac 1 -c:a pcm_s16le -fflags +bitexact -flags +bitexact {path}")
+
+
+def test_workstation_only_media_travel_with_the_request(host):
+    if shutil.which("unshare") is None:
+        pytest.skip("util-linux 'unshare' is not installed")
+    media = host["root"] / "media"  # the same path on both machines; different files behind it
+    media.mkdir(exist_ok=True)
+    ref, video = media / "ref.wav", media / "clip.mp4"
+    # the host's own files at those paths (inside its allowed roots): they must never be used
+    subprocess.run(_sine(ref, 1.5, 220), shell=True, check=True)
+    subprocess.run(f"ffmpeg -loglevel error -y -f lavfi -i color=red:size=64x64:rate=8:duration=1 {video}",
+                   shell=True, check=True)
+    host_ref_sha = _sha(ref)
+    setup = (_sine(ref, 3.0, 440) + " && ffmpeg -loglevel error -y -f lavfi -i testsrc=size=96x64:rate=8:duration=2 "
+             f"-f lavfi -i sine=frequency=330:duration=2 -shortest -c:v libx264 -pix_fmt yuv420p -c:a aac {video}"
+             f" && sha256sum {ref} {video} >&2")
+    log = host["home"] / "logs" / "daemon.log"
+    uploads_before = log.read_text(errors="replace").count("complete from client")
+
+    # voices add: the saved voice is the workstation's 3.0 s recording, not the host's 1.5 s one
+    r = ws_private(host, media, setup, ["--host", "studio", "voices", "add", "wsvoice", "--audio", str(ref),
+                                        "--text", "A steady tone.", "--json"])
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    ws_sha = {Path(line.split()[1]).name: line.split()[0] for line in r.stderr.splitlines()
+              if len(line.split()) == 2 and len(line.split()[0]) == 64}
+    assert ws_sha["ref.wav"] != host_ref_sha
+    voice = json.loads(r.stdout)
+    assert abs(voice["seconds"] - 3.0) < 0.3, voice
+
+    # speak --ref-audio: the same file again is not sent again (content-addressed), and the job used it
+    out = host["ws"] / "takes" / "line.wav"
+    r = ws_private(host, media, setup, ["--host", "studio", "speak", "Hello from the workstation.", "--ref-audio",
+                                        str(ref), "--ref-text", "A steady tone.", "--seconds", "1", "-o", str(out),
+                                        "--json"])
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    side = json.loads(out.with_suffix(".json").read_text())
+    used = Path(side["request"]["spec"]["reference_audio"])
+    assert used != ref and used.is_relative_to(host["home"] / "data" / "uploads")
+    assert _sha(used) == ws_sha["ref.wav"]
+
+    # score a workstation-only video
+    out2 = host["ws"] / "takes" / "score.wav"
+    r = ws_private(host, media, setup, ["--host", "studio", "score", str(video), "--caption", "tense", "-o", str(out2),
+                                        "--json"])
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    side2 = json.loads(out2.with_suffix(".json").read_text())
+    used2 = Path(side2["request"]["spec"]["video"])
+    assert used2 != video and _sha(used2) == ws_sha["clip.mp4"]
+    assert out2.read_bytes()[:4] == b"RIFF"
+    # ref.wav went once (voices add), speak reused it; clip.mp4 once: two uploads in all
+    assert log.read_text(errors="replace").count("complete from client") - uploads_before == 2
+
+    # a remote client's plain path is never resolved on the host, even where the host has that file
+    code = f"""
+import json
+from unimoe_audio.client.client import Client
+from unimoe_audio.client.settings import load_settings
+c = Client(load_settings(home={str(host['ws'])!r}, remote="studio"), auto_start=False)
+try:
+    c.channel.request("submit", {{"spec": {{"task": "speech", "text": "hi", "reference_audio": {str(ref)!r},
+                                  "reference_text": "x"}}}})
+except Exception as exc:
+    print(json.dumps({{"code": exc.code, "field": exc.field, "message": str(exc)}}))
+"""
+    r = in_ns(NS_WS, [sys.executable, "-c", code])
+    assert r.returncode == 0, r.stderr
+    err = json.loads(r.stdout)
+    assert err["code"] == "path_not_allowed" and err["field"] == "spec.reference_audio", err
+    assert "remote" in err["message"]

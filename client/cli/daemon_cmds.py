@@ -116,6 +116,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if data.get("error"):
         err = data["error"]
         rows.append(("last error", f"{err.get('code')}: {err.get('message')}"))
+    rows += [("warning", w) for w in data.get("warnings") or []]
     for key, value in rows:
         print(f"{key:<14} {value}")
     if backend.get("actors"):

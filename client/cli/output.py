@@ -18,6 +18,7 @@ EXIT_BAD_INPUT = 2
 EXIT_UNAVAILABLE = 3
 EXIT_FAILED = 4
 EXIT_TIMEOUT = 5  # `jobs wait --timeout S` ran out; the job keeps running
+EXIT_BUSY = 6  # the daemon answered 'busy' (its queue is full): retry later
 EXIT_INTERRUPTED = 130
 
 TINY_WARNING = "warning: the daemon is serving the built-in TINY model (random weights): the output is noise."
@@ -86,6 +87,8 @@ def map_error(exc: BaseException) -> CLIError:
 
     if isinstance(exc, CLIError):
         return exc
+    if isinstance(exc, client_mod.Busy):
+        return CLIError(str(exc), EXIT_BUSY)
     if isinstance(exc, client_mod.DaemonUnavailable):
         return CLIError(str(exc), EXIT_UNAVAILABLE)
     if isinstance(exc, client_mod.BadRequest):
