@@ -113,7 +113,7 @@ class Studio:
         env.update(RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
         if token:
             env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_path))
-        else:
+        elif "HOME" not in extra:
             env["HOME"] = str(self.root / "no-token-home")  # no ~/.ray/auth_token to fall back on
         return env
 
