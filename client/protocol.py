@@ -420,12 +420,16 @@ class ActorInfo(_Loose):
     """One engine actor of the Ray backend."""
 
     name: str
-    state: str = Field("starting", description="starting | loading | ready | busy | dead")
+    state: str = Field("starting", description="starting | loading | ready | busy | restarting | gone")
     node: str | None = Field(None, description="Ray node id (first 12 hex digits) the actor runs on.")
     host: str | None = None
     pid: int | None = None
     device: str | None = None
     dtype: str | None = None
+    quant: str | None = None
+    model_id: str | None = Field(None, description="The model the actor serves (its folder's name on its node).")
+    model_hash: str | None = None
+    tiny: bool | None = Field(None, description="True when the actor serves random weights (noise).")
     running: list[str] = Field(default_factory=list, description="Ids of the jobs the actor is generating now.")
     jobs_done: int = 0
     restarts: int = 0
@@ -435,10 +439,15 @@ class BackendInfo(_Loose):
     """Where generation runs (``status.backend``)."""
 
     kind: Literal["local", "ray"] = "local"
-    state: str = Field("ready", description="local: always ready; ray: connecting | ready | unavailable")
+    state: str = Field("ready", description="local: always ready; ray: connecting | ready | waiting (connected, "
+                       "no engine actor alive: jobs wait for capacity) | unavailable")
     address: str | None = None
     error: ErrorReply | None = None
     actors: list[ActorInfo] = Field(default_factory=list)
+    wanted: int = Field(0, description="ray: engine actors the cluster's nodes call for now (ray_actors caps it).")
+    auth: bool | None = Field(None, description="ray: whether the connection uses Ray's token authentication.")
+    warnings: list[str] = Field(default_factory=list, description="ray: what the operator should know (no token "
+                                "authentication; actors serving different models).")
 
 
 class StatusReply(_Loose):

@@ -80,11 +80,14 @@ class Settings(BaseSettings):
     ray_address: str = Field(
         "auto", description="Ray cluster to use with backend 'ray': 'auto' (the cluster this machine joined with "
         "'ray start') or HOST:PORT of its head.")
-    ray_actors: int = Field(0, ge=0, le=1024, description="Engine actors on Ray; 0: one per GPU of the cluster, or "
-                            "one per ray_actor_cpus CPUs where it has no GPU.")
+    ray_actors: int = Field(0, ge=0, le=1024, description="Upper bound on engine actors on Ray; 0: one per GPU of "
+                            "each live node, or one per ray_actor_cpus CPUs where the cluster has no GPU.")
     ray_actor_cpus: float = Field(1.0, gt=0, description="CPUs each Ray engine actor reserves.")
     ray_namespace: str = Field("unimoe-audio", description="Ray namespace of the engine actors (a restarted daemon "
                                "re-attaches to the actors of its namespace).")
+    ray_unavailable_s: float = Field(300.0, ge=0, description="How long queued jobs wait for an unreachable Ray cluster "
+                                     "before they fail with backend_unavailable (a connected cluster with no engine "
+                                     "actor alive keeps them waiting).")
 
     # -- network ---------------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Interface the daemon listens on. Anything but loopback requires CurveZMQ keys.")

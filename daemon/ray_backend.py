@@ -2,17 +2,24 @@
 
 With ``backend = "ray"`` the daemon's queue, protocol, progress events, cancel and file writing stay exactly
 as with the local backend (clients see no difference); only the engine moves. One :class:`EngineActor` per
-GPU of the cluster (or per ``ray_actor_cpus`` CPUs where it has none) loads the model once and runs batches
-of compatible jobs. Inputs travel to the actor as bytes and the audio comes back through Ray's object store,
-so no shared filesystem is assumed.
+GPU of each live node (or per ``ray_actor_cpus`` CPUs where the cluster has no GPU), pinned to its node, loads
+the model once and runs batches of compatible jobs. Inputs travel to the actor as bytes and the audio comes
+back through Ray's object store, so no shared filesystem is assumed.
 
+- Elastic: every few seconds the pool reconciles its actors with ``ray.nodes()``: a node that joins gets its
+  actors, a node that leaves has its actors removed (``ray_actors`` caps the total). With no actor alive,
+  jobs stay queued (no attempt spent) and run when a node returns; status says the daemon waits for capacity.
 - Placement: each batch goes to an idle actor, the one that has done the least work first (least loaded).
 - Progress: the actor's ``run`` is a streaming generator; it yields progress (and streamed previews) while
   the engine works in a thread of the actor, then one result per job.
 - Faults: actors are detached, named and restartable (``max_restarts=-1``). A batch whose actor died is put
   back in the queue with the attempt counted, so it reruns on another actor (or the restarted one) and only
   the run that returns writes a file. A restarted daemon finds the same actors by name and re-attaches.
-- An unreachable cluster is the error ``backend_unavailable`` on each job and in ``status``.
+- An unreachable cluster is ``backend_unavailable`` in ``status`` at once, and on each queued job once it has
+  stayed unreachable for ``ray_unavailable_s``.
+- Status is the actors': the daemon loads no model itself; each actor reports its model (id, hash, tiny,
+  device, dtype, quantization); actors serving different models are flagged, and work then goes only to
+  the model most of them serve. A connection without Ray's token authentication is warned about.
 
 Ray is imported only here, and only when the backend is used.
 """
@@ -84,7 +91,7 @@ class EngineActor:
         return {"pid": os.getpid(), "node": ctx.get_node_id()[:12], "host": socket.gethostname(),
                 "state": ("busy" if self.running else ("ready" if h.engine is not None else
                                                        ("loading" if h.state == "loading" else "starting"))),
-                "device": h.device, "dtype": h.dtype, "tiny": h.tiny, "tiny_reason": h.tiny_reason,
+                "device": h.device, "dtype": h.dtype, "quant": h.quant, "tiny": h.tiny, "tiny_reason": h.tiny_reason,
                 "model_hash": h.model_hash, "model_id": h.model_id, "model_dir": str(h.model_dir or ""),
                 "running": list(self.running), "jobs_done": self.jobs_done}
 
@@ -236,12 +243,18 @@ def _inputs_of(mreq: Any) -> dict[str, tuple[str, bytes]]:
 class _Actor:
     name: str
     handle: Any
+    node_id: str = ""  # the Ray node it is pinned to (NodeAffinity): it lives and goes with that node
     info: dict[str, Any] = field(default_factory=dict)
     busy: set[str] = field(default_factory=set)  # its jobs in flight
     key: str | None = None  # their batch_key: only compatible jobs join them
-    dead: bool = False
+    dead: bool = False  # its process died (Ray restarts it) or its node left
+    gone: bool = False  # removed from the pool (its node left): never placed again
     restarts: int = 0
     started: int = 0  # dispatches so far (least-loaded tie-break)
+
+    @property
+    def usable(self) -> bool:
+        return not (self.dead or self.gone)
 
 
 def _short(exc: BaseException) -> str:
@@ -264,14 +277,58 @@ def _gcs_reachable(address: str, timeout: float) -> None:
         raise BackendUnavailable(f"the Ray cluster at {address} cannot be reached ({exc})") from exc
 
 
+def token_auth_in_use() -> bool | None:
+    """Whether this process talks to Ray with token authentication (Ray >= 2.52; None when Ray cannot say)."""
+    try:
+        from ray._raylet import AuthenticationMode, get_authentication_mode
+    except ImportError:
+        return None
+    try:
+        return get_authentication_mode() == AuthenticationMode.TOKEN
+    except Exception:  # noqa: BLE001 - an older or odd build: unknown
+        return None
+
+
+NO_AUTH_WARNING = ("the Ray cluster is used without token authentication: anyone who can reach its ports can run "
+                   "code on every node (docs/ray.md: 'A cluster that asks for a token')")
+
+
+def node_slots(nodes: list[dict[str, Any]], actor_cpus: float, cap: int) -> list[tuple[str, int, dict[str, float]]]:
+    """(node id, engine actors it takes, resources each reserves) for the live nodes: one actor per GPU where the
+    cluster has GPUs, else one per ``actor_cpus`` CPUs; ``cap`` (ray_actors, 0: none) bounds the total, filled
+    node by node in a stable order so a node that joins does not move the others' actors."""
+    live = sorted((n for n in nodes if n.get("Alive")), key=lambda n: n["NodeID"])
+    gpus = any(float(n.get("Resources", {}).get("GPU", 0)) >= 1 for n in live)
+    out, total = [], 0
+    for n in live:
+        res = n.get("Resources", {})
+        if gpus:
+            count, each = int(float(res.get("GPU", 0))), {"num_gpus": 1, "num_cpus": 0}
+        else:
+            count, each = int(float(res.get("CPU", 0)) // actor_cpus), {"num_cpus": actor_cpus}
+        if cap:
+            count = max(0, min(count, cap - total))
+        if count:
+            out.append((n["NodeID"], count, each))
+            total += count
+    return out
+
+
+def actor_name(node_id: str, slot: int) -> str:
+    return f"{ACTOR_PREFIX}{node_id[:12]}-{slot}"
+
+
 class RayPool:
-    """The daemon's view of the engine actors: connect, create or re-attach, place, observe."""
+    """The daemon's view of the engine actors: connect, follow the cluster's nodes (an actor per slot of
+    each live node, created when a node joins, removed when it leaves), place, observe."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
         self.state = "connecting"
         self.error: ErrorReply | None = None
         self.actors: list[_Actor] = []
+        self.wanted = 0
+        self.auth: bool | None = None
         self._lock = threading.Lock()
 
     # connect ------------------------------------------------------------------------------------------
@@ -284,93 +341,137 @@ class RayPool:
             if not ray.is_initialized():
                 ray.init(address=s.ray_address, namespace=s.ray_namespace, log_to_driver=False,
                          include_dashboard=False, configure_logging=False)
-            self._attach(ray)
+            self.auth = token_auth_in_use()
+            if self.auth is False:
+                log.warning(NO_AUTH_WARNING)
+            self.reconcile()
         except Exception as exc:  # noqa: BLE001 - any failure here means "no backend"
             self.state = "unavailable"
             self.error = ErrorReply(code="backend_unavailable", message=f"Ray backend: {_short(exc)}",
                                     wanted="a running Ray cluster at ray_address (see docs/ray.md)")
             log.warning("Ray backend unavailable: %s", exc)
             raise BackendUnavailable(str(exc)) from exc
-        self.state, self.error = "ready", None
+        self.error = None
+        self._set_state()
 
-    def _count(self, ray: Any) -> tuple[int, dict[str, float]]:
+    def _set_state(self) -> None:
+        self.state = "ready" if any(a.usable for a in self.actors) else "waiting"
+
+    # follow the cluster -------------------------------------------------------------------------------
+    def reconcile(self) -> None:
+        """Make the actors match the live nodes: create those of a node that joined, remove those of a node that
+        left (a job running there is requeued by its dispatch thread), end named actors no node calls for."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
         s = self.settings
-        res = ray.cluster_resources()
-        gpus = int(res.get("GPU", 0))
-        if gpus:
-            return (s.ray_actors or gpus), {"num_gpus": 1, "num_cpus": 1}
-        n = s.ray_actors or max(1, int(res.get("CPU", 0) // s.ray_actor_cpus))
-        return n, {"num_cpus": s.ray_actor_cpus}
-
-    def _attach(self, ray: Any) -> None:
-        n, resources = self._count(ray)
-        remote_cls = ray.remote(EngineActor)
-        model_settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in
-                          self.settings.model_dump(include=set(MODEL_SETTINGS)).items()}
-        actors = []
-        for i in range(n):
-            name = f"{ACTOR_PREFIX}{i}"
-            handle = remote_cls.options(
-                name=name, namespace=self.settings.ray_namespace, lifetime="detached", get_if_exists=True,
-                max_restarts=-1, max_task_retries=0, max_concurrency=ACTOR_THREADS, scheduling_strategy="SPREAD",
-                **resources).remote(model_settings)
-            actors.append(_Actor(name, handle))
-        # Actors are detached: ones beyond the configured count (ray_actors was lowered) would hold their GPU
-        # or CPUs forever. End them.
-        for name in ray.util.list_named_actors():
-            if name.startswith(ACTOR_PREFIX) and name not in {a.name for a in actors}:
-                log.info("ending surplus engine actor %s", name)
-                ray.kill(ray.get_actor(name, namespace=self.settings.ray_namespace))
-        for a in actors:
-            # Fire and forget: an actor still starting gets these when it is up. Loading now means the
-            # first job does not wait for the model (the daemon's load_at_start, on every actor).
-            a.handle.reset.remote()
-            a.handle.load.remote()
+        desired: dict[str, tuple[str, dict[str, float]]] = {}
+        for node_id, count, each in node_slots(ray.nodes(), s.ray_actor_cpus, s.ray_actors):
+            for k in range(count):
+                desired[actor_name(node_id, k)] = (node_id, each)
+        self.wanted = len(desired)
         with self._lock:
-            self.actors = actors
+            have = {a.name: a for a in self.actors}
+        new: list[_Actor] = []
+        if any(n not in have for n in desired):
+            remote_cls = ray.remote(EngineActor)
+            model_settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in
+                              s.model_dump(include=set(MODEL_SETTINGS)).items()}
+            for name, (node_id, each) in desired.items():
+                if name in have:
+                    continue
+                handle = remote_cls.options(
+                    name=name, namespace=s.ray_namespace, lifetime="detached", get_if_exists=True,
+                    max_restarts=-1, max_task_retries=0, max_concurrency=ACTOR_THREADS,
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False), **each,
+                ).remote(model_settings)
+                # Fire and forget: the actor gets these when it is up. Loading now means the first job does not
+                # wait for the model; reset: a re-attaching daemon owns none of the actor's earlier work.
+                handle.reset.remote()
+                handle.load.remote()
+                new.append(_Actor(name, handle, node_id))
+                log.info("engine actor %s on node %s", name, node_id[:12])
+        leaving = [a for a in have.values() if a.name not in desired]
+        for a in leaving:
+            a.gone = a.dead = True
+            log.info("engine actor %s removed: its node %s left the cluster (or ray_actors was lowered)",
+                     a.name, a.node_id[:12])
+            with contextlib.suppress(Exception):
+                ray.kill(a.handle, no_restart=True)
+        with self._lock:
+            self.actors = [a for a in self.actors if not a.gone or a.busy] + new
+        # Detached actors outlive daemons: ones no live node calls for (their node is gone, or ray_actors was
+        # lowered) would hold their GPU or CPUs, or wait forever for a node that is not coming back.
+        known = set(desired)
+        for name in ray.util.list_named_actors():
+            if name.startswith(ACTOR_PREFIX) and name not in known:
+                log.info("ending surplus engine actor %s", name)
+                with contextlib.suppress(Exception):
+                    ray.kill(ray.get_actor(name, namespace=s.ray_namespace), no_restart=True)
         self.refresh()
-        log.info("Ray backend: %d engine actor(s) in namespace %s", len(actors), self.settings.ray_namespace)
 
     # observe ------------------------------------------------------------------------------------------
     def refresh(self, timeout: float = 2.0) -> None:
-        """Ask every actor for its info (pid, node, device, state); an actor that does not answer is dead."""
+        """Ask every actor for its info (pid, node, device, model, state); one that cannot answer is dead for
+        now (Ray restarts a killed actor's process; a new pid means it must load its model again)."""
         import ray
 
-        refs = {a.name: a.handle.info.remote() for a in self.actors}
-        for a in self.actors:
+        actors = [a for a in self.actors if not a.gone]
+        refs = {a.name: a.handle.info.remote() for a in actors}
+        for a in actors:
             try:
                 info = ray.get(refs[a.name], timeout=timeout)
             except ray.exceptions.GetTimeoutError:
-                continue  # busy starting or loading: keep the last known info
+                continue  # starting, restarting or loading: keep the last known info
             except ray.exceptions.RayActorError:
                 a.dead = True
                 continue
             if a.info.get("pid") and info.get("pid") != a.info.get("pid"):
-                a.restarts += 1  # Ray restarted the actor in a new process: load its model again
+                a.restarts += 1
                 log.info("actor %s restarted (pid %s -> %s)", a.name, a.info.get("pid"), info.get("pid"))
                 a.handle.load.remote()
             a.info, a.dead = info, False
+        self._set_state()
+
+    def warnings(self) -> list[str]:
+        out = [NO_AUTH_WARNING] if self.auth is False else []
+        hashes = {a.info.get("model_hash") for a in self.actors if a.usable and a.info.get("model_hash")}
+        if len(hashes) > 1:
+            out.append(f"the engine actors serve {len(hashes)} different models (by hash): a request's variations "
+                       "run on actors of one model only; give every node the same model folder")
+        return out
 
     def status(self) -> BackendInfo:
-        actors = [ActorInfo(name=a.name, state="dead" if a.dead else ("busy" if a.busy else a.info.get("state", "starting")),
-                            node=a.info.get("node"), host=a.info.get("host"), pid=a.info.get("pid"),
-                            device=a.info.get("device"), dtype=a.info.get("dtype"), running=list(a.busy),
+        def state(a: _Actor) -> str:
+            if a.gone:
+                return "gone"
+            if a.dead:
+                return "restarting"
+            return "busy" if a.busy else a.info.get("state", "starting")
+
+        actors = [ActorInfo(name=a.name, state=state(a), node=a.info.get("node") or a.node_id[:12] or None,
+                            host=a.info.get("host"), pid=a.info.get("pid"), device=a.info.get("device"),
+                            dtype=a.info.get("dtype"), quant=a.info.get("quant"), model_id=a.info.get("model_id"),
+                            model_hash=a.info.get("model_hash"),
+                            tiny=a.info.get("tiny") if a.info else None, running=list(a.busy),
                             jobs_done=int(a.info.get("jobs_done", 0)), restarts=a.restarts)
                   for a in list(self.actors)]
         return BackendInfo(kind="ray", state=self.state, address=self.settings.ray_address, error=self.error,
-                           actors=actors)
+                           actors=actors, wanted=self.wanted, auth=self.auth, warnings=self.warnings())
 
     # place --------------------------------------------------------------------------------------------
-    def idle(self) -> _Actor | None:
-        """The least-loaded actor with nothing in flight (fewest dispatches so far), or None."""
+    def idle(self, model_hash: str | None = None) -> _Actor | None:
+        """The least-loaded usable actor with nothing in flight (fewest dispatches so far), or None; with
+        ``model_hash``, only an actor serving that model (or one that has not said yet)."""
         with self._lock:
-            free = [a for a in self.actors if not a.busy]
-            return min(free, key=lambda a: (a.dead, a.started)) if free else None
+            free = [a for a in self.actors if not a.busy and a.usable
+                    and (model_hash is None or a.info.get("model_hash") in (None, model_hash))]
+            return min(free, key=lambda a: a.started) if free else None
 
     def joinable(self, max_batch: int) -> list[_Actor]:
         """Busy actors whose batch has room, least loaded first (a compatible job may join them)."""
         with self._lock:
-            room = [a for a in self.actors if a.busy and not a.dead and a.key and len(a.busy) < max_batch]
+            room = [a for a in self.actors if a.busy and a.usable and a.key and len(a.busy) < max_batch]
             return sorted(room, key=lambda a: len(a.busy))
 
     def reserve(self, actor: _Actor, job_ids: list[str], key: str) -> int:
@@ -387,12 +488,29 @@ class RayPool:
             actor.busy.difference_update(job_ids)
             if not actor.busy:
                 actor.key = None
+                if actor.gone:
+                    self.actors = [a for a in self.actors if a is not actor]
 
-    def any_ready(self) -> dict[str, Any] | None:
-        for a in self.actors:
-            if a.info.get("model_hash"):
-                return a.info
-        return None
+    def main_hash(self) -> str | None:
+        """When usable actors serve different models: the hash most of them serve (work goes there only);
+        None when they agree."""
+        hashes = [a.info.get("model_hash") for a in self.actors if a.usable and a.info.get("model_hash")]
+        return max(set(hashes), key=hashes.count) if len(set(hashes)) > 1 else None
+
+    def model_summary(self) -> dict[str, Any] | None:
+        """What the usable actors serve, for the daemon's own status: the model most of them serve, tiny when
+        any serves random weights (with which actor); None before any actor has loaded."""
+        infos = [a.info for a in self.actors if a.usable and a.info.get("model_hash")]
+        if not infos:
+            return None
+        tiny = [i for i in infos if i.get("tiny")]
+        hashes = {i.get("model_hash") for i in infos}
+        main = max(infos, key=lambda i: sum(j.get("model_hash") == i.get("model_hash") for j in infos))
+        return {"model_id": main.get("model_id"), "model_hash": main.get("model_hash") if len(hashes) == 1 else None,
+                "device": main.get("device"), "dtype": main.get("dtype"), "quant": main.get("quant"),
+                "tiny": bool(tiny),
+                "tiny_reason": (f"engine actor(s) on {len(tiny)} of {len(infos)} node(s) serve a tiny random model"
+                                f" ({tiny[0].get('tiny_reason') or 'no weights on that node'})") if tiny else None}
 
 
 # -- the worker that feeds the pool ----------------------------------------------------------------------
@@ -406,12 +524,18 @@ class RayWorker(Worker):
         self._threads: list[threading.Thread] = []
         self._next_connect = 0.0
         self._next_refresh = 0.0
+        self._unreachable_since: float | None = None
+        # The daemon serves no model of its own here: each node has its own, reported by its actors. Drop what
+        # the model host guessed from this machine's models folder (no "tiny" about a folder nothing loads).
+        h = self.host
+        h.tiny, h.tiny_reason, h.model_dir, h.model_hash, h.model_id = False, None, None, None, None
 
     def backend_status(self) -> BackendInfo:
         return self.pool.status()
 
     def _connected(self) -> bool:
-        if self.pool.state == "ready":
+        if self.pool.state in ("ready", "waiting"):
+            self._unreachable_since = None
             return True
         if time.monotonic() < self._next_connect:
             return False
@@ -419,23 +543,41 @@ class RayWorker(Worker):
         try:
             self.pool.connect()
         except BackendUnavailable:
+            if self._unreachable_since is None:
+                self._unreachable_since = time.monotonic()
             self.host._set("error", self.pool.error)
             return False
+        self._unreachable_since = None
         self.host._set("idle")
         self._mirror_host()
         return True
 
     def _mirror_host(self) -> None:
-        """Status reads the model host: show the actors' model there (tiny, hash, device)."""
-        info = self.pool.any_ready()
+        """Status reads the model host: show what the actors serve there (tiny only when an actor's weights are
+        random; the hash only when they all agree). No model folder: the daemon loads none."""
+        info = self.pool.model_summary()
         h = self.host
         if info is None:
             return
-        h.tiny, h.tiny_reason = bool(info.get("tiny")), info.get("tiny_reason")
-        h.model_hash, h.model_id = info.get("model_hash"), info.get("model_id")
-        h.device, h.dtype = info.get("device"), info.get("dtype")
+        h.tiny, h.tiny_reason = info["tiny"], info["tiny_reason"]
+        h.tiny_builtin = False
+        h.model_hash, h.model_id, h.model_dir = info["model_hash"], info["model_id"], None
+        h.device, h.dtype, h.quant = info["device"], info["dtype"], info["quant"]
         if h.state != "ready":
             h._set("ready")
+
+    def _follow_cluster(self) -> None:
+        """Reconcile the actors with the live nodes (joins and leaves); a lost head makes the pool unavailable
+        (jobs wait, reconnect is tried)."""
+        try:
+            self.pool.reconcile()
+        except Exception as exc:  # noqa: BLE001 - the head or the connection went away
+            log.warning("Ray cluster lost: %s", _short(exc))
+            self.pool.state = "unavailable"
+            self.pool.error = ErrorReply(code="backend_unavailable", message=f"Ray backend: {_short(exc)}",
+                                         wanted="a running Ray cluster at ray_address (see docs/ray.md)")
+            return
+        self._mirror_host()
 
     def run(self) -> None:
         while True:
@@ -444,14 +586,16 @@ class RayWorker(Worker):
             if self._stopping.is_set():
                 break
             if not self._connected():
-                self._fail_queued_unavailable()
+                # Jobs wait for the cluster (a restarting head, a network blip) up to ray_unavailable_s, then fail.
+                if self._unreachable_since is not None and \
+                        time.monotonic() - self._unreachable_since >= self.settings.ray_unavailable_s:
+                    self._fail_queued_unavailable()
                 self._wake.wait(1.0)
                 self._wake.clear()
                 continue
             if time.monotonic() >= self._next_refresh:
                 self._next_refresh = time.monotonic() + REFRESH_EVERY_S
-                self.pool.refresh(timeout=0.5)
-                self._mirror_host()
+                self._follow_cluster()
             if self._place():
                 continue
             self._wake.wait(0.5)
@@ -466,10 +610,17 @@ class RayWorker(Worker):
         """Give work to an actor: compatible queued jobs to an idle one (least loaded first), else the
         queue's head to a busy actor whose batch it may join (continuous batching, as the local worker
         does; priority stays strict). False when nothing could be placed."""
-        actor, joined = self.pool.idle(), False
+        # With actors serving different models, work goes only to those of the model most of them serve, so no
+        # request's variations mix models (status warns; the operator fixes the odd node).
+        main_hash = self.pool.main_hash()
+        # No usable actor (every node gone): nothing is claimed, so queued jobs wait for capacity without
+        # spending attempts, and run when a node returns.
+        actor, joined = self.pool.idle(main_hash), False
         rows = self.store.claim(self.settings.max_batch) if actor is not None else []
         if not rows:
             for actor in self.pool.joinable(self.settings.max_batch):
+                if main_hash is not None and actor.info.get("model_hash") not in (None, main_hash):
+                    continue
                 row = self.store.claim_next(actor.key)
                 if row is not None:
                     rows, joined = [row], True
@@ -585,7 +736,12 @@ class RayWorker(Worker):
 
             err = self.pool.error or ErrorReply(code="backend_unavailable", message="the Ray cluster cannot be reached")
             raise ProtocolError(err.code, err.message, wanted=err.wanted)
-        actor = self.pool.idle() or self.pool.actors[0]
+        actor = self.pool.idle() or next((a for a in self.pool.actors if a.usable), None)
+        if actor is None:
+            from ..client.protocol import ProtocolError
+
+            raise ProtocolError("backend_unavailable", "no Ray engine actor is alive to encode the voice "
+                                "(every node has left the cluster)", wanted="a node with an engine actor")
         return ray.get(actor.handle.encode_voice.remote(Path(audio_path).read_bytes(), Path(audio_path).suffix,
                                                         transcript))
 

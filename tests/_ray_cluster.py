@@ -28,10 +28,11 @@ class RayCluster:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.workers: list[subprocess.Popen[bytes]] = []  # the live worker nodes' `ray start` processes
         # Nodes read their own settings from the environment: the same home, so they find the tiny model.
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("UNIMOE_AUDIO_", "RAY_"))}
         self.env.update(UNIMOE_AUDIO_HOME=str(home), UNIMOE_AUDIO_MODEL="tiny", UNIMOE_AUDIO_DEVICE="cpu",
-                        RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1")
+                        RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1", RAY_AUTH_MODE="disabled")
         if os.environ.get("UNIMOE_AUDIO_TEST_CACHE"):
             self.env["UNIMOE_AUDIO_CACHE_DIR"] = os.environ["UNIMOE_AUDIO_TEST_CACHE"]
         # Ray's socket paths must stay short: a temp dir of its own under /tmp.
@@ -43,21 +44,34 @@ class RayCluster:
                                       f"--temp-dir={self.tmp}", *common], self.env, self.home / "ray-head.log"))
         wait_for(lambda: _port_open(self.port) or self._dead(), NODE_START_TIMEOUT, 0.2, "the Ray head")
         assert not self._dead(), (self.home / "ray-head.log").read_text()
-        # One worker node at a time, each tried up to three times: `ray start` gives a raylet a fixed 30 s to
-        # register, which a machine that other work keeps busy can miss.
-        for i in range(workers):
-            for attempt in range(3):
-                log = self.home / f"ray-worker{i}-{attempt}.log"
-                proc = _ray_start([f"--address={self.address}", "--num-cpus=1", *common], self.env, log)
-                self.procs.append(proc)
-                wait_for(lambda: self.alive_nodes() >= i + 2 or proc.poll() is not None, NODE_START_TIMEOUT, 1.0,
-                         f"Ray worker node {i}")
-                if proc.poll() is None:
-                    break
-                self._kill(proc)
-            else:
-                raise AssertionError(f"Ray worker node {i} did not start:\n{log.read_text()[-3000:]}")
+        for _ in range(workers):
+            self.add_worker()
         return self
+
+    def add_worker(self) -> subprocess.Popen[bytes]:
+        """Start one more one-CPU worker node and wait until the cluster counts it. Tried up to three times:
+        `ray start` gives a raylet a fixed 30 s to register, which a machine that other work keeps busy can miss."""
+        common = ["--node-ip-address=127.0.0.1", "--disable-usage-stats", "--object-store-memory=200000000"]
+        want = self.alive_nodes() + 1
+        i = len(self.workers)
+        for attempt in range(3):
+            log = self.home / f"ray-worker{i}-{attempt}.log"
+            proc = _ray_start([f"--address={self.address}", "--num-cpus=1", *common], self.env, log)
+            self.procs.append(proc)
+            wait_for(lambda: self.alive_nodes() >= want or proc.poll() is not None, NODE_START_TIMEOUT, 1.0,
+                     f"Ray worker node {i}")
+            if proc.poll() is None:
+                self.workers.append(proc)
+                return proc
+            self._kill(proc)
+        raise AssertionError(f"Ray worker node {i} did not start:\n{log.read_text()[-3000:]}")
+
+    def kill_worker(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGKILL a worker node's whole process group (raylet, its actors): the node is gone, as when a
+        machine is switched off."""
+        self._kill(proc)
+        proc.wait(30)
+        self.workers.remove(proc)
 
     def _dead(self) -> bool:
         return self.procs[0].poll() is not None

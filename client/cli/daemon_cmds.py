@@ -111,8 +111,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     ]
     backend = data.get("backend") or {}
     if backend.get("kind") == "ray":
+        alive = [a for a in backend.get("actors") or [] if a.get("state") not in ("gone", "restarting")]
         rows.append(("backend", f"ray at {backend.get('address')} ({backend.get('state')}, "
-                                f"{len(backend.get('actors') or [])} engine actors)"))
+                                f"{len(alive)} of {backend.get('wanted', len(alive))} engine actors"
+                                + (", token auth" if backend.get("auth") else "") + ")"))
+        if backend.get("state") == "waiting":
+            rows.append(("", "waiting for Ray capacity: no engine actor is alive; queued jobs run when a node "
+                             "joins"))
+        for w in backend.get("warnings") or []:
+            rows.append(("warning", w))
     if data.get("error"):
         err = data["error"]
         rows.append(("last error", f"{err.get('code')}: {err.get('message')}"))
@@ -122,11 +129,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     if backend.get("actors"):
         print()
         print(table([[a["name"], a.get("state") or "-", a.get("node") or "-", f"{a.get('host') or '-'}:{a.get('pid') or '-'}",
-                      " ".join(x for x in (a.get("device"), a.get("dtype")) if x) or "-",
-                      str(len(a.get("running") or [])), str(a.get("jobs_done", 0)), str(a.get("restarts", 0))]
+                      " ".join(x for x in (a.get("device"), a.get("dtype"),
+                                           a.get("quant") if a.get("quant") not in (None, "none") else None) if x) or "-",
+                      _actor_model(a), str(len(a.get("running") or [])), str(a.get("jobs_done", 0)),
+                      str(a.get("restarts", 0))]
                      for a in backend["actors"]],
-                    ["ACTOR", "STATE", "NODE", "HOST:PID", "DEVICE", "RUNNING", "DONE", "RESTARTS"]))
+                    ["ACTOR", "STATE", "NODE", "HOST:PID", "DEVICE", "MODEL", "RUNNING", "DONE", "RESTARTS"]))
     return EXIT_OK
+
+
+def _actor_model(a: dict) -> str:
+    """What an engine actor serves: its model's name and hash prefix, and TINY for random weights."""
+    if not a.get("model_hash"):
+        return "-"
+    return f"{a.get('model_id') or '?'} {str(a['model_hash'])[:8]}" + (" TINY" if a.get("tiny") else "")
 
 
 def _duration(seconds: float) -> str:
