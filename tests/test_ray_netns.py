@@ -26,12 +26,13 @@ from pathlib import Path
 
 import pytest
 
-from _daemon_harness import daemon_env
+from _daemon_harness import daemon_env, wait_for
 from _ray_cluster import NODE_START_TIMEOUT
 
 import ray  # noqa: F401 - the test extra installs it; without it this module must fail, not skip
 
 pytestmark = pytest.mark.slow
+ACTORS_READY_TIMEOUT = 900.0  # a process start and a model load per actor, on a loaded 2-core machine
 
 CLI = [sys.executable, "-m", "unimoe_audio.client"]
 SUFFIX = f"{os.getpid() % 100000}"
@@ -56,16 +57,6 @@ def _namespaces_unavailable() -> str | None:
         return f"'ip netns add' failed here: {r.stderr.strip()}"
     _ip("netns", "del", f"ur-probe-{SUFFIX}", check=False)
     return None
-
-
-def wait_for(cond, timeout: float, what: str, every: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Studio:
@@ -148,7 +139,7 @@ class Studio:
         p = self._start(HEAD_NS, ["--head", f"--port={RAY_PORT}", "--num-cpus=0", "--include-dashboard=false",
                                   f"--node-ip-address={HEAD_ADDR}"], self.env(), self.root / "head.log", False)
         self.procs.append(p)
-        wait_for(lambda: self.alive_nodes() >= 1 or p.poll() is not None, NODE_START_TIMEOUT, "the Ray head")
+        wait_for(lambda: self.alive_nodes() >= 1 or p.poll() is not None, NODE_START_TIMEOUT, 1.0, "the Ray head")
         assert p.poll() is None, (self.root / "head.log").read_text()[-3000:]
 
     def node_env(self, i: int, token: bool = True) -> dict[str, str]:
@@ -166,7 +157,7 @@ class Studio:
                         self.node_env(i, token), log, True)
         self.procs.append(p)
         if token:
-            wait_for(lambda: self.alive_nodes() >= want or p.poll() is not None, NODE_START_TIMEOUT, f"node {i}")
+            wait_for(lambda: self.alive_nodes() >= want or p.poll() is not None, NODE_START_TIMEOUT, 1.0, f"node {i}")
             assert p.poll() is None, log.read_text()[-3000:]
             self.nodes[i] = p
         return i, p
@@ -197,7 +188,7 @@ class Studio:
         p = subprocess.Popen(["ip", "netns", "exec", HEAD_NS, sys.executable, "-m", "unimoe_audio.daemon"], env=env,
                              stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(p)
-        wait_for(lambda: (self.daemon_home / "run" / "daemon.json").is_file() or p.poll() is not None, 300,
+        wait_for(lambda: (self.daemon_home / "run" / "daemon.json").is_file() or p.poll() is not None, 300, 1.0,
                  "the daemon")
         assert p.poll() is None, (self.root / "daemon.out").read_text()[-3000:]
 
@@ -245,11 +236,15 @@ def _usable(st: dict) -> list[dict]:
     return [a for a in st["backend"]["actors"] if a["state"] in ("ready", "busy")]
 
 
+def _with_usable(st: dict, n: int) -> dict | None:
+    return st if len(_usable(st)) == n else None
+
+
 def test_a_node_without_the_token_cannot_join(studio):
     before = studio.alive_nodes()
     i, p = studio.add_node(token=False)
     # `ray start` without the token is refused by the head: it exits, and the cluster never counts it
-    wait_for(lambda: p.poll() is not None, NODE_START_TIMEOUT, "the token-less node to give up")
+    wait_for(lambda: p.poll() is not None, NODE_START_TIMEOUT, 1.0, "the token-less node to give up")
     assert p.returncode != 0
     log = (studio.root / f"node{i}.log").read_text(errors="replace")
     assert "auth" in log.lower() or "token" in log.lower(), log[-3000:]
@@ -259,15 +254,14 @@ def test_a_node_without_the_token_cannot_join(studio):
 def test_nodes_join_leave_and_jobs_wait_for_capacity(studio):
     first, _ = studio.add_node()
     studio.start_daemon()
-    st = wait_for(lambda: (lambda s: s if len(_usable(s)) == 1 else None)(studio.status()), NODE_START_TIMEOUT,
-                  "the first node's engine actor")
+    st = wait_for(lambda: _with_usable(studio.status(), 1), ACTORS_READY_TIMEOUT, 1.0, "the first node's engine actor")
     b = st["backend"]
     assert b["auth"] is True and not any("token authentication" in w for w in b["warnings"]), b
     assert st.get("model_dir") is None  # the daemon serves no model of its own
 
     # a node that joins the running daemon gets an actor, without a restart
     second, _ = studio.add_node()
-    st = wait_for(lambda: (lambda s: s if len(_usable(s)) == 2 else None)(studio.status()), NODE_START_TIMEOUT,
+    st = wait_for(lambda: _with_usable(studio.status(), 2), ACTORS_READY_TIMEOUT, 1.0,
                   "the joining node's engine actor")
     actors = _usable(st)
     assert len({a["node"] for a in actors}) == 2 and all(a["model_hash"] and a["tiny"] for a in actors)
@@ -284,7 +278,7 @@ def test_nodes_join_leave_and_jobs_wait_for_capacity(studio):
     # every node gone: a job waits (queued, no attempt spent) and runs once when a node returns
     studio.kill_node(first)
     studio.kill_node(second)
-    wait_for(lambda: studio.status()["backend"]["state"] == "waiting", NODE_START_TIMEOUT,
+    wait_for(lambda: studio.status()["backend"]["state"] == "waiting", NODE_START_TIMEOUT, 1.0,
              "the daemon to wait for Ray capacity")
     r = studio.cli("music", "waits for a node", "--seconds", "0.5", "-o", str(out / "waited.wav"), "--no-wait",
                    "--json")
