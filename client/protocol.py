@@ -57,6 +57,8 @@ ERROR_CODES: dict[str, str] = {
     "checkpoint_error": "the model files are missing, corrupt or do not match",
     "model_error": "the model failed to load or to run",
     "out_of_memory": "the device ran out of memory",
+    "bad_logits": "the model produced non-finite logits for this job (e.g. a float16 overflow); others go on",
+    "device_fault": "the GPU reported an error (CUDA error); the jobs in flight failed, the model is reloaded",
     "cancelled": "the job was cancelled",
     "shutting_down": "the daemon is stopping and accepts no new work",
     "backend_unavailable": "the generation backend (the Ray cluster) cannot be reached",

@@ -40,3 +40,21 @@ class MediaError(InvalidInput):
     """An audio or video file could not be decoded (unreadable, no stream, no frames)."""
 
     code = "media_error"
+
+
+class BadLogits(UniMoEError):
+    """The model produced logits that cannot be sampled (NaN/inf: e.g. an fp16 overflow) for one item.
+    Checked on the device before sampling, so nothing is indexed with a bad value: only that item
+    fails, its neighbours in the batch and the device go on."""
+
+    code = "bad_logits"
+
+    def __init__(self, detail: str = "the model produced non-finite logits for this item"):
+        super().__init__(detail, wanted="dtype bfloat16 or float32 (float16 can overflow), or another seed")
+
+
+class DeviceFault(UniMoEError):
+    """The accelerator reported an error (a CUDA error, a device-side assert): the jobs in flight
+    fail with it, and the daemon reloads the model in a fresh process before the next job."""
+
+    code = "device_fault"
