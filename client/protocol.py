@@ -493,6 +493,9 @@ class StatusReply(_Loose):
     output_dir: str = ""
     osc_port: int | None = None
     backend: BackendInfo = Field(default_factory=BackendInfo)
+    faults: int = Field(0, description="GPU errors (CUDA faults) since the daemon started; each failed the jobs "
+                        "in flight, and the model was reloaded before the next job.")
+    last_fault: ErrorReply | None = Field(None, description="The latest of them (code device_fault).")
 
 
 class JobsReply(_Loose):

@@ -92,6 +92,7 @@ class Handlers:
             error=h.error, keep_alive=d.settings.keep_alive, uptime_s=time.time() - d.started,
             version=d.version, pid=os.getpid(), output_dir=str(d.settings.output_path),
             osc_port=d.osc.port if d.osc else None, backend=d.worker.backend_status(),
+            faults=h.faults, last_fault=h.last_fault,
         ), None
 
     def check_submit(self, req: SubmitRequest) -> None:

@@ -58,3 +58,28 @@ class DeviceFault(UniMoEError):
     fail with it, and the daemon reloads the model in a fresh process before the next job."""
 
     code = "device_fault"
+
+
+def is_device_fault(exc: BaseException) -> bool:
+    """Whether ``exc`` is the accelerator's error (after which its context may be unusable): torch's
+    ``AcceleratorError`` / ``torch.cuda.CudaError``, or a RuntimeError whose text is CUDA's."""
+    if isinstance(exc, DeviceFault):
+        return True
+    import torch
+
+    types = tuple(t for t in (getattr(torch, "AcceleratorError", None), getattr(torch.cuda, "CudaError", None)) if t)
+    if types and isinstance(exc, types):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("CUDA error" in text or "device-side assert" in text
+                                              or "CUBLAS_STATUS" in text or "cuDNN error" in text)
+
+
+def as_device_fault(exc: BaseException) -> DeviceFault:
+    if isinstance(exc, DeviceFault):
+        return exc
+    err = DeviceFault(f"the GPU reported an error: {type(exc).__name__}: {exc}",
+                      wanted="nothing: the model is reloaded in a fresh context before the next job; "
+                             "if it repeats, try dtype float32 or another driver")
+    err.__cause__ = exc
+    return err
