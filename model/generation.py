@@ -44,6 +44,7 @@ import torch
 
 from .errors import BadLogits, Cancelled
 from .prompts import CODEC_BOS, CODEC_EOS, CODEC_PAD, DELAY_PATTERN, Prompt, PromptRow
+from .invariant import batch_invariant
 from .sampling import ItemParams, sample_step
 
 NEG_INF = float("-inf")
@@ -263,7 +264,9 @@ class DecodeSession:
 
     An item's codes do not depend on the others in the batch: each has its own rows, positions,
     sampling settings and random stream (its seed and step counter); rows never mix. ``sampler``:
-    "device" (batched, on the logits' device) or "reference" (see :data:`SAMPLERS`). An item that
+    "device" (batched, on the logits' device) or "reference" (see :data:`SAMPLERS`). ``invariant``
+    (default True): decode steps are batch-invariant (model/invariant.py), so an item's bits do not
+    depend on its neighbours; False: the plain kernels (benchmarks measure the cost). An item that
     fails in a step (bad logits, its callback raised) leaves alone; the others go on. ``static``: the bucketed
     static-shape step (:class:`~.decode_rows.StaticRows`, CUDA graphs on CUDA), or the eager
     forward (:class:`~.decode_rows.EagerRows`); None: :func:`default_static`.
@@ -272,12 +275,14 @@ class DecodeSession:
     """
 
     def __init__(self, lm: LMBackend, *, placeholder_id: int, video_token_id: int = -1,
-                 delays: Sequence[int] = DELAY_PATTERN, static: bool | None = None, sampler: str = "device"):
+                 delays: Sequence[int] = DELAY_PATTERN, static: bool | None = None, sampler: str = "device",
+                 invariant: bool = True):
         from .decode_rows import EagerRows, StaticRows
 
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
         self.sampler = sampler
+        self.invariant = bool(invariant)
         self.lm = lm
         self.placeholder_id = placeholder_id
         self.video_token_id = video_token_id
@@ -380,7 +385,8 @@ class DecodeSession:
         codes_in = torch.as_tensor(np.stack(inp), dtype=torch.long).to(lm.device).unsqueeze(1)  # [n, 1, C]
         emb = lm.embed_codec(codes_in)
         pos = torch.tensor([self._row_next[r] for r in ids], dtype=torch.long, device=lm.device)
-        logits = self.rows.step(ids, emb, pos).float()  # [n, C, V]
+        with batch_invariant(self.invariant):
+            logits = self.rows.step(ids, emb, pos).float()  # [n, C, V]
         self.steps += 1
         for r in ids:
             self._row_next[r] += 1
