@@ -414,6 +414,10 @@ class DecodeSession:
         leaving = [st for st in self.active if id(st) in gone_ids]
         if not leaving:
             return
+        for st in leaving:
+            if not st.done:  # given up before it finished: its result is that
+                st.error = st.error or Cancelled("taken out of the batch before it finished")
+                st.done = True
         self.active = [st for st in self.active if id(st) not in gone_ids]
         gone = [r for st in leaving for r in st.rows]
         for r in gone:

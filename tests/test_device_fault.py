@@ -114,3 +114,35 @@ def test_bad_logits_fail_that_job_only(engine):
     assert isinstance(res["bad"], BadLogits)
     assert not isinstance(res["good"], BaseException), res["good"]
     np.testing.assert_array_equal(res["good"].audio, res["solo"].audio)
+
+
+def test_bad_logits_in_one_chunk_fail_its_whole_job_at_once(engine):
+    """Items dropped from a session (what JobBatch does to a failed item's siblings, e.g. the other
+    sentence chunks of a speech job) end at once with an error, not left running or unfinished."""
+    from unimoe_audio.model import prompts
+    from unimoe_audio.model.generation import GenItem, Sampling
+
+    sess = engine.job_batch().session
+    ids = list(range(10, 30))
+    p = prompts.Prompt(uncond=prompts.PromptRow(ids=ids), cond=prompts.PromptRow(ids=ids + [7]))
+    items = [GenItem(prompt=p, sampling=Sampling(cfg_scale=2.0), max_frames=30, min_frames=30, seed=s) for s in (1, 2)]
+    states = sess.add(items)
+    real = sess.rows.step
+    bad_rows = list(states[0].rows)
+
+    def poisoned(ids_, emb, pos):
+        out = real(ids_, emb, pos)
+        for k, i in enumerate(ids_):
+            if i in bad_rows and sess.steps >= 2:
+                out[k] = float("inf")
+        return out
+
+    sess.rows.step = poisoned
+    with torch.inference_mode():
+        while sess.active:
+            done = sess.step()
+            if any(st.error is not None for st in done):
+                sess.drop(states)
+    assert isinstance(sess.result(states[0]), BadLogits)
+    assert isinstance(sess.result(states[1]), BaseException)  # dropped with it, not left running
+    assert states[1].steps < 30
