@@ -96,6 +96,7 @@ def main() -> int:
     ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3, help="alternating off/on measurements per case")
+    ap.add_argument("--no-layers", action="store_true", help="skip the per-layer part (cost only)")
     args = ap.parse_args()
     dev = torch.device(args.device)
     static = dev.type == "cuda"
@@ -105,11 +106,11 @@ def main() -> int:
     for dn in args.dtypes.split(","):
         dtype = getattr(torch, dn)
         lm = backend_for(random_model(args.size, 0, dtype=dtype).to(dev))
-        for inv in (False, True):
+        for inv in (() if args.no_layers else (False, True)):
             rows = per_layer(lm, static, inv)
             out["layers"][f"{dn}/{'invariant' if inv else 'plain'}"] = rows
             bad = [r["layer"] for r in rows if r["variant"]]
-            print(f"{dn:9s} invariant={inv!s:5s}: {len(bad)} variant layer(s) {bad}")
+            print(f"{dn:9s} invariant={inv!s:5s}: {len(bad)} variant layer(s) {bad}", flush=True)
         for n in (4, 8):
             off, on = [], []
             for _ in range(args.rounds):  # alternate, so load on a shared machine hits both alike
@@ -120,7 +121,7 @@ def main() -> int:
                    "invariant_steps_s": round(best_on, 2), "ratio": round(best_on / best_off, 3)}
             out["cost"].append(row)
             print(f"{dn:9s} {n} items ({2 * n} rows): plain {best_off:7.2f} steps/s, invariant {best_on:7.2f} "
-                  f"steps/s, ratio {row['ratio']:.3f}")
+                  f"steps/s, ratio {row['ratio']:.3f}", flush=True)
     path = ROOT / "bench" / "results" / f"invariance-{dev.type}.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {path.relative_to(ROOT)}")
