@@ -115,8 +115,6 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_vali
     kc = k.reshape(rows, kvh, nch, CHUNK, d)
     vc = v.reshape(rows, kvh, nch, CHUNK, d)
     mc = key_valid.reshape(rows, 1, nch, 1, CHUNK)
-    if anchor != "left":  # chunk 0 is the one holding the row's anchor (its last keys)
-        kc, vc, mc = kc.flip(2), vc.flip(2), mc.flip(2)
     # per chunk: scores [rows, kvh, nch, g, CHUNK] in fp32, fixed-shape batched matmuls
     s = torch.matmul(q.unsqueeze(2).float(), kc.float().transpose(-1, -2)) * scale
     s = s.masked_fill(~mc, float("-inf"))
@@ -125,6 +123,8 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_vali
     p = torch.exp(s - m_safe)
     l = p.sum(-1, keepdim=True)
     o = torch.matmul(p, vc.float())  # [rows, kvh, nch, g, d]
+    if anchor != "left":  # chunk 0 must be the one holding the row's anchor (its last keys): reorder
+        m, l, o = m.flip(2), l.flip(2), o.flip(2)  # the small per-chunk results, not the keys
     # merge pairs (0,1), (2,3), ... then again: a fixed tree, so trailing all-padding chunks are no-ops
     while m.shape[2] > 1:
         m1, m2 = m[:, :, 0::2], m[:, :, 1::2]
