@@ -425,6 +425,7 @@ class StaticBatch:
             self._body()
         self.graph = g
         self._weights = _weight_ptrs(self.model)
+        self._invariant = invariant.enabled()  # the graph holds the kernels of the mode it was captured in
         self.captures += 1
 
     def run(self) -> torch.Tensor:
@@ -432,8 +433,9 @@ class StaticBatch:
         if not self.use_graph:
             self._body()
         else:
-            if self.graph is not None and self._weights != _weight_ptrs(self.model):
-                self.graph = None  # weights moved: a graph replays raw pointers
+            if self.graph is not None and (self._weights != _weight_ptrs(self.model)
+                                           or getattr(self, "_invariant", None) != invariant.enabled()):
+                self.graph = None  # weights moved (a graph replays raw pointers), or the other decode mode
             if self.graph is None:
                 self.capture()  # its warm-up and capture leave this step's result in place
             self.graph.replay()
@@ -498,7 +500,8 @@ class StaticDecoder:
             for L in lengths:
                 b = self.batch(r, L)
                 if b.use_graph and b.graph is None:
-                    with torch.inference_mode():
+                    # batch-invariant, as DecodeSession steps by default (model/invariant.py)
+                    with torch.inference_mode(), invariant.batch_invariant():
                         b.capture()
                     n += 1
         return n
