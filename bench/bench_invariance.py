@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -102,7 +103,7 @@ def main() -> int:
     static = dev.type == "cuda"
     out = {"device": args.device, "size": args.size, "static": static, "random_weights": True,
            "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
-           "layers": {}, "cost": []}
+           "layers": {}, "cost": [], "loadavg_start": os.getloadavg()[0]}
     for dn in args.dtypes.split(","):
         dtype = getattr(torch, dn)
         lm = backend_for(random_model(args.size, 0, dtype=dtype).to(dev))
@@ -122,6 +123,7 @@ def main() -> int:
             out["cost"].append(row)
             print(f"{dn:9s} {n} items ({2 * n} rows): plain {best_off:7.2f} steps/s, invariant {best_on:7.2f} "
                   f"steps/s, ratio {row['ratio']:.3f}", flush=True)
+    out["loadavg_end"] = os.getloadavg()[0]  # ratios from a busy machine are noise: say so
     path = ROOT / "bench" / "results" / f"invariance-{dev.type}.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {path.relative_to(ROOT)}")
