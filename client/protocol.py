@@ -65,6 +65,8 @@ ERROR_CODES: dict[str, str] = {
     "out_of_memory": "the device ran out of memory",
     "quota_exceeded": "this workstation's uploads on the host are over upload_quota_mb (the message says how much)",
     "disk_full": "the output folder's disk has too little free space (the message names the folder and the space needed)",
+    "bad_logits": "the model produced non-finite logits for this job (e.g. a float16 overflow); others go on",
+    "device_fault": "the GPU reported an error (CUDA error); the jobs in flight failed, the model is reloaded",
     "cancelled": "the job was cancelled",
     "shutting_down": "the daemon is stopping and accepts no new work",
     "backend_unavailable": "the generation backend (the Ray cluster) cannot be reached",
@@ -476,6 +478,9 @@ class StatusReply(_Loose):
     backend: BackendInfo = Field(default_factory=BackendInfo)
     warnings: list[str] = Field(default_factory=list, description="Problems met at start and worked around, "
                                 "e.g. a corrupt queue database moved aside (where it went).")
+    faults: int = Field(0, description="GPU errors (CUDA faults) since the daemon started; each failed the jobs "
+                        "in flight, and the model was reloaded before the next job.")
+    last_fault: ErrorReply | None = Field(None, description="The latest of them (code device_fault).")
 
 
 class JobsReply(_Loose):

@@ -58,8 +58,11 @@ class LocalEngineExecutor:
             return
         if self.batch is None:
             self.batch = engine.job_batch()
-        self.batch.add(job, on_done)
-        self._drop_if_empty()
+        try:
+            self.batch.add(job, on_done)
+        finally:
+            self._after_fault()
+            self._drop_if_empty()
 
     def step(self) -> None:
         if self.batch is None:
@@ -67,8 +70,17 @@ class LocalEngineExecutor:
         try:
             self.batch.step()
         finally:
+            self._after_fault()
             self._drop_if_empty()
             self.host.touch()
+
+    def _after_fault(self) -> None:
+        """After a CUDA error the batch has failed its jobs (DeviceFault): drop it and have the host
+        reload the model in a fresh context before the next job."""
+        fault = getattr(self.batch, "fault", None) if self.batch is not None else None
+        if fault is not None:
+            self.batch = None
+            self.host.device_fault(fault)
 
     def abort(self, exc: BaseException) -> None:
         if self.batch is not None:

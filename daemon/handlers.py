@@ -128,6 +128,7 @@ class Handlers:
             version=d.version, pid=os.getpid(), output_dir=str(d.settings.output_path),
             osc_port=d.osc.port if d.osc else None, backend=d.worker.backend_status(),
             warnings=list(d.warnings),
+            faults=h.faults, last_fault=h.last_fault,
         ), None
 
     def check_submit(self, req: SubmitRequest) -> None:

@@ -23,8 +23,10 @@ log = get_logger("model")
 
 def error_from_exception(exc: BaseException, *, default_code: str = "internal") -> ErrorReply:
     """A typed ErrorReply for any exception the model layer (or the daemon) raised."""
-    from ..model.errors import UniMoEError
+    from ..model.errors import UniMoEError, as_device_fault, is_device_fault
 
+    if not isinstance(exc, UniMoEError) and is_device_fault(exc):
+        exc = as_device_fault(exc)
     if isinstance(exc, UniMoEError):
         return ErrorReply(code=exc.code, message=exc.detail, field=exc.field, wanted=exc.wanted)
     text = f"{type(exc).__name__}: {exc}"
@@ -98,6 +100,9 @@ class ModelHost:
         self.memory_source: str | None = None
         self.last_used = time.monotonic()
         self.loaded_at: float | None = None
+        self.faults = 0  # accelerator errors since the daemon started (each failed the jobs in flight)
+        self.last_fault: ErrorReply | None = None
+        self._dead_context: str | None = None  # why the device cannot be used again in this process
         self._lock = threading.RLock()
 
     # -- which model -----------------------------------------------------------------------------
@@ -150,6 +155,11 @@ class ModelHost:
             self.last_used = time.monotonic()
             if self.engine is not None:
                 return self.engine
+            if self._dead_context is not None:
+                err = ErrorReply(code="device_fault", message=self._dead_context,
+                                 wanted="restart the daemon (unimoe-audio serve) to get a fresh GPU context")
+                self._set("error", err)
+                raise ModelLoadFailed(err)
             self._set("loading")
             t0 = time.monotonic()
             try:
@@ -227,6 +237,24 @@ class ModelHost:
             self._set("unloaded")
             return True
 
+    def device_fault(self, exc: BaseException) -> None:
+        """The accelerator failed (a CUDA error; the jobs in flight already failed with it): log it,
+        drop the engine (its graphs, caches and weights belong to the faulted context) and check the
+        device, so the next job loads the model anew in a fresh context. A context that a sticky
+        error left unusable (a device-side assert) cannot be renewed inside this process: then the
+        model host stays in ``error`` with a ``device_fault`` that says to restart the daemon."""
+        with self._lock:
+            self.faults += 1
+            self.last_fault = error_from_exception(exc)
+            log.error("device fault #%d: %s; the jobs in flight failed, the model is reloaded before the next job",
+                      self.faults, exc)
+            self.unload("device fault")
+            why = _probe_device(self.device)
+            if why is not None:
+                self._dead_context = f"the GPU context is unusable after a device fault ({why})"
+                log.error("%s: restart the daemon", self._dead_context)
+                self._set("error", ErrorReply(code="device_fault", message=self._dead_context))
+
     def idle_expired(self) -> bool:
         ka = self.settings.keep_alive
         return self.engine is not None and ka > 0 and time.monotonic() - self.last_used >= ka
@@ -251,6 +279,22 @@ class ModelHost:
 
     def display_name(self) -> str:
         return self.settings.model
+
+
+def _probe_device(device: str | None) -> str | None:
+    """None when ``device`` still runs a kernel after a fault; else what went wrong."""
+    if not (device or "").startswith("cuda"):
+        return None
+    try:
+        import torch
+
+        torch.cuda.synchronize(device)
+        x = torch.ones(8, device=device)
+        if float((x + x).sum()) != 16.0:
+            return "a probe kernel gave a wrong result"
+        return None
+    except Exception as exc:  # noqa: BLE001 - any failure means the context is gone
+        return f"{type(exc).__name__}: {exc}"
 
 
 class ModelLoadFailed(Exception):

@@ -40,6 +40,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from . import invariant
 from .config import ModelConfig, TextConfig
 from .kv_cache import KVCache
 from .layers import Attention, AttnMask, MRotary, RMSNorm, sdpa_context
@@ -202,7 +203,7 @@ class UniMoEAudioModel(nn.Module):
         out_logits = None
         if logits != "none":
             src = h[:, -1:] if logits == "last" else h
-            out_logits = self.codec_head(src).float().view(rows, src.shape[1], self.config.codec_channels,
+            out_logits = invariant.module(self.codec_head, src).float().view(rows, src.shape[1], self.config.codec_channels,
                                                            self.config.codec_vocab_size)
         return DecoderOutput(hidden=h, logits=out_logits, routing=routing)
 
@@ -402,13 +403,13 @@ class StaticBatch:
         # a device tensor of True, not a Python bool: nothing may come from the host while capturing
         c.valid.index_put_((self._rows, self.slots), self._true)
         key_valid = c.valid & (self._arange[None, :] <= self.slots[:, None])
-        mask = AttnMask(key_valid[:, None, None, :], False)
+        mask = AttnMask(key_valid[:, None, None, :], False, anchor="left")  # rows start at slot 0
         sc = _RowSlotCache(c, self._rows, self.slots)
         with moe_path(m, "fast"), sdpa_context(h.device, 1):
             for i, layer in enumerate(m.language_model.layers):
                 h, _ = layer(h, cos, sin, mask, sc, i, None, False)
         h = m.language_model.norm(h)
-        self.out = m.codec_head(h[:, 0]).float().view(c.rows, m.config.codec_channels, m.config.codec_vocab_size)
+        self.out = invariant.module(m.codec_head, h[:, 0]).float().view(c.rows, m.config.codec_channels, m.config.codec_vocab_size)
 
     def capture(self) -> None:
         """Warm up on a side stream (stacks the experts' weights, picks kernels), then capture."""
@@ -424,6 +425,7 @@ class StaticBatch:
             self._body()
         self.graph = g
         self._weights = _weight_ptrs(self.model)
+        self._invariant = invariant.enabled()  # the graph holds the kernels of the mode it was captured in
         self.captures += 1
 
     def run(self) -> torch.Tensor:
@@ -431,8 +433,9 @@ class StaticBatch:
         if not self.use_graph:
             self._body()
         else:
-            if self.graph is not None and self._weights != _weight_ptrs(self.model):
-                self.graph = None  # weights moved: a graph replays raw pointers
+            if self.graph is not None and (self._weights != _weight_ptrs(self.model)
+                                           or getattr(self, "_invariant", None) != invariant.enabled()):
+                self.graph = None  # weights moved (a graph replays raw pointers), or the other decode mode
             if self.graph is None:
                 self.capture()  # its warm-up and capture leave this step's result in place
             self.graph.replay()
@@ -497,7 +500,8 @@ class StaticDecoder:
             for L in lengths:
                 b = self.batch(r, L)
                 if b.use_graph and b.graph is None:
-                    with torch.inference_mode():
+                    # batch-invariant, as DecodeSession steps by default (model/invariant.py)
+                    with torch.inference_mode(), invariant.batch_invariant():
                         b.capture()
                     n += 1
         return n

@@ -14,8 +14,11 @@ Reference behaviour, kept exactly (greedy runs reproduce the reference codes bit
 
 Improvements over the reference:
 
-* one ``torch.Generator`` per request: a seeded request gives the same codes whatever else is in
-  the batch (greedy draws no random numbers);
+* sampling batched on the logits' device with counter-based per-item seeds (model/sampling.py):
+  a seeded request gives the same codes whatever else is in the batch, on the same device and
+  dtype (greedy draws no random numbers); logits are checked first, and an item whose logits are
+  not finite fails alone (``BadLogits``). ``sampler="reference"`` keeps the original per-item CPU
+  ``torch.Generator`` + ``torch.multinomial`` for parity checks;
 * requests with different prompt lengths, lengths limits and sampling settings share a batch;
 * finished (or cancelled) items leave the batch at once, and new items may join it between steps
   (:class:`DecodeSession`: continuous batching; model/scheduler.py runs whole requests on it);
@@ -39,10 +42,15 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 import torch
 
-from .errors import Cancelled
+from .errors import BadLogits, Cancelled
 from .prompts import CODEC_BOS, CODEC_EOS, CODEC_PAD, DELAY_PATTERN, Prompt, PromptRow
+from .invariant import batch_invariant
+from .sampling import ItemParams, sample_step
 
 NEG_INF = float("-inf")
+# "device": batched on the logits' device, counter-based seeds (model/sampling.py; the default);
+# "reference": the original code's per-item CPU generator and torch.multinomial (parity checks)
+SAMPLERS = ("device", "reference")
 
 
 # --- sampling ------------------------------------------------------------------------------------------
@@ -196,7 +204,7 @@ class LMBackend(Protocol):
 class _State:
     item: GenItem
     index: int
-    gen: torch.Generator | None
+    gen: torch.Generator | None  # sampler="reference" only: the item's own CPU generator
     seed: int
     grid: np.ndarray  # [rows_max, C], -1 = unknown
     n_prefix: int
@@ -255,7 +263,11 @@ class DecodeSession:
     frame, and an item leaves as soon as it is done (EOS countdown over, cancelled by its callback).
 
     An item's codes do not depend on the others in the batch: each has its own rows, positions,
-    sampling settings and ``torch.Generator``; rows never mix. ``static``: the bucketed
+    sampling settings and random stream (its seed and step counter); rows never mix. ``sampler``:
+    "device" (batched, on the logits' device) or "reference" (see :data:`SAMPLERS`). ``invariant``
+    (default True): decode steps are batch-invariant (model/invariant.py), so an item's bits do not
+    depend on its neighbours; False: the plain kernels (benchmarks measure the cost). An item that
+    fails in a step (bad logits, its callback raised) leaves alone; the others go on. ``static``: the bucketed
     static-shape step (:class:`~.decode_rows.StaticRows`, CUDA graphs on CUDA), or the eager
     forward (:class:`~.decode_rows.EagerRows`); None: :func:`default_static`.
 
@@ -263,9 +275,14 @@ class DecodeSession:
     """
 
     def __init__(self, lm: LMBackend, *, placeholder_id: int, video_token_id: int = -1,
-                 delays: Sequence[int] = DELAY_PATTERN, static: bool | None = None):
+                 delays: Sequence[int] = DELAY_PATTERN, static: bool | None = None, sampler: str = "device",
+                 invariant: bool = True):
         from .decode_rows import EagerRows, StaticRows
 
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
+        self.sampler = sampler
+        self.invariant = bool(invariant)
         self.lm = lm
         self.placeholder_id = placeholder_id
         self.video_token_id = video_token_id
@@ -298,7 +315,7 @@ class DecodeSession:
             raise ValueError("max_frames must be >= 1")
         seed = new_seed() if it.seed is None else int(it.seed)
         gen = None
-        if not it.sampling.is_greedy:
+        if self.sampler == "reference" and not it.sampling.is_greedy:
             gen = torch.Generator(device="cpu")
             gen.manual_seed(seed % (2**63))
         prefix = (np.zeros((0, self.C), dtype=np.int64) if it.prefix is None
@@ -368,36 +385,80 @@ class DecodeSession:
         codes_in = torch.as_tensor(np.stack(inp), dtype=torch.long).to(lm.device).unsqueeze(1)  # [n, 1, C]
         emb = lm.embed_codec(codes_in)
         pos = torch.tensor([self._row_next[r] for r in ids], dtype=torch.long, device=lm.device)
-        logits = self.rows.step(ids, emb, pos).float()  # [n, C, V]
+        with batch_invariant(self.invariant):
+            logits = self.rows.step(ids, emb, pos).float()  # [n, C, V]
         self.steps += 1
         for r in ids:
             self._row_next[r] += 1
 
-        j = 0
-        for st in self.active:
-            if len(st.rows) == 2:
-                lu, lc = logits[j], logits[j + 1]
-                j += 2
-            else:
-                lu, lc = None, logits[j]
-                j += 1
-            self._advance(st, lu, lc)
+        picks = self._sample(logits)
+        for st, pick in zip(self.active, picks):
+            try:
+                if isinstance(pick, BaseException):
+                    raise pick
+                self._advance(st, pick)
+            except BaseException as exc:  # noqa: BLE001 - one item's failure stops that item only
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    raise
+                st.error = exc
+                st.done = True
 
         done = [st for st in self.active if st.done]
         if done:
-            self.active = [st for st in self.active if not st.done]
-            gone = [r for st in done for r in st.rows]
-            for r in gone:
-                self._row_next.pop(r, None)
-            self.rows.remove(gone)
+            self.drop(done)
         return done
 
-    def _advance(self, st: _State, lu: torch.Tensor | None, lc: torch.Tensor) -> None:
+    def drop(self, states: Sequence[_State]) -> None:
+        """Take ``states`` out of the batch now (finished, failed, or given up by their caller)."""
+        gone_ids = {id(st) for st in states}
+        leaving = [st for st in self.active if id(st) in gone_ids]
+        if not leaving:
+            return
+        for st in leaving:
+            if not st.done:  # given up before it finished: its result is that
+                st.error = st.error or Cancelled("taken out of the batch before it finished")
+                st.done = True
+        self.active = [st for st in self.active if id(st) not in gone_ids]
+        gone = [r for st in leaving for r in st.rows]
+        for r in gone:
+            self._row_next.pop(r, None)
+        self.rows.remove(gone)
+
+    def _params(self) -> list[ItemParams]:
+        out, j = [], 0
+        for st in self.active:
+            it, s = st.item, st.item.sampling
+            cfg = len(st.rows) == 2
+            out.append(ItemParams(cond_row=j + 1 if cfg else j, uncond_row=j, cfg_scale=s.cfg_scale if cfg else 0.0,
+                                  enable_eos=st.s - 1 - st.n_prefix >= it.min_frames, eos_factor=s.eos_factor,
+                                  temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, greedy=s.is_greedy,
+                                  seed=st.seed, step=st.steps))
+            j += len(st.rows)
+        return out
+
+    def _sample(self, logits: torch.Tensor) -> list[torch.Tensor | BaseException]:
+        """One code per codebook for every item (an item whose logits are bad gets ``BadLogits``)."""
+        params = self._params()
+        if self.sampler == "device":
+            out = sample_step(logits, params)
+            return [BadLogits() if bool(bad) else codes for codes, bad in zip(out.codes, out.bad)]
+        # "reference": the original code's sampler, item by item on the CPU with its own generator
+        host = logits.cpu()
+        picks: list[torch.Tensor | BaseException] = []
+        for st, p in zip(self.active, params):
+            lc, lu = host[p.cond_row], host[p.uncond_row]
+            if not (bool(torch.isfinite(lc).all()) and bool(torch.isfinite(lu).all())):
+                picks.append(BadLogits())
+                continue
+            ell = guide(lu if p.uncond_row != p.cond_row else None, lc, st.item.sampling.cfg_scale)
+            mask_logits(ell, enable_eos=p.enable_eos, eos_factor=p.eos_factor)
+            picks.append(sample_codes(ell, st.item.sampling, st.gen))
+        return picks
+
+    def _advance(self, st: _State, pred: torch.Tensor) -> None:
+        """Write the item's sampled codes ``pred`` [C] (host) into its grid: EOS countdown, progress."""
         it, m = st.item, self.m
-        ell = guide(lu, lc, it.sampling.cfg_scale)
-        new_before = st.s - 1 - st.n_prefix  # new frames already complete before this row
-        mask_logits(ell, enable_eos=new_before >= it.min_frames, eos_factor=it.sampling.eos_factor)
-        pred = sample_codes(ell, it.sampling, st.gen).cpu()
+        pred = pred.clone()
         st.steps += 1
         if st.countdown != 0:
             if st.countdown < 0:
@@ -446,11 +507,12 @@ class DecodeSession:
 
 
 def generate(lm: LMBackend, items: Sequence[GenItem], *, placeholder_id: int, video_token_id: int = -1,
-             delays: Sequence[int] = DELAY_PATTERN, static: bool | None = None) -> list[GenResult | BaseException]:
+             delays: Sequence[int] = DELAY_PATTERN, static: bool | None = None,
+             sampler: str = "device") -> list[GenResult | BaseException]:
     """Run the items as one batch. Returns one GenResult per item, or the exception that stopped it
-    (``Cancelled`` from its callback). ``static``: see :class:`DecodeSession`."""
+    (``Cancelled`` from its callback, ``BadLogits``). ``static``, ``sampler``: see :class:`DecodeSession`."""
     sess = DecodeSession(lm, placeholder_id=placeholder_id, video_token_id=video_token_id, delays=delays,
-                         static=static)
+                         static=static, sampler=sampler)
     try:
         states = sess.add(items)
         while sess.active:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import invariant
 from .config import TextConfig
 
 try:
@@ -109,9 +110,12 @@ class AttnMask:
     Built once per forward and shared by every layer (spec 3.4).
     """
 
-    def __init__(self, mask: torch.Tensor | None, is_causal: bool):
+    def __init__(self, mask: torch.Tensor | None, is_causal: bool, anchor: str = "right"):
         self.mask = mask
         self.is_causal = is_causal
+        # where each row's keys are aligned: "right" (a packed cache: they end at the last slot) or
+        # "left" (static rows: they start at slot 0); batch-invariant decode chunks keys from there
+        self.anchor = anchor
 
     @staticmethod
     def build(key_valid: torch.Tensor | None, q_len: int, past: int, device: torch.device) -> "AttnMask":
@@ -182,9 +186,9 @@ class Attention(nn.Module):
         fused = self._qkv_weights() if FUSE_QKV else None
         if fused is not None:
             nq, nk = self.num_heads * d, self.num_kv_heads * d
-            q, k, v = F.linear(x, fused[0], fused[1]).split((nq, nk, nk), dim=-1)
+            q, k, v = invariant.linear(x, fused[0], fused[1]).split((nq, nk, nk), dim=-1)
         else:
-            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+            q, k, v = invariant.module(self.q_proj, x), invariant.module(self.k_proj, x), invariant.module(self.v_proj, x)
         q = q.reshape(rows, L, self.num_heads, d).transpose(1, 2)
         k = k.reshape(rows, L, self.num_kv_heads, d).transpose(1, 2)
         v = v.reshape(rows, L, self.num_kv_heads, d).transpose(1, 2)
@@ -194,7 +198,12 @@ class Attention(nn.Module):
             k, v = cache.write(layer, k, v)
         groups = self.num_heads // self.num_kv_heads
         scale = d ** -0.5
-        if L == 1 and groups > 1:
+        if L == 1 and invariant.enabled():
+            # batch-invariant decode (model/invariant.py): chunked keys, fixed merge tree
+            qg = q.reshape(rows, self.num_kv_heads, groups, d)
+            kv = None if mask.mask is None else mask.mask.reshape(rows, -1)
+            out = invariant.decode_attention(qg, k, v, kv, scale, mask.anchor).reshape(rows, self.num_heads, 1, d)
+        elif L == 1 and groups > 1:
             # decode: fold the query heads of one kv head into the query axis, so K/V are never copied
             qg = q.reshape(rows, self.num_kv_heads, groups, d)
             out = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask.mask, is_causal=False, scale=scale)
@@ -205,4 +214,4 @@ class Attention(nn.Module):
                 v = v.repeat_interleave(groups, dim=1)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.mask, is_causal=mask.is_causal, scale=scale)
         out = out.transpose(1, 2).reshape(rows, L, self.num_heads * d)
-        return self.o_proj(out)
+        return invariant.module(self.o_proj, out)

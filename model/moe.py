@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import invariant
 from .config import TextConfig
 
 
@@ -289,7 +290,7 @@ class SparseMoE(nn.Module):
                 return_routing: bool = False) -> torch.Tensor | tuple[torch.Tensor, Routing]:
         shape = x.shape
         x = x.reshape(-1, shape[-1])
-        z = self.gate(x)
+        z = invariant.module(self.gate, x)
         rt = route(z, self.num_dynamic, self.top_p, self.jitter, token_mask)
         path = self.resolve_path(x.shape[0], x.device, x.dtype)
         routed, shared = self.stacked() if FUSED or path != "grouped" else (None, None)
@@ -306,12 +307,12 @@ class SparseMoE(nn.Module):
     def _add_shared(self, y: torch.Tensor, x: torch.Tensor, rt: Routing, st: _Stacked | None) -> torch.Tensor:
         nd = self.num_dynamic
         if st is not None:
-            ys = _run_stacked(x, st)  # both shared experts in one batched matmul per projection
+            ys = invariant.rowwise(lambda c: _run_stacked(c, st), x, out_row_dim=1)  # both in one bmm
             for f in range(ys.shape[0]):
                 y = y + ys[f] * rt.weights[:, nd + f].unsqueeze(-1)
         else:
             for f, expert in enumerate(self.fixed_real_moe):
-                y = y + expert(x) * rt.weights[:, nd + f].unsqueeze(-1)
+                y = y + invariant.module(expert, x) * rt.weights[:, nd + f].unsqueeze(-1)
         return y
 
     def _routed_all(self, x: torch.Tensor, rt: Routing, st: _Stacked | None) -> torch.Tensor:
@@ -321,9 +322,9 @@ class SparseMoE(nn.Module):
         if nr == 0:
             return torch.zeros(x.shape, dtype=torch.float32, device=x.device)
         if st is not None:
-            ye = _run_stacked(x, st)  # [E, T, H]
+            ye = invariant.rowwise(lambda c: _run_stacked(c, st), x, out_row_dim=1)  # [E, T, H]
         else:
-            ye = torch.stack([ex(x) for ex in self.experts])
+            ye = torch.stack([invariant.module(ex, x) for ex in self.experts])
         sel = rt.expert_mask[:, :nr].t().to(torch.bool).unsqueeze(-1)  # [E, T, 1]
         w = rt.weights[:, :nr].t().float().unsqueeze(-1)
         return torch.where(sel, ye.float() * w, 0.0).sum(0)
@@ -377,7 +378,8 @@ class SparseMoE(nn.Module):
         for e, c in enumerate(counts):
             if c:
                 xe = xs[start:start + c]
-                outs.append(_run_one(xe, st, e) if st is not None else self.experts[e](xe))
+                outs.append(invariant.rowwise(lambda c, e=e: _run_one(c, st, e), xe) if st is not None
+                            else invariant.module(self.experts[e], xe))
                 start += c
         ys = torch.cat(outs) if len(outs) > 1 else outs[0]
         w = (rt.weights[:, :nr] * sel)[t_idx, e_idx]

@@ -13,12 +13,16 @@ accepts them and its next round joins at once, without waiting for the other job
 audio is assembled (codec decode) at that step boundary and handed to its ``on_done``.
 
 What stays exact per job, whatever else shares the batch: its progress and cancel (the job's own
-callbacks, called every step; a raised ``Cancelled`` stops only its items), its seeds (one
-``torch.Generator`` per item) and its codes (rows never mix). Priority is the caller's: it decides
-who is added next.
+callbacks, called every step; a raised ``Cancelled`` stops only its items), its seeds (each item's
+own counter-based random stream, model/sampling.py) and its codes (rows never mix). An item that
+fails on its own (non-finite logits: ``BadLogits``) fails its job only. A step that fails as a whole
+fails every job in it; when the accelerator itself failed (a CUDA error) they fail with
+``DeviceFault`` and :attr:`JobBatch.fault` tells the owner to reload the model before going on.
+Priority is the caller's: it decides who is added next.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -26,8 +30,23 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from .errors import as_device_fault, is_device_fault
 from .generation import DecodeSession
 from .tasks import Job
+
+# Test hook for the device-fault path on machines without a GPU: "N" raises torch.AcceleratorError (the
+# type a CUDA fault raises) from the Nth decode step of this process, once. Unset in normal use.
+SIMULATE_FAULT_ENV = "UNIMOE_AUDIO_SIMULATE_DEVICE_FAULT"
+_steps_run = 0
+
+
+def _maybe_simulated_fault() -> None:
+    global _steps_run
+    _steps_run += 1
+    at = os.environ.get(SIMULATE_FAULT_ENV)
+    if at and _steps_run == int(at):
+        raise torch.AcceleratorError("CUDA error: device-side assert triggered (simulated by "
+                                     f"{SIMULATE_FAULT_ENV}={at})")
 
 OnDone = Callable[[Any], None]  # AudioResult or the exception that stopped the job
 
@@ -49,6 +68,9 @@ class JobBatch:
         self.decode = decode
         self.fit_length = fit_length
         self.entries: list[_Entry] = []
+        # the accelerator's error that ended this batch (every job in it failed with DeviceFault); the
+        # owner must reload the model in a fresh context before running anything else on it
+        self.fault: BaseException | None = None
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -70,23 +92,37 @@ class JobBatch:
         doing so (this one, when it has nothing to generate or its prefill failed)."""
         e = _Entry(job, on_done)
         self.entries.append(e)
-        with torch.inference_mode():
-            return self._next_round(e)
+        try:
+            with torch.inference_mode():
+                return self._next_round(e)
+        except _Fault as f:
+            return self._device_fault(f.exc)
 
     def step(self) -> list[tuple[Job, Any]]:
         """One decode step for every job in flight; returns (job, result or exception) for each job
         that finished in it (its ``on_done`` was called too)."""
         if not self.session.active:
-            return self._flush()
+            try:
+                return self._flush()
+            except _Fault as f:
+                return self._device_fault(f.exc)
         t = time.monotonic()
         try:
             with torch.inference_mode():
+                _maybe_simulated_fault()
                 done = self.session.step()
         except BaseException as exc:  # noqa: BLE001 - the whole step failed: every job in it fails
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
+            if is_device_fault(exc):
+                return self._device_fault(exc)
             return self.abort(exc)
-        dt = time.monotonic() - t
+        try:
+            return self._after_step(done, time.monotonic() - t)
+        except _Fault as f:
+            return self._device_fault(f.exc)
+
+    def _after_step(self, done: list[Any], dt: float) -> list[tuple[Job, Any]]:
         live = {id(st) for st in self.session.active}
         finished: list[tuple[Job, Any]] = []
         done_ids = {id(st) for st in done}
@@ -94,6 +130,11 @@ class JobBatch:
             if not e.states:
                 continue
             e.job.gen_seconds += dt
+            failed = [st for st in e.states if id(st) in done_ids and st.error is not None]
+            if failed and any(id(st) in live for st in e.states):
+                # one of the job's items failed (bad logits, cancel): its other items are of no use
+                self.session.drop(e.states)
+                live = {id(st) for st in self.session.active}
             if any(id(st) in done_ids for st in e.states) and not any(id(st) in live for st in e.states):
                 results = [self.session.result(st) for st in e.states]
                 e.states = []
@@ -128,6 +169,8 @@ class JobBatch:
             except BaseException as exc:  # noqa: BLE001 - this job's prefill failed; the others go on
                 if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                     raise
+                if is_device_fault(exc):
+                    raise _Fault(exc) from exc  # the device is gone for every job, not only this one
                 job.error = exc
         elif job.error is None:
             job.done = True
@@ -151,6 +194,12 @@ class JobBatch:
             e.on_done(res)
         return [(job, res)]
 
+    def _device_fault(self, exc: BaseException) -> list[tuple[Job, Any]]:
+        """The accelerator failed: every job in flight fails with a named ``DeviceFault``."""
+        fault = as_device_fault(exc)
+        self.fault = fault
+        return self.abort(fault)
+
     def abort(self, exc: BaseException) -> list[tuple[Job, Any]]:
         """Give up on every job in flight: each finishes with ``exc``."""
         self.session.close()
@@ -164,3 +213,11 @@ class JobBatch:
         """Step until every job is done."""
         while self.entries:
             self.step()
+
+
+class _Fault(Exception):
+    """Carries a device fault out of a job's round to the batch (which fails every job)."""
+
+    def __init__(self, exc: BaseException):
+        super().__init__(str(exc))
+        self.exc = exc

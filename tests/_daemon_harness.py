@@ -48,8 +48,27 @@ def daemon_env(home: Path, **extra: Any) -> dict[str, str]:
     shared = os.environ.get("UNIMOE_AUDIO_TEST_CACHE")
     if shared:
         env["UNIMOE_AUDIO_CACHE_DIR"] = shared
+    env.update(forced_dtype_env())
     env.update({f"UNIMOE_AUDIO_{k.upper()}": str(v) for k, v in extra.items()})
     return env
+
+
+def forced_dtype_env() -> dict[str, str]:
+    """UNIMOE_AUDIO_DTYPE when the test run forces one (.ci/run runs the dtype-sensitive tests with
+    bfloat16 and with float32), so the daemons under test use it; else nothing ("auto")."""
+    forced = os.environ.get("UNIMOE_AUDIO_DTYPE")
+    return {"UNIMOE_AUDIO_DTYPE": forced} if forced else {}
+
+
+def expected_cpu_dtype() -> str:
+    """The dtype a CPU daemon of this test run serves with: the forced one, or what ``auto`` picks on
+    this machine (bfloat16 where the CPU has native bf16, float32 elsewhere)."""
+    import torch
+
+    from unimoe_audio.model.engine import pick_dtype
+
+    dt = pick_dtype(os.environ.get("UNIMOE_AUDIO_DTYPE", "auto"), torch.device("cpu"))
+    return str(dt).replace("torch.", "")
 
 
 class DaemonProc:

@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _daemon_harness import free_port, wait_for
+from _daemon_harness import forced_dtype_env, free_port, wait_for
 
 NODE_START_TIMEOUT = 180.0
 
@@ -33,6 +33,7 @@ class RayCluster:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("UNIMOE_AUDIO_", "RAY_"))}
         self.env.update(UNIMOE_AUDIO_HOME=str(home), UNIMOE_AUDIO_MODEL="tiny", UNIMOE_AUDIO_DEVICE="cpu",
                         RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1", RAY_AUTH_MODE="disabled")
+        self.env.update(forced_dtype_env())  # the actors serve with the test run's dtype
         if os.environ.get("UNIMOE_AUDIO_TEST_CACHE"):
             self.env["UNIMOE_AUDIO_CACHE_DIR"] = os.environ["UNIMOE_AUDIO_TEST_CACHE"]
         # Ray's socket paths must stay short: a temp dir of its own under /tmp.

@@ -171,7 +171,7 @@ def test_seeded_sampling_is_identical_across_processes(lm, tok):
                  sampling=Sampling(cfg_scale=3.0, eos_factor=0.6), max_frames=16, min_frames=16, seed=1234)
     here = _gen(lm, [it])[0].codes
     code = _SUBPROC.format(fix=str(FIX))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr
     there = np.array(json.loads(out.stdout.strip().splitlines()[-1]))
     np.testing.assert_array_equal(there, here)
