@@ -487,6 +487,9 @@ class StatusReply(_Loose):
     dtype: str | None = None
     quant: str | None = Field(None, description="Weight quantization of the loaded model: none, int8 or int4.")
     memory: MemoryInfo = Field(default_factory=MemoryInfo)
+    kernels: dict[str, Any] | None = Field(None, description=(
+        "Kernels chosen at load on the real shapes: linears {class: {kernel: count}}, experts_decode "
+        "(chosen | all), fallbacks (linears on the slower dequant path) and fallback_reasons."))
     queue_length: int = 0
     running: list[str] = Field(default_factory=list)
     error: ErrorReply | None = None

@@ -94,6 +94,7 @@ class ModelHost:
         self.memory_estimate: int | None = None  # bytes the loaded (or last refused) model needs
         self.memory_available: int | None = None
         self.memory_source: str | None = None
+        self.kernels: dict | None = None  # which kernel each class of linear got (model/kernels.py)
         self.last_used = time.monotonic()
         self.loaded_at: float | None = None
         self._lock = threading.RLock()
@@ -181,6 +182,7 @@ class ModelHost:
             self.memory_estimate = (info.get("memory_estimate") or {}).get("total_bytes")
             self.memory_available = info.get("memory_available_bytes")
             self.memory_source = info.get("memory_available_source")
+            self.kernels = info.get("kernels")
             self.loaded_at = time.time()
             self.last_used = time.monotonic()
             log.info("model loaded from %s in %.2f s (device %s, dtype %s, quant %s%s)", model_dir,

@@ -227,6 +227,11 @@ class Engine:
         eng.info["memory_available_bytes"] = avail
         eng.info["memory_available_source"] = source
         eng.plan(est.decode)
+        from . import kernels
+
+        # every kernel chosen on the real shapes now, before warm-up captures them in graphs
+        eng.info["kernels"] = kernels.check_model(model, dt)
+        log.info("kernels: %s", eng.info["kernels"])
         if warmup:
             eng.warmup()
         return eng

@@ -106,6 +106,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                    + (f", {mem['buckets']} buckets ({hb(mem['bucket_bytes'] or 0)}"
                       + (f" of {hb(mem['bucket_budget_bytes'])}" if mem.get("bucket_budget_bytes") else "")
                       + f", {mem.get('bucket_evictions') or 0} released)" if mem.get("buckets") is not None else "")),
+        ("kernels", _kernels_line(data.get("kernels"))),
         ("queue", f"{data.get('queue_length', 0)} queued, {len(data.get('running') or [])} running"
                   + (f" ({', '.join(data['running'])})" if data.get("running") else "")),
         ("keep alive", "forever" if not data.get("keep_alive") else f"{data['keep_alive']:g} s idle"),
@@ -129,6 +130,20 @@ def cmd_status(args: argparse.Namespace) -> int:
                      for a in backend["actors"]],
                     ["ACTOR", "STATE", "NODE", "HOST:PID", "DEVICE", "RUNNING", "DONE", "RESTARTS"]))
     return EXIT_OK
+
+
+def _kernels_line(rep: dict | None) -> str:
+    """The kernel report (model/kernels.py) in one line; the CLI never imports torch."""
+    if not rep:
+        return "-"
+    parts = [f"{cls} " + ", ".join(f"{k} {n}" for k, n in sorted(ks.items())) for cls, ks in (rep.get("linears") or {}).items()]
+    if rep.get("experts_decode"):
+        parts.append(f"experts {rep['experts_decode']}")
+    line = "; ".join(parts) or "-"
+    if rep.get("fallbacks"):
+        reasons = rep.get("fallback_reasons") or []
+        line += f"; {rep['fallbacks']} fell back" + (f" ({reasons[0]})" if reasons else "")
+    return line
 
 
 def _duration(seconds: float) -> str:
