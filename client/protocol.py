@@ -489,7 +489,7 @@ class StatusReply(_Loose):
     memory: MemoryInfo = Field(default_factory=MemoryInfo)
     kernels: dict[str, Any] | None = Field(None, description=(
         "Kernels chosen at load on the real shapes: linears {class: {kernel: count}}, experts_decode "
-        "(chosen | all), fallbacks (linears on the slower dequant path) and fallback_reasons."))
+        "(grouped | chosen | all), fallbacks (linears on the slower dequant path) and fallback_reasons."))
     queue_length: int = 0
     running: list[str] = Field(default_factory=list)
     error: ErrorReply | None = None

@@ -260,7 +260,7 @@ def report(model: nn.Module) -> dict[str, Any]:
 
     classes: dict[str, dict[str, int]] = {}
     fallbacks, reasons = 0, []
-    experts = None  # the experts' matmul in a static (captured) decode step
+    experts = None  # the experts' matmul of a decode step (1 token a row, the module's own path)
     for name, m in model.named_modules():
         if isinstance(m, QuantLinear):
             kernel = m.kernel or "not prepared"
@@ -272,7 +272,7 @@ def report(model: nn.Module) -> dict[str, Any]:
             kernel = f"{str(m.weight.dtype).replace('torch.', '')} linear"
         else:
             if isinstance(m, SparseMoE) and experts is None:
-                experts = m.fast_path(m.gate.weight.device, m.gate.weight.dtype)
+                experts = m.resolve_path(1, m.gate.weight.device, m.gate.weight.dtype)
             continue
         c = classes.setdefault(linear_class(name), {})
         c[kernel] = c.get(kernel, 0) + 1

@@ -74,7 +74,9 @@ def test_int8_on_the_small_config_falls_back_per_shape_and_runs():
     assert lin["shared experts"] == {"dequant": 16, "int8pack": 32}  # 2 shared experts x 8 layers
     assert rep["fallbacks"] == 16 and "K=344" in rep["fallback_reasons"][0]
     assert lin["routed experts"] == {"int8pack": sum(lin["routed experts"].values())}
-    assert rep["experts_decode"] == "all"  # quantized experts are not stackable
+    assert rep["experts_decode"] == "grouped"  # a CPU decode step: each chosen expert on its rows
+    moe = m.language_model.layers[0].mlp
+    assert moe.fast_path(torch.device("cpu"), torch.float32) == "all"  # quantized experts do not stack
     x = torch.randn(2, 5, m.hidden_size)
     with torch.inference_mode():
         y = m.language_model.layers[0].mlp(x)  # prefill-sized (more than 4 rows): no crash
