@@ -9,7 +9,7 @@ On a CUDA machine, in one run:
    forward of the t2m and tts prompts, with the MoE's grouped path and with its fast (sync-free) path:
    max |logit - golden| of the last position and whether every layer's routing (expert mask, Top-P
    count) equals the golden one. Then decode steps with the grouped path, the fast path and the
-   CUDA-graph runner (a keep() in the middle): max |logit difference| between them.
+   production static step (StaticRows, CUDA graph; rows leave in the middle): max |logit difference| between them.
 2. **Host syncs.** One eager decode step under ``torch.cuda.set_sync_debug_mode("error")`` per MoE
    path: the grouped path must sync (its group sizes), the fast path must not.
 3. **Speed (bf16, random weights built directly on the GPU: std 0.02, router gates 0.08, norms 1).**
@@ -18,7 +18,8 @@ On a CUDA machine, in one run:
    left-padded), after a prompt of ``--prompt`` tokens: decode steps/s for
    * ``grouped``: eager forward, grouped MoE (one host sync per layer) - the path before this work;
    * ``fast``: eager forward, sync-free MoE (all experts as stacked batched matmuls);
-   * ``graph``: the fast step captured once as a CUDA graph (``model.decode_runner``).
+   * ``graph``: the production static step (``decode_rows.StaticRows`` on a ``StaticDecoder``
+     bucket, what generation runs on CUDA), captured once as a CUDA graph.
    A step is what generation does: embed the previous frame, the forward, greedy next frame.
    Also the prefill time of the prompt (one CFG pair and 4 pairs) and peak GPU memory.
    Real-time factor: 50 frames make one second of audio, so steps/s / 50 = times faster than real
@@ -62,7 +63,9 @@ except ImportError:  # a bare checkout: map the package onto the root folders li
 from unimoe_audio.model import layers as layers_mod  # noqa: E402
 from unimoe_audio.model import moe as moe_mod  # noqa: E402
 from unimoe_audio.model.config import ModelConfig, config_dict  # noqa: E402
-from unimoe_audio.model.decoder import UniMoEAudioModel, load_model  # noqa: E402
+from unimoe_audio.model.decode_rows import StaticRows  # noqa: E402
+from unimoe_audio.model.decoder import StaticDecoder, UniMoEAudioModel, load_model  # noqa: E402
+from unimoe_audio.model.generation import backend_for  # noqa: E402
 from unimoe_audio.model.moe import SparseMoE, moe_path  # noqa: E402
 from unimoe_audio.model.rope_index import positions_from_mask  # noqa: E402
 
@@ -106,6 +109,13 @@ def sync(device: torch.device) -> None:
 
 # --- 1. parity ------------------------------------------------------------------------------------------
 
+def static_rows(model, cache, need: int, use_graph: bool | None = None) -> tuple[StaticRows, list[int]]:
+    """The production static decode holding the rows of a prefilled ``cache`` (its own decoder, so
+    every variant starts without captured buckets); returns (rows, row ids)."""
+    rows = StaticRows(backend_for(model), StaticDecoder(model, use_graph=use_graph))
+    return rows, rows.add(cache, need)
+
+
 def parity(device: torch.device) -> dict:
     g = dict(np.load(FIXTURE / "golden.npz"))
     m = load_model(FIXTURE, device=device, dtype=torch.float32, load_vision=False)
@@ -127,7 +137,7 @@ def parity(device: torch.device) -> dict:
             d = float((out.logits[:, 0].cpu() - gold).abs().max())
             res[f"{name}_{path}"] = dict(max_abs_logit_diff=d, routing_equal=bool(same), tokens=rows * L)
             log(f"  parity {name:4} {path:8} tokens {rows * L:4d}  max|dlogit| {d:.2e}  routing equal {same}")
-    # decode: grouped vs fast vs the runner (graph on CUDA), keep() after 3 steps
+    # decode: grouped vs fast vs the production static step (graph on CUDA), rows leave after 3 steps
     ids = torch.from_numpy(g["t2m_input_ids"]).to(device)
     mask = torch.from_numpy(g["t2m_attention_mask"]).to(device)
     gen = torch.Generator().manual_seed(0)
@@ -139,18 +149,22 @@ def parity(device: torch.device) -> dict:
         with torch.inference_mode(), moe_path(m, "grouped" if variant == "grouped" else "fast"):
             cache = m.new_cache(ids.shape[0], ids.shape[1] + 8)
             m(m.embed(ids), positions_from_mask(mask), attention_mask=mask, cache=cache, logits="last")
-            runner = m.decode_runner(cache) if variant == "graph" else None
+            rows, rid = static_rows(m, cache, 8) if variant == "graph" else (None, None)
             n_real, fr, outs = mask.sum(-1), frames, []
             for s in range(8):
                 if s == 3:
-                    cache.keep(keep)
+                    if rows is not None:  # rows leave the static batch as finished items do
+                        rows.remove([r for i, r in enumerate(rid) if i not in keep.tolist()])
+                        rid = [rid[i] for i in keep.tolist()]
+                    else:
+                        cache.keep(keep)
                     n_real, fr, outs = n_real[keep], fr[keep], [o[keep] for o in outs]
                 e = m.embed_codec(fr[:, s:s + 1])
-                lg = runner.step(e, n_real[:, None]) if runner else m(e, n_real[:, None], cache=cache,
-                                                                       logits="last").logits
+                lg = rows.step(rid, e, n_real)[:, None] if rows else m(e, n_real[:, None], cache=cache,
+                                                                        logits="last").logits
                 outs.append(lg[:, 0])
                 n_real = n_real + 1
-            res[f"decode_{variant}_captures"] = runner.captures if runner else 0
+            res[f"decode_{variant}_captures"] = rows.dec.captures if rows else 0
             return torch.stack(outs, 1).cpu()
 
     ref = run("grouped")
@@ -283,7 +297,8 @@ def time_decode(model, rows: int, prompt: int, variant: str, steps: int, warmup:
         model(model.embed(ids), positions_from_mask(mask), attention_mask=mask, cache=cache, logits="last")
         n_real = mask.sum(-1)
         frame = torch.full((rows, 1, 12), BOS, device=device)
-        runner = model.decode_runner(cache, use_graph=device.type == "cuda") if base == "graph" else None
+        runner, rid = (static_rows(model, cache, warmup + steps + 1, use_graph=device.type == "cuda")
+                       if base == "graph" else (None, None))
         sync(device)
         first = None
         for s in range(warmup + steps):
@@ -291,7 +306,7 @@ def time_decode(model, rows: int, prompt: int, variant: str, steps: int, warmup:
                 tm = Timer(device).__enter__()
             emb = model.embed_codec(frame)
             if runner is not None:
-                lg = runner.step(emb, n_real[:, None])
+                lg = runner.step(rid, emb, n_real)[:, None]
             else:
                 lg = model(emb, n_real[:, None], cache=cache, logits="last").logits
             if first is None:

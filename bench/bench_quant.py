@@ -206,8 +206,52 @@ def full_size_computed() -> list[dict]:
                                      dac_bytes=300_000_000)
                 rows.append(dict(device=device, dtype=str(dtype).replace("torch.", ""), quant=q, vision=vision,
                                  weights_gb=e.weights_bytes / 1e9, peak_gb=e.total_bytes / 1e9,
-                                 transient_gb=e.transient_bytes / 1e9, runtime_gb=e.runtime_bytes / 1e9))
+                                 transient_gb=e.transient_bytes / 1e9, runtime_gb=e.runtime_bytes / 1e9,
+                                 parts_gb={k: v / 1e9 for k, v in e.parts.items()},
+                                 max_rows=e.decode.max_rows, warm_buckets=len(e.decode.warm)))
     return rows
+
+
+CARDS_GB = (8, 10, 12, 16, 24, 48, 80)
+CARD_RESERVED_GB = 0.5  # what the driver's context takes before the daemon loads (not measured here)
+
+
+def card_advice() -> list[dict]:
+    """Per card size (CUDA bf16, with the vision tower): the first of bf16, int8, int4 whose estimate
+    fits the card's memory less the driver's context, with its row cap and warm-up buckets."""
+    from unimoe_audio.model.checkpoint import to_disk_key
+    from unimoe_audio.model.config import ModelConfig, config_dict
+    from unimoe_audio.model.decoder import UniMoEAudioModel
+
+    cfg = config_dict("full")
+    with torch.device("meta"):
+        m = UniMoEAudioModel(ModelConfig.from_dict(cfg, source="full"), vision=True)
+    specs = [(to_disk_key(n), "BF16", list(p.shape)) for n, p in m.named_parameters()]
+    out = []
+    for card in CARDS_GB:
+        avail = int((card - CARD_RESERVED_GB) * 1e9)
+        pick = None
+        for q in ("none", "int8", "int4"):
+            e = M.estimate_specs(specs, cfg, stored="none", dtype=torch.bfloat16, quant=q, device="cuda",
+                                 load_vision=True, dac_bytes=300_000_000, avail=avail)
+            if e.total_bytes <= avail:
+                pick = dict(card_gb=card, quant=q, estimate_gb=e.total_bytes / 1e9, max_rows=e.decode.max_rows,
+                            warm_buckets=len(e.decode.warm), buckets_gb=e.parts.get("buckets", 0) / 1e9)
+                break
+        out.append(pick or dict(card_gb=card, quant=None))
+    return out
+
+
+def print_cards(cards: list[dict]) -> None:
+    print(f"Card sizes, full size, CUDA bf16 with the vision tower, ESTIMATED (not measured on a GPU); "
+          f"{CARD_RESERVED_GB} GB left to the driver")
+    print(f"{'card GB':>7} {'quant':5} {'estimate GB':>11} {'rows':>4} {'buckets':>7} {'buckets GB':>10}")
+    for c in cards:
+        if c["quant"] is None:
+            print(f"{c['card_gb']:7d} does not fit")
+        else:
+            print(f"{c['card_gb']:7d} {c['quant']:5} {c['estimate_gb']:11.2f} {c['max_rows']:4d} {c['warm_buckets']:7d} "
+                  f"{c['buckets_gb']:10.2f}")
 
 
 def print_memory(peaks: list[dict], full: list[dict]) -> None:
@@ -221,18 +265,22 @@ def print_memory(peaks: list[dict], full: list[dict]) -> None:
                   f"{r['load_s']:6.2f}")
         print()
     print("Full size (7 B), COMPUTED from the tensors' shapes (no GPU here): GB")
-    print(f"{'device':6} {'dtype':9} {'quant':5} {'vision':6} {'weights':>8} {'peak':>6}")
+    print(f"{'device':6} {'dtype':9} {'quant':5} {'vision':6} {'weights':>8} {'peak':>6} {'rows':>4} {'buckets':>7}")
     for r in full:
         print(f"{r['device']:6} {r['dtype']:9} {r['quant']:5} {str(r['vision']):6} {r['weights_gb']:8.2f} "
-              f"{r['peak_gb']:6.2f}")
+              f"{r['peak_gb']:6.2f} {r['max_rows']:4d} {r['warm_buckets']:7d}")
 
 
-def only_memory(out: Path) -> int:
+def only_memory(out: Path, small: bool = True) -> int:
     data = json.loads(out.read_text()) if out.is_file() else {"meta": {}}
-    with tempfile.TemporaryDirectory() as tmp:
-        data["memory_small_cpu"] = memory_peaks(Path(tmp))
+    if small:
+        with tempfile.TemporaryDirectory() as tmp:
+            data["memory_small_cpu"] = memory_peaks(Path(tmp))
     data["full_size_computed"] = full_size_computed()
-    print_memory(data["memory_small_cpu"], data["full_size_computed"])
+    data["card_advice"] = card_advice()
+    print_memory(data.get("memory_small_cpu") or [], data["full_size_computed"])
+    print()
+    print_cards(data["card_advice"])
     out.write_text(json.dumps(data, indent=1))
     print(f"updated {out}")
     return 0
@@ -248,13 +296,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-memory", action="store_true", help="skip the memory parts (keep them from --out)")
     ap.add_argument("--only-memory", action="store_true",
                     help="rerun only the memory parts and update them in an existing --out JSON")
+    ap.add_argument("--full-size-only", action="store_true",
+                    help="only the computed full-size estimates and card advice (seconds), into --out")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "quant-cpu.json"))
     a = ap.parse_args(argv)
     if a.quick:
         a.steps, a.rounds, a.quality_steps = 10, 1, 30
     torch.set_num_threads(a.threads)
-    if a.only_memory:
-        return only_memory(Path(a.out))
+    if a.only_memory or a.full_size_only:
+        return only_memory(Path(a.out), small=not a.full_size_only)
 
     base = random_model("small", seed=0, gate_std=0.08, norm_jitter=0.0, vision=False, lm_head=False)
     variants = {"float32": base, "bfloat16": copy.deepcopy(base).to(torch.bfloat16)}

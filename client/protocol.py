@@ -416,6 +416,13 @@ class MemoryInfo(_Loose):
     estimate_bytes: int | None = Field(None, description="What the loaded (or last tried) model was estimated to need.")
     available_bytes: int | None = Field(None, description="What the device had for it at load time.")
     available_source: str | None = None
+    peak_bytes: int | None = Field(None, description="Measured peak since the model loaded (see peak_source).")
+    peak_source: str | None = Field(None, description="cuda max_memory_allocated, or process peak RSS on the CPU.")
+    max_rows: int | None = Field(None, description="Decode rows in flight at most (a CFG item takes 2); more wait.")
+    buckets: int | None = Field(None, description="Static decode buckets (captured graphs) held now.")
+    bucket_bytes: int | None = Field(None, description="What those buckets keep (KV cache, inputs, graph outputs).")
+    bucket_budget_bytes: int | None = Field(None, description="Buckets past this are released, least recently used first.")
+    bucket_evictions: int | None = Field(None, description="Buckets released under memory pressure so far.")
 
 
 class ActorInfo(_Loose):
@@ -465,6 +472,9 @@ class StatusReply(_Loose):
     dtype: str | None = None
     quant: str | None = Field(None, description="Weight quantization of the loaded model: none, int8 or int4.")
     memory: MemoryInfo = Field(default_factory=MemoryInfo)
+    kernels: dict[str, Any] | None = Field(None, description=(
+        "Kernels chosen at load on the real shapes: linears {class: {kernel: count}}, experts_decode "
+        "(grouped | chosen | all), fallbacks (linears on the slower dequant path) and fallback_reasons."))
     queue_length: int = 0
     running: list[str] = Field(default_factory=list)
     error: ErrorReply | None = None

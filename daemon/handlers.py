@@ -122,8 +122,10 @@ class Handlers:
         h = d.host
         return StatusReply(
             state=self.state(), model=d.settings.model, model_dir=str(h.model_dir) if h.model_dir else None,
-            model_hash=h.model_hash, tiny=h.tiny, tiny_reason=h.tiny_reason, tiny_builtin=h.tiny and h.tiny_builtin, device=h.device, dtype=h.dtype, quant=h.quant,
-            memory=MemoryInfo(**h.memory()), queue_length=d.store.queued_count(), running=d.store.running_ids(),
+            model_hash=h.model_hash, tiny=h.tiny, tiny_reason=h.tiny_reason, tiny_builtin=h.tiny and h.tiny_builtin,
+            device=h.device, dtype=h.dtype, quant=h.quant,
+            memory=MemoryInfo(**h.memory()), kernels=h.kernels if h.engine is not None else None,
+            queue_length=d.store.queued_count(), running=d.store.running_ids(),
             error=h.error, keep_alive=d.settings.keep_alive, uptime_s=time.time() - d.started,
             version=d.version, pid=os.getpid(), output_dir=str(d.settings.output_path),
             osc_port=d.osc.port if d.osc else None, backend=d.worker.backend_status(),

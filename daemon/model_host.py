@@ -98,6 +98,7 @@ class ModelHost:
         self.memory_estimate: int | None = None  # bytes the loaded (or last refused) model needs
         self.memory_available: int | None = None
         self.memory_source: str | None = None
+        self.kernels: dict | None = None  # which kernel each class of linear got (model/kernels.py)
         self.last_used = time.monotonic()
         self.loaded_at: float | None = None
         self.faults = 0  # accelerator errors since the daemon started (each failed the jobs in flight)
@@ -200,6 +201,7 @@ class ModelHost:
             self.memory_estimate = (info.get("memory_estimate") or {}).get("total_bytes")
             self.memory_available = info.get("memory_available_bytes")
             self.memory_source = info.get("memory_available_source")
+            self.kernels = info.get("kernels")
             self.loaded_at = time.time()
             self.last_used = time.monotonic()
             log.info("model loaded from %s in %.2f s (device %s, dtype %s, quant %s%s)", model_dir,
@@ -267,6 +269,13 @@ class ModelHost:
         out: dict[str, int | str | None] = {"rss_bytes": process_rss(), "estimate_bytes": self.memory_estimate,
                                             "available_bytes": self.memory_available,
                                             "available_source": self.memory_source}
+        engine = self.engine
+        report = getattr(engine, "memory_report", None)
+        if report is not None:
+            try:
+                out.update(report())
+            except Exception:  # noqa: BLE001 - status must answer even if the engine is mid-change
+                pass
         torch = sys.modules.get("torch")
         if torch is not None and self.engine is not None and (self.device or "").startswith("cuda"):
             try:

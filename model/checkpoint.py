@@ -123,6 +123,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     loading (never holding the full-precision model), or load a folder stored that way. ``prepare``
     builds the quantized kernels now (int4 then keeps only the kernel's packed copy; False to save)."""
     from . import quant as Q
+    from .kernels import aligned
 
     folder, _ = weight_files(path)
     cfg = config or load_config(folder)
@@ -149,6 +150,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     to_quantize = {f"{n}.weight": q for n, q in qmods.items()} if stored == "none" else {}
     open_dev = "cpu" if device.type in ("cpu", "meta", "mps") else str(device)
     loaded: dict[str, Path] = {}
+    aligned_copies = 0  # stored quantized tensors copied off a misaligned file offset (kernels.aligned)
     unexpected: list[str] = []
     for name, disk, f, h in iter_tensors(path, open_dev):
         if name.startswith("visual.") and not load_vision:
@@ -170,7 +172,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
                 raise _fail(f"{disk} in {f.name} is {t.dtype} {list(t.shape)}, expected {ref.dtype} "
                             f"{list(ref.shape)} ({stored} format version {Q.FORMAT_VERSION})")
             mod_name, _, leaf = name.rpartition(".")
-            qmods[mod_name]._buffers[leaf] = t.to(device)
+            # a memory-mapped tensor starts wherever the file put it: the kernels need it aligned
+            moved = t.to(device)
+            t2 = aligned(moved)
+            aligned_copies += t2 is not moved
+            qmods[mod_name]._buffers[leaf] = t2
             loaded[name] = f
             continue
         if name in to_quantize:
@@ -199,6 +205,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     if missing:
         raise _fail(f"missing tensors in {folder}: {_listing([to_disk_key(m) for m in missing])}")
     model.eval()
+    model.aligned_copies = aligned_copies  # type: ignore[assignment]  (kernels.report)
     if method != "none" and prepare:
         Q.prepare_kernels(model, dtype)
     return model

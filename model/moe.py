@@ -23,8 +23,9 @@ token's result). Two ways to run the experts on the routing's result, same numbe
     (T*E rows, a static shape); chosen pairs are sorted to the front by expert and
     ``torch._grouped_mm`` runs each expert on its own rows, given the per-expert row offsets as a
     device tensor (an expert with no rows reads nothing). Rows past the last chosen pair are masked
-    with ``torch.where``. Used where torch's grouped mm is sync-free (CUDA bf16, compute capability
-    9.0+; the CPU build's grouped mm reads the offsets on the host, fine off a graph) and the experts
+    with ``torch.where``. Used where torch's grouped mm ran sync-free and right in its trial on the
+    block's real shapes (kernels.grouped_mm_trial, under ``set_sync_debug_mode("error")``; never on the
+    CPU, whose grouped mm reads the offsets on the host, fine off a graph) and the experts
     are not quantized.
   - **all**: every routed expert runs on every token as one batched matmul over the stacked weights,
     and the routing weights (0 for unchosen experts, which ``torch.where`` drops, so an overflowing
@@ -144,31 +145,17 @@ MOE_PATHS = ("auto", "grouped", "fast", "chosen", "all")
 # runs each projection as its own Linear, as before: kept for benchmarks (bench/bench_quant.py).
 FUSED = True
 
-_GROUPED_MM_OK: dict[tuple[str, torch.dtype], bool] = {}
-
-
-def grouped_mm_sync_free(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether ``torch._grouped_mm`` runs for ``device``/``dtype`` without reading its offsets on the
-    host (so it can be captured in a CUDA graph). Probed once per (device type, dtype)."""
-    if device.type != "cuda" or not hasattr(torch, "_grouped_mm"):
+def grouped_mm_sync_free(device: torch.device, dtype: torch.dtype, experts: int = 2, hidden: int = 64,
+                         inner: int = 32) -> bool:
+    """Whether ``torch._grouped_mm`` runs for ``device``/``dtype`` on these expert shapes without a
+    host sync (so a CUDA graph can capture it) and right: tried once per shape under
+    ``set_sync_debug_mode("error")`` (kernels.grouped_mm_trial), whatever the compute capability.
+    Off CUDA: False (the CPU build's grouped mm reads its offsets on the host; fine off a graph)."""
+    if device.type != "cuda":
         return False
-    key = (str(device), dtype)
-    ok = _GROUPED_MM_OK.get(key)
-    if ok is None:
-        ok = False
-        # the CUTLASS kernel is bf16 on sm90+; elsewhere torch falls back to a host loop over groups
-        if dtype == torch.bfloat16 and torch.cuda.get_device_capability(device) >= (9, 0):
-            try:
-                x = torch.randn(32, 64, device=device, dtype=dtype)
-                w = torch.randn(2, 32, 64, device=device, dtype=dtype)
-                offs = torch.tensor([16, 32], device=device, dtype=torch.int32)
-                y = torch._grouped_mm(x, w.transpose(1, 2), offs=offs)
-                ref = torch.cat((x[:16] @ w[0].t(), x[16:] @ w[1].t()))
-                ok = bool(torch.allclose(y.float(), ref.float(), atol=0.5, rtol=0.05))
-            except (RuntimeError, NotImplementedError):
-                ok = False
-        _GROUPED_MM_OK[key] = ok
-    return ok
+    from .kernels import grouped_mm_trial
+
+    return grouped_mm_trial(device, dtype, experts, hidden, inner) == "ok"
 
 
 @dataclass
@@ -272,10 +259,19 @@ class SparseMoE(nn.Module):
         if p == "auto":
             p = "fast" if device.type != "cpu" and num_tokens <= self.fast_max_tokens else "grouped"
         if p == "fast":
-            p = "chosen" if _is_plain(self.experts) and grouped_mm_sync_free(device, dtype) else "all"
+            p = self.fast_path(device, dtype)
         if p == "chosen" and not (_is_plain(self.experts) and hasattr(torch, "_grouped_mm")):
             p = "all"  # quantized experts (or an old torch): every expert in turn, still sync-free
         return p
+
+    def fast_path(self, device: torch.device, dtype: torch.dtype) -> str:
+        """What "fast" (the captured decode step's path) runs here: "chosen" where the grouped matmul
+        is sync-free on this block's real expert shapes, else "all"."""
+        if not _is_plain(self.experts):
+            return "all"
+        g = self.experts[0].gate_proj
+        ok = grouped_mm_sync_free(device, dtype, len(self.experts), g.in_features, g.out_features)
+        return "chosen" if ok else "all"
 
     def stacked(self) -> tuple[_Stacked | None, _Stacked | None]:
         """(routed, shared) stacked weights, made on first use and again after parameters moved;

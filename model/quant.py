@@ -21,8 +21,9 @@ Formats (what is stored on disk, device independent):
   ``scale_zeros`` bfloat16 [Kp/G, Np, 2]; ``w ~ (q - 8) * scale + zero`` (the tinygemm convention,
   checked against this dequantisation in tests).
 
-At run time each ``QuantLinear`` picks a kernel for its device once (:meth:`QuantLinear.prepare`):
-the fused aten kernel where it runs and agrees with the dequantised reference, else "dequant"
+At run time each ``QuantLinear`` picks a kernel for its device once (:meth:`QuantLinear.prepare`,
+rules and trials in kernels.py): the fused aten kernel where this weight's shape and alignment are
+safe for it and its trial on this shape agrees with the dequantised reference, else "dequant"
 (unpack to the activation dtype and ``F.linear``): slower, but the same numbers and static shapes,
 so a CUDA graph can capture either. The router gate, embeddings, norms and the codec head stay in
 the model dtype (the gate decides routing; the others are small).
@@ -128,7 +129,6 @@ def dequantize_int4(packed: torch.Tensor, scale_zeros: torch.Tensor, group: int,
 
 # --- the module ------------------------------------------------------------------------------------------
 
-_KERNEL_OK: dict[tuple[str, str, torch.dtype], bool] = {}
 # The fused kernels take bf16 activations whatever the model's dtype: on an avx2 CPU without native
 # bf16, _weight_int8pack_mm on a [1376, 512] weight and 2 rows took 168 us with bf16 input against
 # 2,925 us with fp32 input (fp32 F.linear: 300 us), so fp32 models cast in and out around them.
@@ -158,6 +158,7 @@ class QuantLinear(nn.Module):
             if bias else None
         self.act_dtype = dtype
         self._run: tuple | None = None  # (kernel name, tensors) prepared for the device and dtype
+        self.refusal: str | None = None  # why the fused kernel was not used (kernels.py), for status
         self._released = False  # the stored codes were dropped for the kernel's own packed copy
 
     @classmethod
@@ -228,16 +229,26 @@ class QuantLinear(nn.Module):
 
     # -- kernels ------------------------------------------------------------------------------------------
     def prepare(self, dtype: torch.dtype | None = None) -> str:
-        """Pick and build the kernel for the buffers' device and ``dtype``; returns its name."""
+        """Pick and build the kernel for the buffers' device and ``dtype``; returns its name. The
+        fused kernel only where kernels.py's rules admit this weight (shape and alignment: a crash in
+        native code cannot be caught) and its trial on this shape agrees with the dequantised
+        weights; else "dequant" for this weight alone."""
+        from . import kernels
+
         dtype = dtype or self.act_dtype
         dev = self.qweight.device
         kind = self._fused_kind(dev)
         run: tuple | None = None
-        if kind is not None and _kernel_ok(kind, self.method, dev, dtype):
-            try:
-                run = self._build(kind, dtype)
-            except (RuntimeError, NotImplementedError, AttributeError):
-                run = None  # this shape is not supported by the kernel: dequantise instead
+        self.refusal = None
+        if kind is not None:
+            self.refusal = self._refusal(dev)
+            if self.refusal is None and not kernels.try_linear(self, kind, dtype):
+                self.refusal = f"{kind} disagreed with the dequantised weights on [{self.out_features}, {self.in_features}]"
+            if self.refusal is None:
+                try:
+                    run = self._build(kind, dtype)
+                except (RuntimeError, NotImplementedError, AttributeError) as exc:
+                    self.refusal = f"{kind}: {exc}"
         if run is None:
             run = self._build("dequant", dtype)
         self._run = run
@@ -250,13 +261,19 @@ class QuantLinear(nn.Module):
 
     def _fused_kind(self, dev: torch.device) -> str | None:
         if self.method == "int8":
-            # the CPU kernel crashes (not raises) on bf16 input when K is not a multiple of 8
-            return "int8pack" if dev.type in ("cpu", "cuda") and self.in_features % 8 == 0 else None
+            return "int8pack" if dev.type in ("cpu", "cuda") else None
         if dev.type == "cpu":
             return "int4pack_cpu"
         if dev.type == "cuda":
             return "int4pack_cuda"
         return None
+
+    def _refusal(self, dev: torch.device) -> str | None:
+        from . import kernels
+
+        if self.method == "int8":
+            return kernels.int8_refusal(dev.type, self.in_features, self.qweight.data_ptr())
+        return kernels.int4_refusal(dev.type, self.padded[0], self.padded[1], self.group_size)
 
     def _build(self, kind: str, dtype: torch.dtype) -> tuple:
         if kind == "int8pack":
@@ -265,8 +282,11 @@ class QuantLinear(nn.Module):
             packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(unpack_int4(self.qweight), 2)
             return kind, packed, self.scale_zeros.to(KERNEL_ACT)
         if kind == "int4pack_cuda":
+            from .kernels import int4_inner_k_tiles
+
             q = unpack_int4(self.qweight)
-            packed = torch.ops.aten._convert_weight_to_int4pack((q[:, ::2] << 4 | q[:, 1::2]).to(torch.uint8), 8)
+            tiles = int4_inner_k_tiles(self.padded[1])  # 8, 4 or 2 for this K (the rules checked it)
+            packed = torch.ops.aten._convert_weight_to_int4pack((q[:, ::2] << 4 | q[:, 1::2]).to(torch.uint8), tiles)
             return kind, packed, self.scale_zeros.to(KERNEL_ACT)
         return "dequant", None, None
 
@@ -315,30 +335,6 @@ class QuantLinear(nn.Module):
     def extra_repr(self) -> str:
         g = f", group_size={self.group_size}" if self.method == "int4" else ""
         return f"in_features={self.in_features}, out_features={self.out_features}, {self.method}{g}"
-
-
-def _kernel_ok(kind: str, method: str, device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether a fused kernel runs on ``device``/``dtype`` and reproduces the dequantised reference,
-    probed once on a small random weight (a kernel that is missing or disagrees is never used)."""
-    key = (kind, str(device), dtype)
-    ok = _KERNEL_OK.get(key)
-    if ok is None:
-        g = torch.Generator(device="cpu").manual_seed(0)
-        lin = nn.Linear(256, 64, bias=True)
-        with torch.no_grad():
-            lin.weight.copy_(torch.randn(64, 256, generator=g) * 0.02)
-            lin.bias.copy_(torch.randn(64, generator=g) * 0.02)
-        q = QuantLinear.from_linear(lin.to(device), method)
-        x = torch.randn((3, 256), generator=g).to(device=device, dtype=dtype)
-        try:
-            y = q._call(q._build(kind, dtype), x).float()
-            ref = F.linear(x.float(), q.dequantized(torch.float32), q.bias.float())
-            tol = 3e-2  # bf16 activations inside the kernel
-            ok = bool(torch.allclose(y, ref, rtol=tol, atol=tol * float(ref.abs().max().clamp(min=1.0))))
-        except (RuntimeError, NotImplementedError, AttributeError):
-            ok = False
-        _KERNEL_OK[key] = ok
-    return ok
 
 
 # --- whole models ----------------------------------------------------------------------------------------
@@ -390,7 +386,8 @@ def quant_of(model: nn.Module) -> str:
 
 
 def prepare_kernels(model: nn.Module, dtype: torch.dtype | None = None) -> dict[str, int]:
-    """Build every QuantLinear's kernel now (not inside a captured graph); returns {kernel: count}."""
+    """Build every QuantLinear's kernel now (not inside a captured graph; kernels.check_model also
+    chooses the experts' matmul); returns {kernel: count}."""
     out: dict[str, int] = {}
     for m in model.modules():
         if isinstance(m, QuantLinear):
@@ -431,7 +428,7 @@ def save_quantized(model: nn.Module, src_dir: str | Path, dest: str | Path, meth
     the quantized model as safetensors shards + index (on-disk key names)."""
     import shutil
 
-    from safetensors.torch import save_file
+    from .safetensors_aligned import save_aligned
 
     from .checkpoint import to_disk_key
 
@@ -467,7 +464,8 @@ def save_quantized(model: nn.Module, src_dir: str | Path, dest: str | Path, meth
     wmap = {}
     for i, sh in enumerate(shards):
         fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        save_file(sh, str(dest / fname), metadata={"format": "pt", MARKER: method})
+        # tensors on 64-byte offsets: memory-mapped, the int8 codes are aligned for the CPU kernel
+        save_aligned(sh, dest / fname, metadata={"format": "pt", MARKER: method})
         wmap.update({k: fname for k in sh})
     (dest / "model.safetensors.index.json").write_text(json.dumps({"metadata": {MARKER: method},
                                                                    "weight_map": wmap}, indent=1))

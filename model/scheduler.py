@@ -101,7 +101,7 @@ class JobBatch:
     def step(self) -> list[tuple[Job, Any]]:
         """One decode step for every job in flight; returns (job, result or exception) for each job
         that finished in it (its ``on_done`` was called too)."""
-        if not self.session.active:
+        if not self.session.active and not self.session.waiting:
             try:
                 return self._flush()
             except _Fault as f:
@@ -123,7 +123,7 @@ class JobBatch:
             return self._device_fault(f.exc)
 
     def _after_step(self, done: list[Any], dt: float) -> list[tuple[Job, Any]]:
-        live = {id(st) for st in self.session.active}
+        live = {id(st) for st in self.session.active + self.session.waiting}
         finished: list[tuple[Job, Any]] = []
         done_ids = {id(st) for st in done}
         for e in list(self.entries):

@@ -103,6 +103,12 @@ def cmd_status(args: argparse.Namespace) -> int:
                    + (f", model estimate {hb(mem['estimate_bytes'])}" if mem.get("estimate_bytes") else "")
                    + (f" of {hb(mem['available_bytes'])} available ({mem.get('available_source')})"
                       if mem.get("available_bytes") else "")),
+        ("memory peak", f"{hb(mem['peak_bytes'])} ({mem.get('peak_source')})" if mem.get("peak_bytes") else "-"),
+        ("decode", (f"up to {mem['max_rows']} rows" if mem.get("max_rows") else "-")
+                   + (f", {mem['buckets']} buckets ({hb(mem['bucket_bytes'] or 0)}"
+                      + (f" of {hb(mem['bucket_budget_bytes'])}" if mem.get("bucket_budget_bytes") else "")
+                      + f", {mem.get('bucket_evictions') or 0} released)" if mem.get("buckets") is not None else "")),
+        ("kernels", _kernels_line(data.get("kernels"))),
         ("queue", f"{data.get('queue_length', 0)} queued, {len(data.get('running') or [])} running"
                   + (f" ({', '.join(data['running'])})" if data.get("running") else "")),
         ("keep alive", "forever" if not data.get("keep_alive") else f"{data['keep_alive']:g} s idle"),
@@ -143,6 +149,20 @@ def _actor_model(a: dict) -> str:
     if not a.get("model_hash"):
         return "-"
     return f"{a.get('model_id') or '?'} {str(a['model_hash'])[:8]}" + (" TINY" if a.get("tiny") else "")
+
+
+def _kernels_line(rep: dict | None) -> str:
+    """The kernel report (model/kernels.py) in one line; the CLI never imports torch."""
+    if not rep:
+        return "-"
+    parts = [f"{cls} " + ", ".join(f"{k} {n}" for k, n in sorted(ks.items())) for cls, ks in (rep.get("linears") or {}).items()]
+    if rep.get("experts_decode"):
+        parts.append(f"experts {rep['experts_decode']}")
+    line = "; ".join(parts) or "-"
+    if rep.get("fallbacks"):
+        reasons = rep.get("fallback_reasons") or []
+        line += f"; {rep['fallbacks']} fell back" + (f" ({reasons[0]})" if reasons else "")
+    return line
 
 
 def _duration(seconds: float) -> str:
