@@ -10,8 +10,8 @@ subtitles out.
 
 No torch and no numpy here: it runs in Blender's and REAPER's Pythons.
 """
-from .script import Cue, Script, ScriptError, read_script
+from .script import Cue, Script, ScriptError, read_script, split_speaker
 from .session import Voiceover, VoiceoverError, VoiceoverOptions, output_paths, parse_only, parse_voice_map
 
-__all__ = ["Cue", "Script", "ScriptError", "read_script", "Voiceover", "VoiceoverError", "VoiceoverOptions",
+__all__ = ["Cue", "Script", "ScriptError", "read_script", "split_speaker", "Voiceover", "VoiceoverError", "VoiceoverOptions",
            "output_paths", "parse_only", "parse_voice_map"]

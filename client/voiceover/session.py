@@ -111,7 +111,7 @@ def parse_only(text: str | None, known: set[int]) -> set[int] | None:
 def parse_voice_map(items: list[str] | None) -> dict[str, str]:
     """``["ALICE=alice", "BOB=narrator"]``, or a file path (JSON object, or ``NAME=VOICE`` lines)."""
     out: dict[str, str] = {}
-    for item in items or []:
+    for item in [p for it in (items or []) for p in (it.split(",") if "=" in it else [it])]:
         p = Path(item).expanduser()
         if "=" not in item and p.is_file():
             text = p.read_text(encoding="utf-8")
@@ -192,6 +192,7 @@ class Voiceover:
         self._raw_folder: str | None = str(self.paths["raw"])
         self._last_resync = time.monotonic()
         self._rate_of: dict[str | None, float] = {}
+        self._previous: dict[int, CueRecord] = {}  # --only: the take each new one replaces
 
     # -- planning -----------------------------------------------------------------------------------
     def _voices(self) -> dict[str, P.VoiceInfo]:
@@ -292,7 +293,11 @@ class Voiceover:
             prev = old.cue(cue.index) if old is not None else None
             reuse = prev is not None and prev.signature == sig
             if reuse and self.only is not None and cue.index in self.only:
+                assert prev is not None
                 rec.seed = self._new_seed(prev.seed)  # a new take
+                rec.raw_file = prev.raw_file  # removed once the new take is in
+                if prev.state == "done":
+                    self._previous[cue.index] = prev  # kept if the new take fails or is cancelled
             elif reuse:
                 assert prev is not None
                 rec = prev.model_copy(update={"start_sample": start_n, "error": None if prev.state == "done" else prev.error})
@@ -482,6 +487,13 @@ class Voiceover:
             self._sub.remove(P.job_topic(job_id))
         if state == "failed":
             self.on_note(f"cue {a.record.index} failed: {error}")
+        prev = self._previous.pop(a.record.index, None)
+        if prev is not None and prev.file and Path(prev.file).is_file():
+            rep = self.report
+            assert rep is not None
+            rep.cues[rep.cues.index(a.record)] = prev.model_copy(update={"error": f"the new take {state}: {error}; "
+                                                                          "the previous take is kept"})
+            self.on_note(f"cue {a.record.index}: the new take {state}; the previous take is kept")
         save_report(self.report, self.paths["report"])  # type: ignore[arg-type]
 
     def _done(self, job_id: str, path: str) -> None:
@@ -538,6 +550,7 @@ class Voiceover:
                    "shift": "kept whole; later cues move"}[self.opts.overflow]
             self.on_note(f"cue {rec.index} is {over / sr:.3f} s longer than its {rec.slot_seconds:.3f} s slot after a "
                          f"x{rec.stretch:.3f} stretch: {how}")
+        self._previous.pop(rec.index, None)
         if old_raw and old_raw != raw and Path(old_raw).parent == self.paths["raw"]:
             for p in (Path(old_raw), Path(old_raw).with_suffix(".json")):
                 p.unlink(missing_ok=True)  # the superseded take of an --only rerun
