@@ -331,8 +331,18 @@ class ScriptTab(QWidget):
 
 
 def add_to_panel(panel: Any) -> ScriptTab:
-    """The panel's hook: a Script tab after its task tabs, fed with the saved voices and its player."""
+    """The panel's hook: a Script tab after its task tabs, fed with the saved voices and its player. The
+    panel's Generate row, output box and History/Presets menus belong to the task tabs: hidden here."""
     tab = ScriptTab(panel.settings, player=getattr(panel, "player", None))
     panel.tabs.addTab(tab, "Script")
     panel.backend.voices_changed.connect(tab.set_voices)
+    task_only = [w for w in (getattr(panel, n, None) for n in ("output", "generate_button", "history_button",
+                                                                "presets_button")) if w is not None]
+
+    def on_tab(_: int) -> None:
+        here = panel.tabs.currentWidget() is tab
+        for w in task_only:
+            w.setVisible(not here)
+
+    panel.tabs.currentChanged.connect(on_tab)
     return tab

@@ -1,5 +1,5 @@
 """A voiced script as a timeline: one clip per spoken cue on a new audio track, at the cue's record time,
-written through the same OTIO and MLT writers as ``score-timeline`` (:func:`.score_timeline.write_otio`,
+written through the same OTIO and MLT writers as ``score-timeline`` (:func:`.score_writers.otio_timeline`,
 :func:`.mlt.write_mlt`), so an editor imports one file.
 
 Positions are frames at ``fps`` (the timeline's rate; 25 when none is given) counted from the script's zero,
@@ -15,7 +15,7 @@ from typing import Any
 
 from unimoe_audio.client.timecode import parse_rate, parse_timecode
 
-from .score_timeline import Cue, Edit
+from .score_cues import Cue, Edit, require_otio
 
 __all__ = ["DEFAULT_FPS", "timeline_of", "write_timeline"]
 
@@ -55,9 +55,9 @@ def write_timeline(report: Any, out: str | Path, fps: Any = None) -> Path:
         from .mlt import write_mlt
 
         return write_mlt(edit, cues, out)
-    from .score_timeline import _otio, otio_timeline
+    from .score_writers import otio_timeline
 
-    otio = _otio()
+    otio = require_otio()
     tl = otio_timeline(edit, cues)
     for track in tl.audio_tracks():
         track.name = track.name.replace("unimoe score", TRACK)

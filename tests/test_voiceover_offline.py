@@ -189,3 +189,29 @@ def test_spoken_subtitles_follow_the_placed_audio(tmp_path):
     for p in out:
         subs = pysubs2.load(str(p))
         assert [(e.start, e.end, e.plaintext) for e in subs] == [(500, 1234, "ALICE: one")]
+
+
+def test_text_strips_become_cues_and_a_report_becomes_a_timeline(tmp_path):
+    from unimoe_audio.integrations.blender_voiceover import output_for, script_from_strips
+    from unimoe_audio.integrations.voiceover_timeline import timeline_of, write_timeline
+
+    rate = Fraction(24000, 1001)
+    s = script_from_strips([("b", "BOB: later", 48, 96), ("a", "first", 0, 24), ("c", "  ", 100, 110)], rate)
+    assert [(c.index, c.start, c.end, c.speaker, c.text) for c in s.cues] == [
+        (1, 0, Fraction(24 * 1001, 24000), None, "first"), (2, Fraction(48 * 1001, 24000), Fraction(96 * 1001, 24000),
+                                                          "BOB", "later")]
+    assert s.skipped == [{"index": 3, "reason": "text strip 'c' has no text"}]
+    assert output_for("/p/unimoe", "Scene 1", "strips", "/out") == "/p/unimoe/Scene_1-strips-voiceover.wav"
+    assert output_for(None, "S", "film", "/out") == "/out/S-film-voiceover.wav"
+
+    cue = tmp_path / "c1.wav"
+    sf.write(cue, np.zeros(24000, np.float32), 48000, subtype="PCM_24")
+    rep = Report(script="s.srt", script_format="srt", output=str(tmp_path / "o.wav"), sample_rate=48000, channels=1,
+                 bit_depth=24, max_stretch=1.15, overflow="trim", record_in="01:00:00:00", fps="25",
+                 cues=[CueRecord(index=7, text="hi", speaker="ALICE", start=1.0, state="done", file=str(cue),
+                                 placed_start=1.02, placed_end=1.52, placed_samples=24000),
+                       CueRecord(index=8, text="no", start=2.0, state="failed")])
+    edit, cues = timeline_of(rep)
+    assert edit.start == 90000 and [(c.record_frame, c.frames, c.name) for c in cues] == [(26, 13, "cue 7 ALICE")]
+    mlt = write_timeline(rep, tmp_path / "o.mlt")
+    assert 'frame_rate_num="25"' in mlt.read_text() and str(cue) in mlt.read_text()
