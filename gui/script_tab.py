@@ -98,8 +98,8 @@ class ScriptTab(QWidget):
         self.runner.moveToThread(self._thread)
         self._do_run.connect(self.runner.run)
         self.runner.cue_update.connect(self._on_cue)
-        self.runner.note.connect(self._on_note)
-        self.runner.progress.connect(lambda f: self.progress.setValue(int(f * 1000)))
+        self.runner.note.connect(self._on_note_slot)
+        self.runner.progress.connect(self._on_progress)  # a bound slot: queued onto this (the UI) thread
         self.runner.finished.connect(self._on_finished)
         self.runner.failed.connect(self._on_failed)
         self._thread.start()
@@ -298,14 +298,24 @@ class ScriptTab(QWidget):
         if row >= 0:
             self.table.item(row, col).setText(text)
 
+    @Slot(float)
+    def _on_progress(self, fraction: float) -> None:
+        self.progress.setValue(int(fraction * 1000))
+
+    @Slot(int, float, str)
     def _on_cue(self, index: int, fraction: float, stage: str) -> None:
         self._set(index, 5, stage if stage in ("done", "failed", "cancelled", "queued")
                   else f"{stage} {int(fraction * 100)}%")
+
+    @Slot(str)
+    def _on_note_slot(self, text: str) -> None:
+        self._on_note(text)
 
     def _on_note(self, text: str, error: bool = False) -> None:
         self.notes.setStyleSheet("QLabel { color: #c62828; }" if error else "")
         self.notes.setText(text)
 
+    @Slot(object)
     def _on_finished(self, report: Any) -> None:
         self.running = False
         self.report = report
@@ -318,6 +328,7 @@ class ScriptTab(QWidget):
         self._sync()
         self.run_finished.emit(report)
 
+    @Slot(str)
     def _on_failed(self, message: str) -> None:
         self.running = False
         self._on_note(message, error=True)

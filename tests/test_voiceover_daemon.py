@@ -236,6 +236,19 @@ def test_cancel_keeps_the_finished_cues(daemon, work):
             assert not stem[c.start_sample:round(c.end * sr)].any()
     assert json.loads(Path(vo.paths["report"]).read_text())["cues"][1]["state"] in ("cancelled", "done")
 
+    # the same run again resumes: the finished cue is kept, the cancelled ones are made (same seeds, new keys)
+    with Client(daemon.settings, auto_start=False) as c:
+        again = Voiceover(c, script, VoiceoverOptions(voice="narrator"), work / "cut.wav")
+        plan = again.plan()
+        assert [r.index for r in again.to_render()] == [r.index for r in rep.cues if r.state != "done"]
+        for old, new in zip(rep.cues, plan.cues):
+            assert new.seed == old.seed and (new.request_id != old.request_id) == (old.state != "done")
+        again.submit()
+        while again.poll(0.2):
+            pass
+        rep2 = again.finish()
+    assert rep2.state == "done" and rep2.cue(1).job_id == rep.cue(1).job_id
+
 
 def test_a_killed_daemon_resumes_where_it_was(tmp_path):
     home = tmp_path / "home"

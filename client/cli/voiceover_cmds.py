@@ -71,7 +71,7 @@ def cmd_voiceover(args: argparse.Namespace) -> int:
                 jb.log(f"unimoe-audio: cue {index}: {stage}")
             if vo.report is not None:
                 jb.update("all", vo.progress(), f"{sum(c.state == 'done' for c in vo.report.cues)}/"
-                          f"{len(vo.report.cues)} cues")
+                          f"{len(vo.report.cues)} cues done")
 
         vo = Voiceover(client, script, opts, out, only=only, on_update=on_update, on_note=note_line,
                        reconnect=lambda: client_for(args, settings))
@@ -81,7 +81,7 @@ def cmd_voiceover(args: argparse.Namespace) -> int:
                 emit_json(rep.model_dump(mode="json")) if args.json else _print_plan(rep)
                 return EXIT_OK
             n = len(vo.to_render())
-            jb.add("all", f"voiceover {n}/{len(rep.cues)} cues")
+            jb.add("all", "voiceover" if n == len(rep.cues) else f"voiceover ({n} of {len(rep.cues)} cues)")
             warn_if_tiny_daemon(args, client)
             vo.submit()
         except VoiceoverError as exc:

@@ -35,6 +35,7 @@ class CueRecord(BaseModel):
     state: CueState = "pending"
     seed: int | None = None
     request_id: str | None = None
+    attempt: int = Field(0, description="tries of this take after a failure or a cancel (each a new request_id)")
     job_id: str | None = None
     estimate_seconds: float | None = None
     asked: dict[str, float] = Field(default_factory=dict, description="the length fields sent to the model")

@@ -304,17 +304,20 @@ class Voiceover:
                 if rec.state == "done" and not (rec.file and Path(rec.file).is_file()):
                     rec.state = "pending"  # its file is gone: make it again, same seed
                 elif rec.state in ("failed", "cancelled") and self.only is None:
-                    rec.state = "pending"  # resume: try again with the same seed
+                    # resume: try again with the same seed, under a new key (the daemon answers a known key
+                    # with the job that failed)
+                    rec.state, rec.attempt = "pending", rec.attempt + 1
             else:
                 rec.seed = (o.seed + cue.index) if o.seed is not None else secrets.randbits(62)
                 if self.only is not None and cue.index not in self.only:
-                    rec.state = "pending"
-                    self.on_note(f"cue {cue.index} changed since the last run: it is made again")
+                    self.on_note(f"cue {cue.index} changed since the last run and is not in --only: it is left out "
+                                 "of the stem (run without --only to make it)")
             if ask.too_long and rec.state != "done":
                 self.on_note(f"cue {cue.index}: about {ask.estimate_s:.2f} s of speech for a {slot_n / sr:.2f} s slot "
                              f"(more than x{o.max_stretch:g}): expect an overflow")
             if rec.state != "done":
-                rec.request_id = "vo-" + hashlib.sha256(f"{sig}:{rec.seed}:{self.paths['stem']}".encode()).hexdigest()[:40]
+                key = f"{sig}:{rec.seed}:{rec.attempt}:{self.paths['stem']}"
+                rec.request_id = "vo-" + hashlib.sha256(key.encode()).hexdigest()[:40]
             rep.cues.append(rec)
         self.report = rep
         save_report(rep, self.paths["report"])
@@ -395,7 +398,7 @@ class Voiceover:
         todo = [c for c in self.report.cues if self.only is None or c.index in self.only]
         if not todo:
             return 1.0
-        running = {a.record.index: a.fraction for a in self.active.values()}
+        running = {a.record.index: min(a.fraction, 0.99) for a in self.active.values()}  # 1.0 only when fitted
         return sum(1.0 if c.state in ("done", "failed", "cancelled") else running.get(c.index, 0.0)
                    for c in todo) / len(todo)
 
