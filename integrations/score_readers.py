@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import xml.etree.ElementTree as ET
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,7 @@ def edit_from_edl(path: Path, rate: Any, media: list[Path] | None = None, source
         else:
             video = ev.resolve_source(search)
             if video is None:
-                shot.skip = f"source not found: {ev.source_name()}"
+                shot.skip = f"media offline: {ev.source_name()} (not found next to the EDL or in --media)"
             else:
                 if video not in starts:
                     starts[video] = source_start_frames(video, edl.rate, source_start)
@@ -97,7 +98,7 @@ def edit_from_otio(tl: Any, rate: Any = None, track: str | None = None, search: 
     otio = require_otio()
     videos = list(tl.video_tracks())
     if not videos:
-        raise ValueError("the timeline has no video track")
+        raise ValueError(f"no video clips: the timeline {tl.name!r} has no video track")
     if track is None:
         tr = videos[0]
     elif track.isdigit():
@@ -113,7 +114,7 @@ def edit_from_otio(tl: Any, rate: Any = None, track: str | None = None, search: 
     if rate is None:
         first = next((c.source_range or c.available_range() for c in clips), None)
         if first is None:
-            raise ValueError("the track has no clips to take a rate from; give --rate")
+            raise ValueError(f"no video clips on track {tr.name!r} (nothing to take a rate from)")
         rate = float(first.duration.rate)
     r = parse_rate(rate)
     gst = tl.global_start_time
@@ -133,7 +134,7 @@ def edit_from_otio(tl: Any, rate: Any = None, track: str | None = None, search: 
             if not p.is_absolute():
                 p = next((d / p for d in (search or []) if (d / p).exists()), p)
             if not p.exists():
-                shot.skip = f"source not found: {url}"
+                shot.skip = f"media offline: {_url_path(url)} (no such file)"
             else:
                 shot.video = p.resolve()
                 if not url.startswith("file:") and not Path(url).is_absolute():
@@ -149,21 +150,31 @@ def edit_from_otio(tl: Any, rate: Any = None, track: str | None = None, search: 
                     shot.skip = f"clip {i}: source in is before the media's start"
         shots.append(shot)
     if not any(s.frames for s in shots):
-        raise ValueError(f"track {tr.name!r} has no clips")
+        raise ValueError(f"no video clips on track {tr.name!r}")
     # OTIO's own timecode convention: drop-frame at 29.97 and 59.94
     return Edit(title=tl.name or "timeline", rate=r, start=start, drop=is_drop_frame_rate(r), shots=shots, otio=tl)
 
 
 def read_edit(path: Path, rate: Any = None, track: str | None = None, media: list[Path] | None = None,
               source_start: str | None = None) -> Edit:
-    """An EDL (``.edl``, needs ``rate``) or anything OpenTimelineIO reads."""
+    """An EDL (``.edl``, needs ``rate``), an OTIO file, or any format of :mod:`.interchange` (FCP 7 XML,
+    FCPXML, AAF, MLT, Kdenlive)."""
     if path.suffix.lower() == ".edl":
         if rate is None:
             raise ValueError("an EDL does not say its frame rate: give --rate (e.g. 24000/1001)")
         return edit_from_edl(path, rate, media, source_start or "auto")
+    from .interchange import format_of, read_otio
+
+    fmt = format_of(path)  # an unsupported extension is named here, with the ones there are
     otio = require_otio()
     path = path.resolve()
     search = [path.parent, *(media or [])]
+    if fmt.suffix in (".mlt", ".kdenlive", ".fcpxml"):  # ours (see interchange), as an OTIO timeline
+        try:
+            tl = read_otio(path)
+        except (ET.ParseError, ValueError) as exc:
+            raise ValueError(f"cannot read {path}: {exc}") from None
+        return edit_from_otio(tl, rate, track, search, source_start or "media")
     kwargs: dict[str, Any] = {}
     if path.is_dir():  # .otiod: a folder whose content.otio names media relative to it
         search.insert(0, path)

@@ -13,7 +13,8 @@ from unimoe_audio.client.settings import load_settings
 
 from .mlt import write_mlt
 from .score_cues import Cue, Edit
-from .score_writers import report, write_otio, write_report
+from .interchange import write_timeline
+from .score_writers import report, write_report
 from .timeline import wav_frames
 
 
@@ -76,8 +77,8 @@ def execute(prog: str, edit: Edit | None, cues: list[Cue], skipped: list[dict[st
     outputs: dict[str, str] = {}
     if edit is not None:
         try:
-            if otio_out is not None:
-                outputs["otio"] = str(write_otio(edit, cues, otio_out))
+            if otio_out is not None:  # the writer of the file's format (interchange.FORMATS)
+                outputs[otio_out.suffix.lower().lstrip(".")] = str(write_timeline(edit, cues, otio_out))
             if args.mlt is not None:
                 outputs["mlt"] = str(write_mlt(edit, cues, args.mlt))
         except (RuntimeError, ValueError, OSError) as exc:

@@ -1,20 +1,22 @@
 """Score an edit: read a timeline, score its shots through the daemon, write the timeline back with the music.
 
     unimoe-audio score-timeline cut.otio -o scored.otio --mlt scored.mlt --caption "tense strings"
-    unimoe-score-timeline reel1.edl --rate 24000/1001 --media ./media -o reel1.otio --mlt reel1.mlt
-    python -m unimoe_audio.integrations.score_timeline cut.otio --marker -o scored.otio
+    unimoe-score-timeline reel1.edl --rate 24000/1001 --media ./media -o reel1.aaf
+    unimoe-audio score-timeline premiere.xml -o scored.xml          # FCP 7 XML in, FCP 7 XML out
+    python -m unimoe_audio.integrations.score_timeline cut.fcpxml --marker -o scored.kdenlive
 
-Reads OpenTimelineIO files (``.otio``, ``.otioz``, ``.otiod``, and whatever OTIO adapter plugins are
-installed: ``otio-kdenlive-adapter``, FCP XML ...) and CMX3600 EDLs (read by
-:mod:`.timeline`, which needs ``--rate``; OTIO 0.18 no longer ships an EDL adapter of its own). Every
+Reads and writes every format of :mod:`.interchange`, picked by the extension: OpenTimelineIO (``.otio``,
+``.otioz``, ``.otiod``), CMX 3600 EDL (``.edl``, needs ``--rate``), Final Cut Pro 7 XML (``.xml``:
+Premiere), FCPXML (``.fcpxml``: Final Cut Pro, Resolve), AAF (``.aaf``: Avid, Pro Tools), MLT (``.mlt``:
+Shotcut) and Kdenlive projects (``.kdenlive``). Every
 clip of the chosen picture track (``--track``: a name or a 1-based number; default the first), or only
 the clips carrying a marker (``--marker``, optionally whose name contains a text), becomes one
 ``video_score`` request of exactly the clip's record duration (``length = {frames, fps}`` with
 ``fit_length``), spotted to its record-in (BWF ``bext`` + iXML, see :mod:`unimoe_audio.client.bwf`).
 
-Writes (``-o``) the timeline with a new audio track (``unimoe score``) whose clips reference the
-generated files at the exact record ranges, through OTIO (any writing adapter by the file's suffix),
-and (``--mlt``) an MLT XML file with the picture and the score for Shotcut, Kdenlive or ``melt``.
+Writes (``-o``) the timeline, its original tracks kept, with a new audio track (``unimoe score``) whose clips
+reference the generated files at the exact record ranges, in the format of the file's extension; ``--mlt``
+also writes an MLT XML file (Shotcut, ``melt``).
 A JSON report (``--report``) lists every file with its expected and actual sample count.
 
 Times are exact: rates are Fractions (``24000/1001``, ``30000/1001``), timecode may be drop-frame,
@@ -32,6 +34,7 @@ from pathlib import Path
 
 from .score_cues import plan
 from .score_readers import read_edit
+from .interchange import UnsupportedFormat, format_of
 from .score_runner import execute
 from .timeline import rate_string
 
@@ -49,16 +52,17 @@ def add_run_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--timeout", type=float, help="seconds to wait for each cue")
     ap.add_argument("--dry-run", action="store_true", help="print the planned requests and exit")
     ap.add_argument("--no-start", action="store_true", help="do not start a daemon when none is running")
-    ap.add_argument("--otio", type=Path, dest="otio_out", help="also write the timeline with the score as OTIO")
+    ap.add_argument("--otio", type=Path, dest="otio_out", help="also write the timeline with the score (any format "
+                    "by extension, like -o)")
     ap.add_argument("--mlt", type=Path, help="also write an MLT XML file (Shotcut, Kdenlive, melt)")
 
 
 def main(argv: list[str] | None = None, prog: str = "unimoe-score-timeline") -> int:
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    ap.add_argument("timeline", type=Path, help="OTIO file, CMX3600 EDL, or a format an OTIO adapter reads")
-    ap.add_argument("-o", "--output", type=Path, help="write the timeline with the score: OTIO (.otio, .otioz, .otiod "
-                    "or an adapter's suffix), or MLT (.mlt)")
+    ap.add_argument("timeline", type=Path, help="the edit: .otio .otioz .otiod .edl .xml .fcpxml .aaf .mlt .kdenlive")
+    ap.add_argument("-o", "--output", type=Path, help="write the timeline with the score, in the format of the "
+                    "extension: .otio .otioz .otiod .edl .xml (FCP 7) .fcpxml .aaf .mlt .kdenlive")
     ap.add_argument("--rate", help="timeline frame rate (needed for an EDL; OTIO: from the clips)")
     ap.add_argument("--track", help="picture track to score: its name or 1-based number (default: the first)")
     ap.add_argument("--marker", nargs="?", const="", default=None, metavar="TEXT",
@@ -76,6 +80,12 @@ def main(argv: list[str] | None = None, prog: str = "unimoe-score-timeline") -> 
     out = args.output or args.otio_out
     if out is None and args.mlt is None and args.report is None and not args.dry_run:
         ap.error("give -o OUT.otio, --mlt OUT.mlt or --report OUT.json")
+    try:
+        if out is not None:  # before any work: an output we cannot write is named now
+            format_of(out)
+    except UnsupportedFormat as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
     try:
         edit = read_edit(args.timeline.resolve(), args.rate, args.track, [m.resolve() for m in args.media],
                          args.source_start)

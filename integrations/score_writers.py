@@ -40,24 +40,11 @@ def otio_timeline(edit: Edit, cues: list[Cue]) -> Any:
 
     if edit.otio is not None:
         tl = edit.otio.deepcopy()
-    else:  # built from an EDL: its picture track first
-        tl = otio.schema.Timeline(name=edit.title, global_start_time=rt(edit.start))
-        video = otio.schema.Track(name="V", kind=otio.schema.TrackKind.Video)
-        pos = 0
-        for shot in sorted((s for s in edit.shots if s.frames), key=lambda s: s.record):
-            if shot.record < pos:
-                continue  # an overlapping event (dissolve source): the cut edit keeps the first
-            if shot.record > pos:
-                video.append(otio.schema.Gap(source_range=ot.TimeRange(rt(0), rt(shot.record - pos))))
-            if shot.video is not None:
-                ref = otio.schema.ExternalReference(target_url=shot.video.as_uri())
-            else:
-                ref = otio.schema.MissingReference()
-            video.append(otio.schema.Clip(name=shot.name, media_reference=ref,
-                                          source_range=ot.TimeRange(rt(max(0, shot.src_in)), rt(shot.frames)),
-                                          markers=[otio.schema.Marker(name=m) for m in shot.markers]))
-            pos = shot.record + shot.frames
-        tl.tracks.append(video)
+    else:  # built from an EDL: its picture track first (the same cut edit as every other writer's)
+        from .interchange import otio_from_layout
+        from .layout import Layout, picture_lane
+
+        tl = otio_from_layout(Layout(edit.title, edit.rate, edit.start, edit.drop, [picture_lane(edit)]))
     for n, lane in enumerate(lanes(done_cues(cues)), 1):
         track = otio.schema.Track(name=SCORE_TRACK if n == 1 else f"{SCORE_TRACK} {n}", kind=otio.schema.TrackKind.Audio)
         pos = 0

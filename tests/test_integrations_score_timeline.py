@@ -196,7 +196,7 @@ def test_edl_29_97_drop_frame_to_otio(daemon, media, tmp_path):
     import xml.etree.ElementTree as ET
 
     doc = ET.parse(tmp_path / "df.mlt").getroot()
-    score_pl = doc.find("playlist[@id='score1']")
+    score_pl = next(pl for pl in doc.iter("playlist") if pl.findtext("property[@name='shotcut:name']") == "unimoe score")
     assert [(e.tag, e.get("length") or e.get("out")) for e in score_pl if e.tag in ("blank", "entry")] == [
         ("entry", "4"), ("blank", "5"), ("entry", "2")]
     assert doc.find("profile").get("frame_rate_num") == "30000"
@@ -249,7 +249,8 @@ edit = edit_from_edl(Path({str(edl)!r}), 25, [], "00:00:00:00")
 cues, skipped = plan(edit)
 cues[0].result = {{"status": "done", "path": "/x.wav"}}
 root = mlt_document(edit, cues).getroot()
-print(root.find("playlist[@id='score1']/entry").get("out"), cues[0].record_in)
+score = [pl for pl in root.iter("playlist") if pl.findtext("property[@name='shotcut:name']") == "unimoe score"]
+print(score[0].find("entry").get("out"), cues[0].record_in)
 try:
     otio_timeline(edit, cues)
 except RuntimeError as exc:

@@ -29,7 +29,8 @@ def cmd_score_timeline(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     # No options of its own here ('+' as prefix): every argument, '--help' included, goes to the scorer.
     p = sub.add_parser("score-timeline", add_help=False, prefix_chars="+",
-                       help="score the clips of an OTIO timeline or EDL; write it back with the score (OTIO, MLT)",
+                       help="score the clips of a timeline; write it back with the score "
+                       "(OTIO, EDL, FCP XML, FCPXML, AAF, MLT, Kdenlive)",
                        description="see 'unimoe-audio score-timeline --help'")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="IN -o OUT.otio [--mlt OUT.mlt] ...")
     p.set_defaults(func=cmd_score_timeline)
