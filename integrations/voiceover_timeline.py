@@ -1,10 +1,12 @@
-"""A voiced script as a timeline: one clip per spoken cue on a new audio track, at the cue's record time,
-written through the same OTIO and MLT writers as ``score-timeline`` (:func:`.score_writers.otio_timeline`,
-:func:`.mlt.write_mlt`), so an editor imports one file.
+"""A voiced script as a timeline: one clip per spoken cue on a new audio track (``unimoe voiceover``), at
+the cue's record time, in any editor's format by the file's extension (``.otio`` ``.edl`` ``.xml``
+``.fcpxml`` ``.aaf`` ``.mlt`` ``.kdenlive``), through :func:`.interchange.write_layout`, the writers
+``score-timeline`` uses, so an editor imports one file.
 
 Positions are frames at ``fps`` (the timeline's rate; 25 when none is given) counted from the script's zero,
-which sits at ``record_in`` when one was given; a clip's frame is ``round(start * fps)`` and it is as many
-frames long as its audio covers. The stem's WAV stays sample exact; the timeline is as exact as its frames.
+which sits at ``record_in`` when one was given; a clip's first frame is ``round(placed_start * fps)`` and it
+is as many frames long as its audio covers. The stem's WAV stays sample exact; the timeline is as exact as
+its frames.
 """
 from __future__ import annotations
 
@@ -15,55 +17,35 @@ from typing import Any
 
 from unimoe_audio.client.timecode import parse_rate, parse_timecode
 
-from .score_cues import Cue, Edit, require_otio
+from .interchange import FORMATS, write_layout
+from .layout import Lane, Layout, Placed
 
-__all__ = ["DEFAULT_FPS", "timeline_of", "write_timeline"]
+__all__ = ["DEFAULT_FPS", "TRACK", "SUFFIXES", "layout_of", "write_timeline"]
 
 DEFAULT_FPS = 25
 TRACK = "unimoe voiceover"
+SUFFIXES = tuple(FORMATS)  # the timeline formats ``voiceover -o`` writes
 
 
-def timeline_of(report: Any, fps: Any = None, title: str = "unimoe voiceover") -> tuple[Edit, list[Cue]]:
-    """The report's done cues as score-timeline cues on an edit without picture."""
+def layout_of(report: Any, fps: Any = None, title: str = "unimoe voiceover") -> Layout:
+    """The report's spoken cues as a layout of one audio lane."""
     rate = parse_rate(fps if fps is not None else (report.fps or DEFAULT_FPS))
-    start = 0
-    drop = False
+    start, drop = 0, False
     if report.record_in and not str(report.record_in).endswith("s"):
         drop = ";" in report.record_in
         start = parse_timecode(report.record_in, rate, drop)
-    edit = Edit(title=title, rate=rate, start=start, drop=drop, shots=[])
-    cues: list[Cue] = []
-    for c in report.cues:
+    items = []
+    for c in sorted(report.cues, key=lambda c: c.placed_start or 0.0):
         if c.state != "done" or not c.file or c.placed_start is None or c.placed_end is None:
             continue
         first = round(Fraction(c.placed_start) * rate)
-        frames = max(1, math.ceil(Fraction(c.placed_end) * rate - Fraction(first)))
-        cues.append(Cue(name=f"cue {c.index}" + (f" {c.speaker}" if c.speaker else ""), video="",
-                        in_seconds=c.placed_start, out_seconds=c.placed_end, frames=frames,
-                        fps=f"{rate.numerator}/{rate.denominator}", record_frame=first, event=c.index,
-                        expected_samples=c.placed_samples or 0, caption=c.text,
-                        result={"status": "done", "path": c.file, "job_id": c.job_id, "seed": c.seed,
-                                "samples": c.placed_samples, "sample_rate": report.sample_rate}))
-    return edit, cues
+        frames = max(1, math.ceil(Fraction(c.placed_end) * rate - first))
+        items.append(Placed(record=first, frames=frames, path=str(c.file),
+                            name=f"cue {c.index}" + (f" {c.speaker}" if c.speaker else "")))
+    return Layout(title=title, rate=rate, start=start, drop=drop, lanes=[Lane(name=TRACK, kind="audio", items=items)])
 
 
 def write_timeline(report: Any, out: str | Path, fps: Any = None) -> Path:
-    """Write ``out`` (``.otio`` or any OTIO adapter's suffix; ``.mlt`` for Shotcut/Kdenlive/melt)."""
+    """Write ``out`` in the format of its extension (see :data:`SUFFIXES`)."""
     out = Path(out)
-    edit, cues = timeline_of(report, fps, title=out.stem)
-    if out.suffix.lower() == ".mlt":
-        from .mlt import write_mlt
-
-        return write_mlt(edit, cues, out)
-    from .score_writers import otio_timeline
-
-    otio = require_otio()
-    tl = otio_timeline(edit, cues)
-    for track in tl.audio_tracks():
-        track.name = track.name.replace("unimoe score", TRACK)
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{out.suffix}")
-    otio.adapters.write_to_file(tl, str(tmp))
-    tmp.replace(out)
-    return out
+    return write_layout(layout_of(report, fps, title=out.stem), out)

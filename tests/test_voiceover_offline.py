@@ -193,7 +193,7 @@ def test_spoken_subtitles_follow_the_placed_audio(tmp_path):
 
 def test_text_strips_become_cues_and_a_report_becomes_a_timeline(tmp_path):
     from unimoe_audio.integrations.blender_voiceover import output_for, script_from_strips
-    from unimoe_audio.integrations.voiceover_timeline import timeline_of, write_timeline
+    from unimoe_audio.integrations.voiceover_timeline import layout_of, write_timeline
 
     rate = Fraction(24000, 1001)
     s = script_from_strips([("b", "BOB: later", 48, 96), ("a", "first", 0, 24), ("c", "  ", 100, 110)], rate)
@@ -211,7 +211,11 @@ def test_text_strips_become_cues_and_a_report_becomes_a_timeline(tmp_path):
                  cues=[CueRecord(index=7, text="hi", speaker="ALICE", start=1.0, state="done", file=str(cue),
                                  placed_start=1.02, placed_end=1.52, placed_samples=24000),
                        CueRecord(index=8, text="no", start=2.0, state="failed")])
-    edit, cues = timeline_of(rep)
-    assert edit.start == 90000 and [(c.record_frame, c.frames, c.name) for c in cues] == [(26, 13, "cue 7 ALICE")]
+    lay = layout_of(rep)
+    (lane,) = lay.lanes
+    assert lay.start == 90000 and lane.kind == "audio" and lane.name == "unimoe voiceover"
+    assert [(p.record, p.frames, p.name, p.path) for p in lane.items] == [(26, 13, "cue 7 ALICE", str(cue))]
     mlt = write_timeline(rep, tmp_path / "o.mlt")
     assert 'frame_rate_num="25"' in mlt.read_text() and str(cue) in mlt.read_text()
+    edl = write_timeline(rep, tmp_path / "o.edl").read_text()  # every editor's format, by extension
+    assert "01:00:01:01" in edl and "c1.wav" in edl

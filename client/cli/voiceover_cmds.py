@@ -16,8 +16,6 @@ from .output import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CLIE
 from .parser import add_common
 from .runner import bars, client_for, settings_for, timeline_options
 
-OUTPUT_SUFFIXES = (".wav", ".otio", ".mlt")
-
 
 def options_from_args(args: argparse.Namespace) -> Any:
     from ..voiceover import VoiceoverOptions, parse_voice_map
@@ -42,8 +40,16 @@ def cmd_voiceover(args: argparse.Namespace) -> int:
             raise CLIError(f"voiceover: {flag} does not apply (each cue's length comes from its slot; the stem "
                            "needs every cue)", EXIT_BAD_INPUT)
     out = Path(args.output).expanduser()
-    if out.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise CLIError(f"voiceover: -o {args.output!r}: wanted a .wav stem, or a .otio / .mlt timeline", EXIT_BAD_INPUT)
+    timeline = None
+    if out.suffix.lower() != ".wav":
+        try:  # integrations/ is imported by name, only for a timeline output
+            timeline = importlib.import_module("unimoe_audio.integrations.voiceover_timeline")
+        except ImportError as exc:
+            raise CLIError(f"voiceover: -o {args.output!r}: writing a timeline needs the integrations: {exc}",
+                           EXIT_BAD_INPUT) from None
+        if out.suffix.lower() not in timeline.SUFFIXES:
+            raise CLIError(f"voiceover: -o {args.output!r}: wanted a .wav stem, or a timeline "
+                           f"({' '.join(timeline.SUFFIXES)})", EXIT_BAD_INPUT)
     try:
         script = read_script(args.subs, fps=args.fps, format=args.format)
         opts = options_from_args(args)
@@ -106,13 +112,12 @@ def cmd_voiceover(args: argparse.Namespace) -> int:
             raise map_error(exc) from None
         rep = vo.finish()
         written = [rep.output]
-        if out.suffix.lower() in (".otio", ".mlt"):
+        if timeline is not None:
             try:
-                mod = importlib.import_module("unimoe_audio.integrations.voiceover_timeline")
-                written.insert(0, str(mod.write_timeline(rep, out, fps=args.fps)))
-            except ImportError as exc:
-                raise CLIError(f"voiceover: writing {out.suffix} needs opentimelineio "
-                               f"(pip install 'unimoe-audio[timeline]'): {exc}", EXIT_BAD_INPUT) from None
+                written.insert(0, str(timeline.write_timeline(rep, out, fps=args.fps)))
+            except (ImportError, ValueError, OSError) as exc:
+                raise CLIError(f"voiceover: the stem, cues and report are written ({rep.output}), the timeline "
+                               f"{out} is not: {exc}", EXIT_BAD_INPUT) from None
     failed = [c.index for c in rep.cues if c.state == "failed"]
     if args.json:
         emit_json({**rep.model_dump(mode="json"), "written": written, "report": str(vo.paths["report"])})
@@ -156,8 +161,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "spoken SRT/VTT (docs/cli.md, 'voiceover').")
     add_common(p)
     p.add_argument("subs", metavar="SUBS", help=".srt, .vtt, .ass/.ssa, or a plain script (START [--> END] [NAME:] text)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.wav|OUT.otio|OUT.mlt",
-                   help="the stem (.wav), or a timeline (.otio/.mlt) with one clip per cue beside OUT.wav")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="the stem (.wav), or a timeline with one clip per cue (.otio .edl .xml .fcpxml .aaf .mlt "
+                   ".kdenlive) written beside OUT.wav")
     p.add_argument("--voice", help="saved voice for lines without a speaker")
     p.add_argument("--ref-audio", metavar="FILE", help="or a reference recording to clone for them")
     p.add_argument("--ref-text", metavar="TEXT", help="transcript of --ref-audio")
