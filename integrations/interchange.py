@@ -7,10 +7,10 @@
 ========== ============================= ============================================ ==========================
 suffix     format                        editors                                      through
 ========== ============================= ============================================ ==========================
-.otio      OpenTimelineIO (.otioz/.otiod) Resolve 18.5+, Premiere (plug-in), OTIO tools OTIO (built in)
+.otio      OpenTimelineIO (.otioz/.otiod) DaVinci Resolve 18.5+, OTIO tools          OTIO (built in)
 .edl       CMX 3600 EDL                  Avid, Premiere, Resolve, every editor        ours (read and write)
 .xml       Final Cut Pro 7 XML           Premiere Pro, Resolve                        ``fcp_xml`` adapter
-.fcpxml    FCPXML 1.8                    Final Cut Pro, Resolve                       ours (write), ``fcpx_xml`` (read)
+.fcpxml    FCPXML 1.8                    Final Cut Pro, Resolve                       ours (read and write)
 .aaf       AAF                           Avid Media Composer, Pro Tools, Resolve      ``AAF`` adapter (pyaaf2)
 .mlt       MLT XML (Shotcut's projects)  Shotcut, melt                                ours
 .kdenlive  Kdenlive project              Kdenlive                                     ours
@@ -19,7 +19,7 @@ suffix     format                        editors                                
 Where ours and not OTIO's adapter, a measured case showed the adapter wrong (see each module): the cmx_3600
 adapter writes one video track only and no record start (the score would be lost, every event moved to
 00:00:00:00) and refuses ``;`` timecode at 23.976 that editors do write; the fcpx_xml adapter cannot write
-23.976 and reads NTSC rates as integers. The EDL reader keeps our 23.976/drop-frame leniency.
+23.976, reads NTSC rates as integers and truncates times. The EDL reader keeps our 23.976/drop-frame leniency.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ class Format:
     suffix: str
     name: str
     editors: str
-    adapter: str | None  # the OTIO adapter that reads (and, unless ``own_writer``, writes) it
+    adapter: str | None  # the OTIO adapter that reads and writes it; None: ours (``own_writer``)
     own_writer: bool = False
 
 
@@ -49,7 +49,7 @@ FORMATS: dict[str, Format] = {f.suffix: f for f in (
     Format(".otiod", "OpenTimelineIO folder bundle", "OTIO tools", "otiod"),
     Format(".edl", "CMX 3600 EDL", "Avid, Premiere Pro, DaVinci Resolve, every editor", None, own_writer=True),
     Format(".xml", "Final Cut Pro 7 XML", "Premiere Pro, DaVinci Resolve", "fcp_xml"),
-    Format(".fcpxml", "FCPXML", "Final Cut Pro, DaVinci Resolve", "fcpx_xml", own_writer=True),
+    Format(".fcpxml", "FCPXML", "Final Cut Pro, DaVinci Resolve", None, own_writer=True),
     Format(".aaf", "AAF", "Avid Media Composer, Pro Tools, DaVinci Resolve", "AAF"),
     Format(".mlt", "MLT XML", "Shotcut, melt", None, own_writer=True),
     Format(".kdenlive", "Kdenlive project", "Kdenlive", None, own_writer=True),
@@ -69,17 +69,6 @@ def format_of(path: str | os.PathLike[str]) -> Format:
         what = f"extension {suffix!r}" if suffix else "no extension"
         raise UnsupportedFormat(f"{path}: unsupported timeline format ({what}); use one of {known}")
     return fmt
-
-
-def adapter_available(fmt: Format) -> bool:
-    if fmt.adapter is None:
-        return True
-    try:
-        otio = require_otio()
-        otio.adapters.from_name(fmt.adapter)
-        return True
-    except (RuntimeError, Exception):  # noqa: BLE001  (OTIO raises its own NotSupportedError)
-        return False
 
 
 def _adapter(fmt: Format) -> Any:
