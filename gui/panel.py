@@ -19,7 +19,7 @@ from PySide6.QtWidgets import QWidget
 from unimoe_audio.client.protocol import FINAL_STATES
 from unimoe_audio.client.settings import Settings, load_settings
 
-from . import panel_layout
+from . import panel_layout, script_tab
 from .audio import Player
 from .backend import Backend, short_field, wait_thread
 from .forms import FormError, MusicForm, OutputBox, ScoreForm, SpeechForm  # noqa: F401 - re-exported
@@ -119,6 +119,7 @@ class Panel(TakesMixin, PresetsMixin, QWidget):
         self.player.fraction_changed.connect(self._on_play_position)
         self.player.state_changed.connect(self._on_play_state)
         self.player.error.connect(lambda msg: self._on_notice(f"playback: {msg}"))
+        self.script_tab = script_tab.add_to_panel(self)  # the Script tab (voiceover): its own module
         self.connect_daemon()
 
     def _build(self) -> None:
@@ -246,7 +247,8 @@ class Panel(TakesMixin, PresetsMixin, QWidget):
 
     # -- generate -------------------------------------------------------------------------------------
     def current_kind(self) -> str:
-        return TABS[self.tabs.currentIndex()]
+        i = self.tabs.currentIndex()
+        return TABS[i] if i < len(TABS) else "script"
 
     def form(self, kind: str) -> Any:
         return {"music": self.music, "speech": self.speech, "score": self.score}[kind]
@@ -259,6 +261,9 @@ class Panel(TakesMixin, PresetsMixin, QWidget):
 
     def generate(self) -> None:
         kind = self.current_kind()
+        if kind == "script":  # Ctrl+Return there means "Voice all"
+            self.script_tab.voice_all()
+            return
         self.clear_error()
         if not self.online:  # a click (or Ctrl+Return) that cannot be sent says why
             self.show_error(kind, f"Not sent: no daemon is connected ({self.offline_reason or 'not connected'}); "
@@ -337,6 +342,7 @@ class Panel(TakesMixin, PresetsMixin, QWidget):
         self._retry.stop()
         self._peaks_timer.stop()
         self.player.stop()
+        self.script_tab.close_tab()
         self._watch_thread.quit()  # a watch being opened finishes its one request first
         wait_thread(self._watch_thread, Backend.request_timeout + 5)
         self.watcher.close()

@@ -6,7 +6,9 @@ carries the client; Blender's Python needs only pyzmq, pydantic, pydantic-settin
 (docs/integrations.md). A daemon must run (``unimoe-audio serve``).
 
 Video Sequencer > sidebar (N) > **unimoe-audio** tab: caption, mode, voice; *Score movie strip* (the active
-movie strip), *Speak text strip* (the active text strip), a progress bar and *Cancel*. The result goes on
+movie strip), *Speak text strip* (the active text strip), *Voice selected text strips* and *Voice subtitle
+file* (a voiceover: every cue spoken, fitted to its slot, one sound strip per cue at its frame; the client's
+``Voiceover``, as ``unimoe-audio voiceover`` runs it), a progress bar and *Cancel*. The result goes on
 the first free channel above the strip, starting at its first frame, exactly its length in frames. Files
 are written next to the saved .blend (``//unimoe/``) when the daemon may write there, else into the
 daemon's output folder and copied next to the .blend; an unsaved file's take goes to the daemon's output
@@ -31,6 +33,8 @@ if os.path.isdir(os.path.join(_VENDOR, "unimoe_audio")) and _VENDOR not in sys.p
     sys.path.insert(0, _VENDOR)
 
 try:
+    from unimoe_audio.client.voiceover import Voiceover, VoiceoverOptions, parse_voice_map, read_script
+    from unimoe_audio.integrations.blender_voiceover import cue_frame, output_for, scene_rate, script_from_strips
     from unimoe_audio.integrations.blender_vse_score import pick_channel, strip_request, text_request
     from unimoe_audio.integrations.hostjob import HostJob, connect, copy_into, describe_error, submit_with_fallback
 except ImportError as _exc:  # only inside a Blender whose Python cannot see the client
@@ -175,6 +179,86 @@ class Run:
         self.client.close()
 
 
+class VoiceRun:
+    """A voiceover: every cue a daemon job, followed by :func:`tick`; when all have ended, one sound strip
+    per spoken cue at its frame (the stem, report and spoken subtitles are written beside them)."""
+
+    def __init__(self, scene: Any, script: Any, options: Any, out: str, *, above: int, offset: int):
+        self.scene_name = scene.name
+        self.rate = scene_rate(scene.render.fps, scene.render.fps_base)
+        self.above, self.offset = above, offset
+        self.client = connect()
+        self.notes: list = []
+        try:
+            self.vo = Voiceover(self.client, script, options, out, on_note=self.notes.append)
+            self.vo.plan()
+            self.vo.submit()
+        except Exception:
+            self.client.close()
+            raise
+        self.state = "running"
+        self.error = ""
+        self.report: Any = None
+        self.strips: list = []  # names of the sound strips added
+
+    @property
+    def job_id(self) -> str:
+        return f"voiceover {self.vo.paths['stem'].name}"
+
+    def step(self) -> bool:
+        scene = bpy.data.scenes.get(self.scene_name)
+        try:
+            if self.vo.poll(0.0):
+                if scene is not None:
+                    rep = self.vo.report
+                    scene.unimoe.progress = float(self.vo.progress())
+                    scene.unimoe.status = (f"voiceover {sum(c.state == 'done' for c in rep.cues)}/{len(rep.cues)} cues"
+                                           if rep is not None else "voiceover")
+                return True
+            self.report = self.vo.finish()
+            self._place(scene)
+        except Exception as exc:  # noqa: BLE001 - shown to the user
+            self.state, self.error = "failed", str(exc)
+            _say(scene, f"voiceover failed: {exc}", error=True)
+        finally:
+            if self.state != "running" or self.report is not None:
+                self.close()
+        return False
+
+    def _place(self, scene: Any) -> None:
+        if scene is None:
+            raise RuntimeError(f"the scene {self.scene_name!r} is gone")
+        se = scene.sequence_editor_create()
+        rep = self.report
+        for c in sorted((c for c in rep.cues if c.state == "done" and c.file), key=lambda c: c.placed_start):
+            first = cue_frame(c.placed_start, self.rate, self.offset)
+            last = cue_frame(c.placed_end, self.rate, self.offset) + 1
+            occupied = [(s.channel, s.frame_final_start, s.frame_final_end) for s in all_strips(se)]
+            channel = pick_channel(occupied, first, last, self.above)
+            strip = top_strips(se).new_sound(name=f"cue {c.index} (unimoe)", filepath=c.file, channel=channel,
+                                             frame_start=first)
+            if bpy.data.filepath:
+                try:
+                    strip.sound.filepath = bpy.path.relpath(c.file)
+                except ValueError:
+                    pass
+            self.strips.append(strip.name)
+        done = sum(c.state == "done" for c in rep.cues)
+        self.state = "done" if rep.state == "done" else ("cancelled" if self.vo.cancelled else "failed")
+        if self.state == "failed":
+            self.error = "; ".join(f"cue {c.index}: {c.error}" for c in rep.cues if c.state == "failed")
+        scene.unimoe.progress = 1.0 if self.state == "done" else scene.unimoe.progress
+        over = f", {len(rep.overflows)} over their slot" if rep.overflows else ""
+        _say(scene, f"voiced {done}/{len(rep.cues)} cues into {len(self.strips)} sound strips{over}",
+             error=self.state == "failed")
+
+    def cancel(self) -> None:
+        self.vo.cancel()
+
+    def close(self) -> None:
+        self.client.close()
+
+
 RUNS: list = []  # jobs still running
 FINISHED: list = []  # jobs that ended (a test or a script can look at them)
 
@@ -305,6 +389,10 @@ class UnimoeSettings(bpy.types.PropertyGroup):
     caption: bpy.props.StringProperty(name="Caption", description="What the music should be", default="")
     mode: bpy.props.EnumProperty(name="Mode", items=MODES, default="vision")
     voice: bpy.props.StringProperty(name="Voice", description="A saved voice (unimoe-audio voices ls)", default="")
+    voice_map: bpy.props.StringProperty(name="Speakers", default="",
+                                        description="Speakers to saved voices: ALICE=alice, BOB=narrator")
+    subtitles: bpy.props.StringProperty(name="Subtitles", subtype="FILE_PATH", default="",
+                                        description="An SRT, WebVTT or ASS file, or a plain timecoded script")
     progress: bpy.props.FloatProperty(name="Progress", min=0.0, max=1.0, default=0.0, subtype="FACTOR")
     status: bpy.props.StringProperty(name="Status", default="")
     pending: bpy.props.CollectionProperty(type=UnimoePending)
@@ -389,6 +477,74 @@ class SEQUENCER_OT_unimoe_speech(bpy.types.Operator):
         return _queue(self, scene, build)
 
 
+OVERFLOWS = [("trim", "Trim", "Cut a cue still too long at its end"),
+             ("shift", "Shift", "Keep it whole; later cues move later"),
+             ("report", "Report", "Leave it running into the silence after it; cut only at the next cue")]
+SOURCES = [("SELECTED", "Selected text strips", "Speak the selected text strips at their frames"),
+           ("FILE", "Subtitle file", "Speak a subtitle file's cues, its zero at the scene's first frame")]
+
+
+class SEQUENCER_OT_unimoe_voiceover(bpy.types.Operator):
+    """Voice the selected text strips, or a subtitle file, into sound strips at their frames"""
+
+    bl_idname = "sequencer.unimoe_voiceover"
+    bl_label = "Voice Script"
+    bl_options = {"REGISTER"}
+
+    source: bpy.props.EnumProperty(name="Source", items=SOURCES, default="SELECTED")
+    filepath: bpy.props.StringProperty(name="Subtitles", subtype="FILE_PATH", default="")
+    voice: bpy.props.StringProperty(name="Voice", default="")
+    voice_map: bpy.props.StringProperty(name="Speakers", default="")
+    max_stretch: bpy.props.FloatProperty(name="Max Stretch", min=1.0, max=1.5, default=1.15)
+    overflow: bpy.props.EnumProperty(name="Overflow", items=OVERFLOWS, default="trim")
+
+    @classmethod
+    def poll(cls, context: Any) -> bool:
+        return context.scene is not None
+
+    def invoke(self, context: Any, event: Any) -> Any:
+        s = context.scene.unimoe
+        self.voice, self.voice_map = s.voice, s.voice_map
+        if self.source == "FILE" and not self.filepath:
+            self.filepath = s.subtitles
+        return self.execute(context)
+
+    def execute(self, context: Any) -> Any:
+        if not _check_client(self):
+            return {"CANCELLED"}
+        scene = context.scene
+        se = scene.sequence_editor_create()
+        try:
+            rate = scene_rate(scene.render.fps, scene.render.fps_base)
+            if self.source == "FILE":
+                script = read_script(bpy.path.abspath(self.filepath), fps=rate)
+                above, offset = 0, int(scene.frame_start)
+            else:
+                texts = [s for s in all_strips(se) if s.type == "TEXT" and s.select]
+                if not texts:
+                    self.report({"ERROR"}, "unimoe-audio: select the text strips to voice")
+                    return {"CANCELLED"}
+                script = script_from_strips([(s.name, s.text, s.frame_final_start, s.frame_final_end) for s in texts],
+                                            rate, source=f"{scene.name} text strips")
+                above, offset = max(s.channel for s in texts), 0
+            opts = VoiceoverOptions(voice=self.voice or None, max_stretch=self.max_stretch, overflow=self.overflow,
+                                    voice_map=parse_voice_map([self.voice_map] if self.voice_map.strip() else []))
+            from unimoe_audio.client.settings import load_settings
+
+            source = os.path.splitext(os.path.basename(self.filepath))[0] if self.source == "FILE" else "strips"
+            out = output_for(blend_folder(), scene.name, source, str(load_settings().output_path))
+            run = VoiceRun(scene, script, opts, out, above=above, offset=offset)
+        except Exception as exc:  # noqa: BLE001 - shown to the user
+            self.report({"ERROR"}, f"unimoe-audio: {describe_error(exc)}")
+            return {"CANCELLED"}
+        for note in run.notes:
+            self.report({"WARNING"}, f"unimoe-audio: {note}")
+        _start(run)
+        scene.unimoe.progress, scene.unimoe.status = 0.0, f"voiceover of {len(script.cues)} cues queued"
+        self.report({"INFO"}, f"unimoe-audio: voiceover of {len(script.cues)} cues queued ({out})")
+        return {"FINISHED"}
+
+
 class SEQUENCER_OT_unimoe_cancel(bpy.types.Operator):
     """Cancel this scene's unimoe-audio jobs"""
 
@@ -440,6 +596,14 @@ class SEQUENCER_PT_unimoe(bpy.types.Panel):
         layout.operator(SEQUENCER_OT_unimoe_score.bl_idname, icon="SOUND")
         layout.prop(s, "voice")
         layout.operator(SEQUENCER_OT_unimoe_speech.bl_idname, icon="SPEAKER")
+        box = layout.box()
+        box.label(text="Voice a script")
+        box.prop(s, "voice_map")
+        op = box.operator(SEQUENCER_OT_unimoe_voiceover.bl_idname, text="Voice Selected Text Strips", icon="TEXT")
+        op.source = "SELECTED"
+        box.prop(s, "subtitles")
+        op = box.operator(SEQUENCER_OT_unimoe_voiceover.bl_idname, text="Voice Subtitle File", icon="FILE_TEXT")
+        op.source = "FILE"
         running = any(r.scene_name == context.scene.name for r in RUNS)
         if running or s.status:
             row = layout.row(align=True)
@@ -458,10 +622,11 @@ class SEQUENCER_PT_unimoe(bpy.types.Panel):
 def _menu(self: Any, context: Any) -> None:
     self.layout.operator(SEQUENCER_OT_unimoe_score.bl_idname)
     self.layout.operator(SEQUENCER_OT_unimoe_speech.bl_idname)
+    self.layout.operator(SEQUENCER_OT_unimoe_voiceover.bl_idname)
 
 
 CLASSES = (UnimoePending, UnimoeSettings, SEQUENCER_OT_unimoe_score, SEQUENCER_OT_unimoe_speech,
-           SEQUENCER_OT_unimoe_cancel, SEQUENCER_OT_unimoe_resume, SEQUENCER_PT_unimoe)
+           SEQUENCER_OT_unimoe_voiceover, SEQUENCER_OT_unimoe_cancel, SEQUENCER_OT_unimoe_resume, SEQUENCER_PT_unimoe)
 
 
 def register() -> None:

@@ -563,15 +563,26 @@ def speech_chunk_frames(chunks: Sequence[str], transcript: str, voice_frames: in
                         trimmed: bool = False, explicit_min: bool = False, explicit_max: bool = False
                         ) -> list[tuple[int, int]]:
     """(min, max) frames of each speech chunk when no exact length is asked: bounded by the length plan,
-    and (unless the caller set them) by the chunk's length at the reference's speaking rate."""
+    and (unless the caller set them) by the chunk's length at the reference's speaking rate.
+
+    A ``max_seconds`` / ``min_seconds`` the caller set bounds the whole text: the chunks share it by their
+    length in characters, after the pauses between them (a voiceover asks for at most its slot)."""
     rate = frames_per_char(transcript, voice_frames, trimmed=trimmed)
+    sizes = [max(1, len(normalize_space(c))) for c in chunks]
+    pauses = SPEECH_PAUSE_SECONDS * FRAMES_PER_SECOND * (len(chunks) - 1)
+    total = float(sum(sizes))
     out = []
-    for c in chunks:
+    for c, size in zip(chunks, sizes):
         estimate = len(normalize_space(c)) * rate
-        hi = lp.max_frames
-        if not explicit_max:
-            hi = min(hi, int(math.ceil(estimate * SPEECH_RATE_MARGIN)) + SPEECH_RATE_SLACK_FRAMES)
-        lo = lp.min_frames if explicit_min else min(lp.min_frames, int(estimate * SPEECH_MIN_SHARE))
+        share = size / total
+        if explicit_max:
+            hi = max(1, int((lp.max_frames - pauses) * share))
+        else:
+            hi = min(lp.max_frames, int(math.ceil(estimate * SPEECH_RATE_MARGIN)) + SPEECH_RATE_SLACK_FRAMES)
+        if explicit_min:
+            lo = max(0, int(math.ceil((lp.min_frames - pauses) * share)))
+        else:
+            lo = min(lp.min_frames, int(estimate * SPEECH_MIN_SHARE))
         out.append((max(0, min(lo, hi)), max(1, hi)))
     return out
 

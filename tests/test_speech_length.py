@@ -61,6 +61,15 @@ def test_an_explicit_max_is_kept(eng, ref, one_thread):
     assert res.info["chunk_max_frames"] == [25] and res.info["frames"] <= 25
 
 
+def test_an_explicit_max_bounds_the_whole_text_of_several_sentences(eng, ref, one_thread):
+    # a voiceover cue asks for at most its slot: the sentences share it, with the pause between them
+    res = eng.speech(SpeechRequest(text="Hello? Who is this?", reference_audio=str(ref), reference_text=REF_TEXT,
+                                   length=Length(max_seconds=1.84), sampling=SamplingParams(seed=3)))
+    assert res.info["chunks"] == 2
+    assert sum(res.info["chunk_max_frames"]) + SPEECH_PAUSE_SECONDS * 50 <= 92
+    assert res.audio.shape[1] <= round(1.84 * SR)
+
+
 def test_every_sentence_end_gets_a_pause(eng, ref, one_thread):
     text = "One. Two words. Three more words! Is this four? Five is the end."
     assert len(text) < 200 and len(split_text(text, 200)) == 1  # one packed chunk before

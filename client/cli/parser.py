@@ -15,6 +15,7 @@ VERB_GROUPS: tuple[str, ...] = (
     "voices",
     "models",
     "timeline_cmds",
+    "voiceover_cmds",
     "remote_cmds",
 )
 
