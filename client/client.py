@@ -161,6 +161,12 @@ class JobUpdate:
 # --------------------------------------------------------------------------------------------------
 # starting the daemon
 # --------------------------------------------------------------------------------------------------
+def daemon_gone(pid: int, settings: Settings) -> str:
+    """What the client says when the daemon's process vanished under a request or a job."""
+    return (f"the daemon (pid {pid}) crashed or was killed; the reason is at the end of its log, "
+            f"{settings.log_path / 'daemon.log'}")
+
+
 def _read_live_connection(settings: Settings) -> wire.ConnectionInfo | None:
     """The connection file if it names a live process, else None. Raises ProtocolMismatch early."""
     try:
@@ -366,7 +372,7 @@ class Client:
                 raise DaemonUnavailable(f"{self.info.name} ({self.info.connect_host}) did not answer: {exc}",
                                         "timeout") from None
             if self.info.pid and not wire.pid_alive(self.info.pid):
-                raise DaemonUnavailable(f"the daemon (pid {self.info.pid}) is gone", "not_running") from None
+                raise DaemonUnavailable(daemon_gone(self.info.pid, self.settings), "not_running") from None
             raise DaemonUnavailable(f"daemon did not answer: {exc}", "timeout") from None
         except P.ProtocolError as exc:
             raise _from_protocol_error(exc) from None
@@ -715,7 +721,7 @@ class JobWatch:
     def _resync(self) -> JobUpdate | None:
         pid = self.client.info.pid
         if pid and not wire.pid_alive(pid):
-            err = P.ErrorReply(code="not_running", message=f"the daemon (pid {pid}) is gone")
+            err = P.ErrorReply(code="not_running", message=daemon_gone(pid, self.client.settings))
             return JobUpdate(kind="failed", job_id=self.job_id, stage="failed", state="failed",
                              event=P.FailedEvent(job_id=self.job_id, error=err))
         self.requests += 1
