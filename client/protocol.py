@@ -442,6 +442,13 @@ class MemoryInfo(_Loose):
     estimate_bytes: int | None = Field(None, description="What the loaded (or last tried) model was estimated to need.")
     available_bytes: int | None = Field(None, description="What the device had for it at load time.")
     available_source: str | None = None
+    peak_bytes: int | None = Field(None, description="Measured peak since the model loaded (see peak_source).")
+    peak_source: str | None = Field(None, description="cuda max_memory_allocated, or process peak RSS on the CPU.")
+    max_rows: int | None = Field(None, description="Decode rows in flight at most (a CFG item takes 2); more wait.")
+    buckets: int | None = Field(None, description="Static decode buckets (captured graphs) held now.")
+    bucket_bytes: int | None = Field(None, description="What those buckets keep (KV cache, inputs, graph outputs).")
+    bucket_budget_bytes: int | None = Field(None, description="Buckets past this are released, least recently used first.")
+    bucket_evictions: int | None = Field(None, description="Buckets released under memory pressure so far.")
 
 
 class ActorInfo(_Loose):

@@ -230,6 +230,13 @@ class ModelHost:
         out: dict[str, int | str | None] = {"rss_bytes": process_rss(), "estimate_bytes": self.memory_estimate,
                                             "available_bytes": self.memory_available,
                                             "available_source": self.memory_source}
+        engine = self.engine
+        report = getattr(engine, "memory_report", None)
+        if report is not None:
+            try:
+                out.update(report())
+            except Exception:  # noqa: BLE001 - status must answer even if the engine is mid-change
+                pass
         torch = sys.modules.get("torch")
         if torch is not None and self.engine is not None and (self.device or "").startswith("cuda"):
             try:

@@ -24,12 +24,8 @@ A decode step of CFG rows is ``model(model.embed_codec(frames[:, None]), pos[:, 
 logits="last")`` with ``pos`` = number of real tokens of each row so far.
 Always call under ``torch.inference_mode()``.
 
-Faster decode steps on a GPU (same numbers within rounding; see :class:`DecodeRunner`)::
-
-    runner = model.decode_runner(cache)                   # after the prefill; CUDA graph on CUDA
-    logits = runner.step(model.embed_codec(frames[:, None]), pos[:, None])   # [rows, 1, C, V] float32
-    # like model(..., cache=cache, logits="last").logits; the cache advances the same way.
-    # cache.keep(rows) is fine between steps (the runner captures again for the new shape).
+Decode steps with static shapes (CUDA graphs on CUDA) are :class:`StaticDecoder`'s buckets of
+:class:`StaticBatch`, driven by generation through ``decode_rows.StaticRows``: one captured step.
 """
 from __future__ import annotations
 
@@ -206,126 +202,11 @@ class UniMoEAudioModel(nn.Module):
                                                            self.config.codec_vocab_size)
         return DecoderOutput(hidden=h, logits=out_logits, routing=routing)
 
-    def decode_runner(self, cache: KVCache, use_graph: bool | None = None) -> "DecodeRunner":
-        """A :class:`DecodeRunner` for decode steps on ``cache`` (CUDA graph by default on CUDA)."""
-        return DecodeRunner(self, cache, use_graph)
-
     def text_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The text head (only if built with ``lm_head=True``)."""
         if self.lm_head is None:
             raise RuntimeError("model was built without lm_head")
         return self.lm_head(hidden).float()
-
-
-class _SlotCache:
-    """What a layer sees of the cache in a static decode step: writes go to a device-side slot."""
-
-    def __init__(self, cache: KVCache, slot: torch.Tensor):
-        self.cache = cache
-        self.slot = slot
-
-    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.cache.write_slot(layer, k, v, self.slot)
-
-
-class DecodeRunner:
-    """Decode steps (one new token per row) with static shapes, replayed as one CUDA graph.
-
-    ``step(embeds [rows, 1, H], positions [rows, 1])`` returns what
-    ``model(embeds, positions, cache=cache, logits="last").logits`` returns ([rows, 1, C, V] float32)
-    and advances ``cache`` the same way. Inside, nothing depends on host values: the inputs, the
-    position and the cache slot live in device tensors, attention runs over the cache's whole
-    capacity with a mask (valid keys up to the slot), and the MoE blocks take their sync-free
-    "fast" path. So on CUDA the step is captured once as a graph and replayed (the host's launch
-    overhead for the ~3,900 kernels of a full-size step goes away: 13.8 ms instead of 72 ms eager
-    on an H100, see bench/bench_gpu.py); on CPU, or with ``use_graph=False``, the same
-    static step runs eagerly.
-
-    The graph is captured again when the cache's tensors change (``cache.keep`` after items finish,
-    or growth). A step on a full cache falls back to the ordinary forward, which grows it, so give
-    ``new_cache`` the capacity the generation needs. Logits come back as a fresh tensor. Moving or
-    replacing the model's weights between steps also leads to a new capture; in-place updates
-    need nothing.
-    """
-
-    def __init__(self, model: UniMoEAudioModel, cache: KVCache, use_graph: bool | None = None):
-        self.model = model
-        self.cache = cache
-        self.use_graph = cache.k.is_cuda if use_graph is None else bool(use_graph)
-        self.captures = 0  # how many graphs were captured (tests, diagnostics)
-        self._bound: tuple[torch.Tensor, ...] | None = None
-        self._graph = None
-
-    def _bind(self) -> None:
-        """Static inputs for the cache's current tensors (and a new graph)."""
-        c = self.cache
-        dev = c.k.device
-        self._graph = None
-        self._emb = torch.zeros((c.rows, 1, self.model.hidden_size), dtype=self.model.dtype, device=dev)
-        self._pos = torch.zeros((c.rows, 1), dtype=torch.long, device=dev)
-        self._slot = torch.zeros(1, dtype=torch.long, device=dev)
-        self._arange = torch.arange(c.capacity, device=dev)
-        self._bound = (c.k, c.v, c.valid)
-
-    def _weight_ptrs(self) -> tuple[int, ...]:
-        # a graph replays raw pointers: moving or replacing the weights (model.to(), a load with
-        # assign=True) must lead to a new capture
-        moe = self.model.language_model.layers[0].mlp
-        return (self.model.codec_head.weight.data_ptr(), moe.experts[0].gate_proj.weight.data_ptr()
-                if len(moe.experts) else 0, self.model.language_model.layers[-1].self_attn.q_proj.weight.data_ptr())
-
-    def _body(self) -> None:
-        m, c = self.model, self.cache
-        h = self._emb
-        cos, sin = m.rotary(self._pos, h.dtype)
-        c.valid.index_fill_(1, self._slot, True)
-        key_valid = c.valid & (self._arange <= self._slot)
-        mask = AttnMask(key_valid[:, None, None, :], False)
-        sc = _SlotCache(c, self._slot)
-        with moe_path(m, "fast"), sdpa_context(h.device, 1):
-            for i, layer in enumerate(m.language_model.layers):
-                h, _ = layer(h, cos, sin, mask, sc, i, None, False)
-        h = m.language_model.norm(h)
-        self._out = m.codec_head(h).float().view(c.rows, 1, m.config.codec_channels, m.config.codec_vocab_size)
-
-    def _capture(self) -> None:
-        # warm-up on a side stream (stacks the experts' weights, picks kernels), then capture
-        s = torch.cuda.Stream(device=self._emb.device)
-        s.wait_stream(torch.cuda.current_stream(self._emb.device))
-        with torch.cuda.stream(s):
-            for _ in range(2):
-                self._body()
-        torch.cuda.current_stream(self._emb.device).wait_stream(s)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            self._body()
-        self._graph = g
-        self._weights = self._weight_ptrs()  # after the warm-up stacked the experts' weights
-        self.captures += 1
-
-    def step(self, embeds: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        c = self.cache
-        if c.length >= c.capacity:
-            out = self.model(embeds, positions, cache=c, logits="last").logits  # grows the cache
-            self._bound = None
-            return out
-        b = self._bound
-        if b is None or b[0] is not c.k or b[1] is not c.v or b[2] is not c.valid:
-            self._bind()
-        elif self._graph is not None and self._weights != self._weight_ptrs():
-            self._bind()
-        self._emb.copy_(embeds.reshape(self._emb.shape))
-        self._pos.copy_(positions.reshape(self._pos.shape))
-        self._slot.fill_(c.length)  # the slot is written after the inputs: warm-up writes it too
-        if not self.use_graph:
-            self._body()
-        elif self._graph is None:
-            self._capture()  # its warm-up and capture leave this step's result in place
-            self._graph.replay()
-        else:
-            self._graph.replay()
-        c.length += 1
-        return self._out.clone()
 
 
 ROW_BUCKETS = (2, 4, 8, 16)  # rows of a static decode batch (a CFG item takes 2)
@@ -411,17 +292,19 @@ class StaticBatch:
         self.out = m.codec_head(h[:, 0]).float().view(c.rows, m.config.codec_channels, m.config.codec_vocab_size)
 
     def capture(self) -> None:
-        """Warm up on a side stream (stacks the experts' weights, picks kernels), then capture."""
+        """Warm up on a side stream (stacks the experts' weights, picks kernels), then capture, on
+        the model's own device (a model on cuda:1 must not capture on the current device 0)."""
         dev = self.emb.device
-        s = torch.cuda.Stream(device=dev)
-        s.wait_stream(torch.cuda.current_stream(dev))
-        with torch.cuda.stream(s):
-            for _ in range(2):
+        with torch.cuda.device(dev):
+            s = torch.cuda.Stream(device=dev)
+            s.wait_stream(torch.cuda.current_stream(dev))
+            with torch.cuda.stream(s):
+                for _ in range(2):
+                    self._body()
+            torch.cuda.current_stream(dev).wait_stream(s)
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g, pool=self._pool, stream=torch.cuda.Stream(device=dev)):
                 self._body()
-        torch.cuda.current_stream(dev).wait_stream(s)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g, pool=self._pool):
-            self._body()
         self.graph = g
         self._weights = _weight_ptrs(self.model)
         self.captures += 1
@@ -446,7 +329,16 @@ class StaticBatch:
         return self.run()
 
     def nbytes(self) -> int:
-        return self.cache.nbytes()
+        """What this bucket keeps: KV cache and mask, static inputs, the logits its graph writes."""
+        ts = (self.cache.valid, self.emb, self.pos, self.slots, self._rows, self._true, self._arange)
+        n = self.cache.nbytes() + sum(t.numel() * t.element_size() for t in ts)
+        return n + (self.out.numel() * self.out.element_size() if self.out is not None else 0)
+
+    def release(self) -> None:
+        """Drop the graph and the buffers (the decoder evicted this bucket)."""
+        self.graph = None
+        self.out = None
+        self.cache = None  # type: ignore[assignment]
 
 
 def _weight_ptrs(model: "UniMoEAudioModel") -> tuple[int, ...]:
@@ -459,18 +351,64 @@ class StaticDecoder:
     """Bucketed static-shape decode steps for generation: a pool of :class:`StaticBatch`, one per
     (row bucket, length bucket), each made (and on CUDA captured as a graph) on first use or at
     :meth:`warmup`, then reused by every later generation of that shape. Graphs share one memory
-    pool (only one replays at a time; outputs are cloned)."""
+    pool (only one replays at a time; outputs are cloned).
+
+    ``budget_bytes`` (None: no limit) caps what the pooled buckets keep together (memory.py's
+    :func:`~.memory.bucket_bytes` each): before a new bucket is made, buckets no session holds are
+    released, least recently used first, until it fits. Held buckets are never released; the row
+    cap of the session (``max_rows``) is what keeps the held ones within the plan."""
 
     def __init__(self, model: "UniMoEAudioModel", use_graph: bool | None = None,
-                 row_buckets: tuple[int, ...] = ROW_BUCKETS):
+                 row_buckets: tuple[int, ...] = ROW_BUCKETS, budget_bytes: int | None = None):
+        from .memory import Dims
+
         self.model = model
         self.use_graph = model.device.type == "cuda" if use_graph is None else bool(use_graph)
         self.row_buckets = tuple(row_buckets)
+        self.budget_bytes = budget_bytes
         self.pool: dict[tuple[int, int], StaticBatch] = {}
-        self._mempool = torch.cuda.graph_pool_handle() if self.use_graph else None
+        self.evictions = 0  # buckets released under memory pressure (status, tests)
+        self._used: dict[tuple[int, int], int] = {}  # key -> tick of its last use (LRU)
+        self._tick = 0
+        self._dims = Dims.of(model.config)
+        self._mempool = None
+        if self.use_graph and model.device.type == "cuda":
+            with torch.cuda.device(model.device):
+                self._mempool = torch.cuda.graph_pool_handle()
 
     def shape_for(self, rows: int, length: int) -> tuple[int, int]:
         return row_bucket(rows, self.row_buckets), length_bucket(length)
+
+    def cost(self, rows: int, slots: int) -> int:
+        """Bytes a (rows, slots) bucket keeps (the estimate's figure: before it exists)."""
+        from .memory import bucket_bytes
+
+        return bucket_bytes(self._dims, rows, slots, self.model.dtype.itemsize)
+
+    def _touch(self, key: tuple[int, int]) -> None:
+        self._tick += 1
+        self._used[key] = self._tick
+
+    def _make_room(self, need: int, keep: tuple[int, int] | None = None) -> bool:
+        """Release idle buckets (least recently used first) until ``need`` more bytes fit the
+        budget. False when they do not fit even so (held buckets are never released)."""
+        if self.budget_bytes is None:
+            return True
+        while self.nbytes() + need > self.budget_bytes:
+            idle = [k for k, b in self.pool.items() if b.owner is None and k != keep]
+            if not idle:
+                return False
+            self.evict(min(idle, key=lambda k: self._used.get(k, 0)))
+        return True
+
+    def evict(self, key: tuple[int, int]) -> None:
+        b = self.pool.pop(key)
+        self._used.pop(key, None)
+        b.release()
+        self.evictions += 1
+
+    def _new(self, key: tuple[int, int]) -> StaticBatch:
+        return StaticBatch(self.model, key[0], key[1], self.use_graph, self._mempool)
 
     def batch(self, rows: int, length: int, owner: object = None) -> StaticBatch:
         """The pooled batch for at least ``rows`` rows and ``length`` KV slots, held by ``owner``
@@ -478,10 +416,12 @@ class StaticDecoder:
         key = self.shape_for(rows, length)
         b = self.pool.get(key)
         if b is None:
-            b = self.pool[key] = StaticBatch(self.model, key[0], key[1], self.use_graph, self._mempool)
+            self._make_room(self.cost(*key))  # over budget even so: made anyway (the step needs it)
+            b = self.pool[key] = self._new(key)
+        self._touch(key)
         if owner is not None:
             if b.owner is not None and b.owner is not owner:
-                b = StaticBatch(self.model, key[0], key[1], self.use_graph, self._mempool)
+                b = self._new(key)
             b.owner = owner
         return b
 
@@ -489,17 +429,27 @@ class StaticDecoder:
         if batch is not None and batch.owner is owner:
             batch.owner = None
 
-    def warmup(self, lengths: tuple[int, ...], rows: tuple[int, ...] | None = None) -> int:
-        """Make (and on CUDA capture) the batches for these row buckets x length buckets now, so no
-        request pays for a capture. Returns how many graphs were captured."""
+    def warmup(self, shapes: list[tuple[int, int]] | tuple[int, ...],
+               rows: tuple[int, ...] | None = None) -> int:
+        """Make (and on CUDA capture) these (rows, slots) batches now, in order, so no request pays
+        for a capture; a shape that would not fit the budget is skipped (nothing warmed earlier is
+        released for it). ``shapes`` may also be KV-slot lengths, crossed with ``rows`` (default:
+        every row bucket). Returns how many graphs were captured."""
+        if shapes and isinstance(next(iter(shapes)), int):
+            shapes = [(r, L) for r in rows or self.row_buckets for L in shapes]  # type: ignore[misc]
         n = 0
-        for r in rows or self.row_buckets:
-            for L in lengths:
-                b = self.batch(r, L)
-                if b.use_graph and b.graph is None:
-                    with torch.inference_mode():
-                        b.capture()
-                    n += 1
+        for r, L in shapes:  # type: ignore[misc]
+            key = self.shape_for(r, L)
+            if key not in self.pool:
+                if self.budget_bytes is not None and self.nbytes() + self.cost(*key) > self.budget_bytes:
+                    continue
+                self.pool[key] = self._new(key)
+            self._touch(key)
+            b = self.pool[key]
+            if b.use_graph and b.graph is None:
+                with torch.inference_mode():
+                    b.capture()
+                n += 1
         return n
 
     @property
@@ -507,10 +457,18 @@ class StaticDecoder:
         return sum(b.captures for b in self.pool.values())
 
     def nbytes(self) -> int:
-        return sum(b.nbytes() for b in self.pool.values())
+        """What the pooled buckets keep now (a bucket not yet run counts its logits by the formula)."""
+        return sum(b.nbytes() if b.out is not None else self.cost(b.rows, b.capacity) for b in self.pool.values())
+
+    def stats(self) -> dict:
+        """For status: the buckets held, their bytes, the budget and how many were released."""
+        return {"buckets": sorted(self.pool), "bytes": self.nbytes(), "budget_bytes": self.budget_bytes,
+                "evictions": self.evictions, "captures": self.captures}
 
     def release(self) -> None:
-        self.pool.clear()
+        for key in list(self.pool):
+            self.evict(key)
+        self.evictions = 0
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.bfloat16,
@@ -521,4 +479,4 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     return _load(path, device=device, dtype=dtype, load_vision=load_vision, load_lm_head=load_lm_head)
 
 
-__all__ = ["UniMoEAudioModel", "DecoderOutput", "DecodeRunner", "StaticDecoder", "StaticBatch", "load_model", "positions_from_mask", "KVCache"]
+__all__ = ["UniMoEAudioModel", "DecoderOutput", "StaticDecoder", "StaticBatch", "load_model", "positions_from_mask", "KVCache"]

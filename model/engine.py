@@ -153,6 +153,8 @@ class Engine:
         if decode not in DECODE_MODES:
             raise InvalidInput(f"unknown decode mode {decode!r}", field="decode", wanted=" or ".join(DECODE_MODES))
         self.static = default_static(self.lm) if decode == "auto" else decode == "static"
+        self.max_rows: int | None = None  # decode rows in flight at most (plan(): from the memory plan)
+        self.decode_plan: Any = None
         self._lock = threading.RLock()
         self._closed = False
         n_params = sum(int(p.numel()) for p in model.parameters()) if hasattr(model, "parameters") else 0
@@ -202,14 +204,19 @@ class Engine:
             quant = check_method(quant)
         except ValueError as exc:
             raise InvalidInput(str(exc), field="quant", wanted="none, int8 or int4") from exc
+        if decode not in DECODE_MODES:
+            raise InvalidInput(f"unknown decode mode {decode!r}", field="decode", wanted=" or ".join(DECODE_MODES))
+        static = decode == "static" or (decode == "auto" and dev.type == "cuda")
+        avail, source = memory.available_bytes(dev, memory_budget_gb)
         try:
-            est = memory.estimate(model_dir, dtype=dt, quant=quant, device=str(dev), load_vision=load_vision)
+            est = memory.estimate(model_dir, dtype=dt, quant=quant, device=str(dev), load_vision=load_vision,
+                                  avail=avail, static=static)
         except (OSError, ValueError, KeyError) as exc:
             raise CheckpointError(f"cannot read the weights' headers in {model_dir}: {exc}", field="model_dir") from exc
-        avail, source = memory.available_bytes(dev, memory_budget_gb)
         memory.check_fits(model_dir, est, avail, source, load_vision=load_vision)
-        log.info("loading %s: estimated %.2f GB (%s), %s GB available (%s)", model_dir, est.total_bytes / 1e9,
-                 est.quant, "?" if avail is None else f"{avail / 1e9:.1f}", source)
+        log.info("loading %s: estimated %.2f GB (%s; up to %d decode rows), %s GB available (%s)", model_dir,
+                 est.total_bytes / 1e9, est.quant, est.decode.max_rows,
+                 "?" if avail is None else f"{avail / 1e9:.1f}", source)
         model = load_decoder(model_dir, device=dev, dtype=dt, load_vision=load_vision, quant=quant)
         tok = load_text_tokenizer(model_dir)
         codec = load_codec(dac_path, device=dev)
@@ -219,26 +226,58 @@ class Engine:
         eng.info["memory_estimate"] = est.to_dict()
         eng.info["memory_available_bytes"] = avail
         eng.info["memory_available_source"] = source
+        eng.plan(est.decode)
         if warmup:
             eng.warmup()
         return eng
 
+    def plan(self, plan: Any) -> None:
+        """Apply a :class:`~.memory.DecodePlan`: the row cap of every session, and on the static
+        path the budget of the decoder's buckets (released least-recently-used past it)."""
+        self.decode_plan = plan
+        self.max_rows = plan.max_rows
+        self.info["max_rows"] = plan.max_rows
+        if self.static and hasattr(self.lm, "static_decoder"):
+            self.lm.static_decoder().budget_bytes = plan.budget_bytes
+
     def warmup(self, lengths: tuple[int, ...] | None = None) -> int:
-        """Capture the static decode graphs now (every row bucket x ``lengths`` KV slots; default:
-        the length buckets of a short request and of a full window with its prompt), so no request
-        pays for a capture. Nothing to do on the eager path or off CUDA. Returns graphs captured."""
+        """Capture the static decode graphs now, so no request pays for a capture: the buckets of
+        the memory plan (those that fit, in its order), or every row bucket up to the row cap x
+        ``lengths`` KV slots. Nothing to do on the eager path or off CUDA. Returns graphs captured."""
         if not self.static or self.device.type != "cuda":
             return 0
-        from .decoder import length_bucket
+        from . import memory
 
-        if lengths is None:
-            lengths = tuple(sorted({length_bucket(512), length_bucket(1024), length_bucket(self.window_frames + 600)}))
+        if lengths is not None or self.decode_plan is None:
+            lengths = lengths or memory.default_lengths(self.window_frames)
+            rows = [r for r in self.lm.static_decoder().row_buckets if r <= (self.max_rows or memory.MAX_ROWS)]
+            shapes = [(r, L) for r in rows for L in lengths]
+        else:
+            shapes = list(self.decode_plan.warm)
         with self._lock, torch.inference_mode():
             t0 = time.monotonic()
-            n = self.lm.static_decoder().warmup(lengths)
+            n = self.lm.static_decoder().warmup(shapes)
             self.info["warmup_s"] = round(time.monotonic() - t0, 3)
             self.info["graphs"] = n
             return n
+
+    def memory_report(self) -> dict[str, Any]:
+        """For status (any thread): the measured peak (CUDA ``max_memory_allocated``, else the
+        process peak RSS), the row cap, and on the static path the buckets held, their bytes,
+        their budget and how many were released under pressure."""
+        from . import memory
+
+        peak, how = memory.measured_peak(self.device)
+        out: dict[str, Any] = {"peak_bytes": peak, "peak_source": how, "max_rows": self.max_rows}
+        lm = self.lm
+        if self.static and lm is not None and hasattr(lm, "static_decoder"):
+            try:
+                st = lm.static_decoder().stats()
+            except RuntimeError:  # the worker changed the pool meanwhile: leave the figures out
+                return out
+            out.update(buckets=len(st["buckets"]), bucket_bytes=st["bytes"], bucket_budget_bytes=st["budget_bytes"],
+                       bucket_evictions=st["evictions"])
+        return out
 
     def close(self) -> None:
         """Drop the model and codec (memory is freed when the last reference goes)."""
@@ -292,7 +331,7 @@ class Engine:
         """A new continuous decode session on this engine's model (generation.DecodeSession)."""
         self._check_open()
         return DecodeSession(self.lm, placeholder_id=self.placeholder_id, video_token_id=self.video_token_id,
-                             delays=self.delays, static=self.static)
+                             delays=self.delays, static=self.static, max_rows=self.max_rows)
 
     def job_batch(self) -> JobBatch:
         """A continuous batch of jobs (model/scheduler.py): ``add(engine.prepare(...))`` between steps."""

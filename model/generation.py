@@ -259,11 +259,16 @@ class DecodeSession:
     static-shape step (:class:`~.decode_rows.StaticRows`, CUDA graphs on CUDA), or the eager
     forward (:class:`~.decode_rows.EagerRows`); None: :func:`default_static`.
 
+    ``max_rows`` (None: no cap) caps the decode rows in flight (a CFG item takes two): items past it
+    wait in :attr:`waiting` and join (their prefill, then their rows) at the first step with room,
+    in the order they were added. So many sentence chunks of one speech run in turns, within the
+    buckets that memory was planned for (memory.plan_decode).
+
     Not thread-safe: one caller adds and steps.
     """
 
     def __init__(self, lm: LMBackend, *, placeholder_id: int, video_token_id: int = -1,
-                 delays: Sequence[int] = DELAY_PATTERN, static: bool | None = None):
+                 delays: Sequence[int] = DELAY_PATTERN, static: bool | None = None, max_rows: int | None = None):
         from .decode_rows import EagerRows, StaticRows
 
         self.lm = lm
@@ -276,6 +281,8 @@ class DecodeSession:
         self.static = default_static(lm) if static is None else bool(static)
         self.rows: Any = StaticRows(lm) if self.static else EagerRows(lm)
         self.active: list[_State] = []
+        self.waiting: list[_State] = []  # added, not yet prefilled: no rows free under max_rows
+        self.max_rows = max_rows
         self._row_next: dict[int, int] = {}  # row id -> position of its next token
         self.steps = 0  # decode steps run
 
@@ -289,6 +296,7 @@ class DecodeSession:
     def close(self) -> None:
         """Drop every item still in flight (the caller gave up on them) and free the rows."""
         self.active = []
+        self.waiting = []
         self._row_next.clear()
         self.rows.close()
 
@@ -308,12 +316,55 @@ class DecodeSession:
         return _State(item=it, index=i, gen=gen, seed=seed, grid=grid, n_prefix=p, s=p + 1)
 
     def add(self, items: Sequence[GenItem]) -> list[_State]:
-        """Prefill ``items`` (one forward for all of them) and join them to the batch. Returns one
-        handle per item, for :meth:`result`. Raises (before touching the batch) on a bad item."""
-        lm = self.lm
+        """Prefill ``items`` (one forward for all of them) and join them to the batch; those past
+        ``max_rows`` wait for a later step. Returns one handle per item, for :meth:`result`. Raises
+        (before touching the batch) on a bad item."""
         states = [self._new_state(i, it) for i, it in enumerate(items)]
         if not states:
             return []
+        now = self._fitting(states) if not self.waiting else []
+        later = states[len(now):]
+        self.waiting.extend(later)
+        if now:
+            try:
+                self._prefill(now)
+            except BaseException:
+                self.waiting = [st for st in self.waiting if not any(st is x for x in later)]
+                raise
+        return states
+
+    @staticmethod
+    def _n_rows(st: _State) -> int:
+        return 1 if st.item.sampling.cfg_scale == 0 else 2
+
+    def _fitting(self, states: Sequence[_State]) -> list[_State]:
+        """The leading ``states`` whose rows fit under ``max_rows`` (at least one when idle)."""
+        if self.max_rows is None:
+            return list(states)
+        used, out = self.n_rows, []
+        for st in states:
+            if used + self._n_rows(st) > self.max_rows and (out or self.active):
+                break
+            out.append(st)
+            used += self._n_rows(st)
+        return out
+
+    def _admit(self) -> list[_State]:
+        """Prefill the waiting items that fit now; returns those whose prefill failed (done)."""
+        now = self._fitting(self.waiting)
+        if not now:
+            return []
+        self.waiting = self.waiting[len(now):]
+        try:
+            self._prefill(now)
+        except Exception as exc:  # noqa: BLE001 - their prefill failed: they fail, the rest go on
+            for st in now:
+                st.error, st.done = exc, True
+            return now
+        return []
+
+    def _prefill(self, states: list[_State]) -> None:
+        lm = self.lm
         # Prefill: every row right-aligned (left padded) in one forward.
         row_embeds: list[torch.Tensor] = []
         row_pos: list[torch.Tensor] = []
@@ -350,13 +401,14 @@ class DecodeSession:
             st.rows.append(rid)
             self._row_next[rid] = int(pos.max()) + 1
         self.active.extend(states)
-        return states
 
     # -- stepping -----------------------------------------------------------------------------------
     def step(self) -> list[_State]:
-        """One decode step for every item in flight. Returns the items that finished in it."""
+        """One decode step for every item in flight (waiting items join first when rows are free).
+        Returns the items that finished in it."""
+        failed = self._admit() if self.waiting else []
         if not self.active:
-            return []
+            return failed
         lm = self.lm
         ids: list[int] = []
         inp: list[np.ndarray] = []
@@ -390,7 +442,7 @@ class DecodeSession:
             for r in gone:
                 self._row_next.pop(r, None)
             self.rows.remove(gone)
-        return done
+        return failed + done
 
     def _advance(self, st: _State, lu: torch.Tensor | None, lc: torch.Tensor) -> None:
         it, m = st.item, self.m
@@ -453,7 +505,7 @@ def generate(lm: LMBackend, items: Sequence[GenItem], *, placeholder_id: int, vi
                          static=static)
     try:
         states = sess.add(items)
-        while sess.active:
+        while sess.active or sess.waiting:
             sess.step()
     finally:
         sess.close()

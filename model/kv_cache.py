@@ -63,15 +63,6 @@ class KVCache:
         self.v[layer, :, :, self.length:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
-    def write_slot(self, layer: int, k: torch.Tensor, v: torch.Tensor,
-                   slot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Static-shape write for decode steps (CUDA graphs): store k, v [rows, kv_heads, 1, d] at the
-        slot given by the 1-element long tensor ``slot`` (on the cache's device); return the whole
-        capacity (the caller masks the unused slots)."""
-        self.k[layer].index_copy_(2, slot, k)
-        self.v[layer].index_copy_(2, slot, v)
-        return self.k[layer], self.v[layer]
-
     def write_rows(self, layer: int, k: torch.Tensor, v: torch.Tensor, rows: torch.Tensor,
                    slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Static-shape write with one slot per row (continuous batching: rows joined at different

@@ -1,12 +1,33 @@
-"""How much memory a model needs before it is loaded, and how much the device has.
+"""How much memory a model needs before it is loaded, how much the device has, and how much it used.
 
-    est = estimate(model_dir, dtype=torch.float32, quant="none", load_vision=True)
-    est.total_bytes        # weights + load transients + runtime (KV cache, codec, framework)
-    check_fits(est, available_bytes(device, budget_gb), device)   # MemoryTooSmall with advice
+    est = estimate(model_dir, dtype=torch.float32, quant="none", load_vision=True, avail=avail)
+    est.total_bytes        # weights + the larger of (load transients, what running keeps)
+    est.decode             # DecodePlan: the row cap, the static buckets warm-up captures, workspaces
+    check_fits(model_dir, est, avail, source)    # MemoryTooSmall with advice
+    measured_peak(device)  # (bytes, how measured): CUDA max_memory_allocated, else the process peak RSS
+
+Unit: bytes everywhere; figures are printed in GB (10^9 bytes, ``GB``).
 
 Everything is computed from ``config.json`` and the safetensors headers (no tensor is read), so the
 daemon can refuse a load that would be killed by the OOM killer and say what would fit instead
 ("needs 28.6 GB, 22.1 GB free: use dtype bfloat16 or quant int8").
+
+What running keeps (``runtime_bytes``), part by part (``Estimate.parts``):
+
+* ``buckets`` (static decode, the CUDA default): every :class:`~.decoder.StaticBatch` that warm-up
+  captures, each ``rows x slots`` of KV cache plus its static inputs and the logits its graph keeps
+  (:func:`bucket_bytes`). Warm-up captures only the buckets that fit the memory left after the
+  weights (:func:`plan_decode`); buckets made later are released least-recently-used when the
+  budget is reached (``StaticDecoder``).
+* ``kv_cache`` (eager decode, the CPU default): the packed cache of ``max_rows`` rows x
+  ``KV_TOKENS``, twice (a join copies the rows into a new cache).
+* ``graph_pool`` / ``prefill``: the activations of one decode step (what the shared graph pool
+  holds) and of one prefill of ``max_rows`` rows x ``PREFILL_TOKENS``.
+* ``codec`` (the DAC) and ``framework`` (allocator caches, kernels' workspaces, Python objects).
+
+``max_rows`` caps the decode rows in flight (a CFG item takes 2): items past it wait for rows to
+free (``DecodeSession``), so sentence chunking of a long speech cannot grow the batch, and its
+buckets, without bound. It is the largest row bucket whose decode room fits the memory left.
 
 What the device has: the ``memory_budget`` setting when given (``UNIMOE_AUDIO_MEMORY_BUDGET``, in
 GB; a cap you choose, e.g. to leave room for a DAW), else CUDA's free memory
@@ -31,14 +52,159 @@ _DT_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16":
              "F8_E4M3": 1, "F8_E5M2": 1}
 # the framework itself once the model runs (allocator caches, kernels' workspaces, Python objects)
 _RUNTIME_OVERHEAD = {"cpu": 0.3 * GB, "cuda": 0.6 * GB, "mps": 0.5 * GB}
-KV_ROWS = 8  # a CFG batch of 4 items
-KV_TOKENS = 2048  # one 19.6 s window plus its prompt
+MAX_ROWS = 16  # decode rows in flight at most (8 CFG items): the largest static row bucket
+KV_TOKENS = 2048  # slots of a row: one 19.6 s window plus its prompt
+PREFILL_TOKENS = 600  # a typical prompt: 5 s of context frames, the text, a reference voice
 
 
 class MemoryTooSmall(UniMoEError):
     """The configured model, dtype and quantization do not fit the memory the device has."""
 
     code = "out_of_memory"
+
+
+# --- what decoding keeps: KV rows, static buckets, workspaces ---------------------------------------
+
+@dataclass(frozen=True)
+class Dims:
+    """The numbers of a config that decode memory depends on."""
+
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    routed: int  # routed experts per layer
+    shared: int  # shared experts per layer
+    inner: int  # a routed expert's intermediate size
+    codebooks: int
+    vocab: int
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> "Dims":
+        t = cfg.get("text_config", cfg)
+        heads = int(t.get("num_attention_heads", 1))
+        hidden = int(t.get("hidden_size", 0))
+        return cls(layers=int(t.get("num_hidden_layers", 0)), hidden=hidden, heads=heads,
+                   kv_heads=int(t.get("num_key_value_heads", heads)), head_dim=hidden // max(heads, 1),
+                   routed=int(t.get("mlp_dynamic_expert_num", 0)), shared=int(t.get("mlp_fixed_expert_num", 0)),
+                   inner=int(t.get("dynamic_intermediate_size", t.get("intermediate_size", 0))),
+                   codebooks=int(cfg.get("codec_channels", 12)), vocab=int(cfg.get("codec_vocab_size", 1027)))
+
+    @classmethod
+    def of(cls, config: Any) -> "Dims":
+        """From a loaded model's :class:`~.config.ModelConfig`."""
+        t = config.text
+        return cls(layers=t.num_hidden_layers, hidden=t.hidden_size, heads=t.num_attention_heads,
+                   kv_heads=t.num_key_value_heads, head_dim=t.head_dim, routed=t.num_routed_experts,
+                   shared=t.num_shared_experts, inner=t.dynamic_intermediate_size,
+                   codebooks=config.codec_channels, vocab=config.codec_vocab_size)
+
+    def kv_bytes(self, rows: int, slots: int, wb: int) -> int:
+        """K and V of every layer for ``rows`` x ``slots``, plus the key-valid mask."""
+        return 2 * self.layers * rows * self.kv_heads * slots * self.head_dim * wb + rows * slots
+
+
+def bucket_bytes(d: Dims, rows: int, slots: int, wb: int) -> int:
+    """What one static decode bucket keeps: its KV cache, its static inputs and (captured) the fp32
+    logits its graph writes, which live in the graph pool."""
+    static_inputs = rows * d.hidden * wb + 3 * rows * 8 + rows + slots * 8  # emb, pos/slots/rows, true, arange
+    return d.kv_bytes(rows, slots, wb) + static_inputs + rows * d.codebooks * d.vocab * 4
+
+
+def step_workspace_bytes(d: Dims, rows: int, slots: int, wb: int) -> int:
+    """Activations alive at once in one decode step (the graph pool of a capture): the largest of the
+    sync-free MoE (every routed expert on every row, fp32 mix), attention over the slots, the head."""
+    moe = d.routed * rows * (3 * d.inner * wb + d.hidden * (wb + 8))
+    attn = rows * d.heads * slots * 4 * 2 + rows * slots * 2
+    head = rows * d.codebooks * d.vocab * (wb + 4)
+    return max(moe, attn, head) + 4 * rows * d.hidden * 4
+
+
+def prefill_workspace_bytes(d: Dims, rows: int, tokens: int, wb: int) -> int:
+    """Activations alive at once in a prefill of ``rows`` x ``tokens``: the hidden states, K/V
+    repeated to every head, the attention scores (the math kernel materialises them), the grouped
+    MoE's gathered pairs in fp32, and the last position's logits."""
+    t = rows * tokens
+    hidden = 4 * t * d.hidden * wb
+    kv = 2 * rows * d.heads * tokens * d.head_dim * wb
+    scores = rows * d.heads * tokens * tokens * 4
+    moe = 2 * t * (d.hidden * 4 + 2 * d.inner * wb)
+    return hidden + max(kv + scores, moe) + rows * d.codebooks * d.vocab * 4
+
+
+def default_lengths(window_frames: int = 981) -> tuple[int, ...]:
+    """KV-slot buckets warm-up captures: a short request, and a full window with its prompt."""
+    from .decoder import length_bucket
+
+    return tuple(sorted({length_bucket(512), length_bucket(1024), length_bucket(window_frames + 600)}))
+
+
+@dataclass
+class DecodePlan:
+    """How decoding will use memory (see the module docstring)."""
+
+    static: bool
+    max_rows: int
+    warm: list[tuple[int, int]] = field(default_factory=list)  # (rows, slots) captured at load, in order
+    bucket_bytes: int = 0  # the warm buckets together
+    budget_bytes: int | None = None  # the buckets may hold at most this (None: no limit known)
+    kv_bytes: int = 0  # eager: the packed cache (and the copy a join makes)
+    workspace_bytes: int = 0  # one decode step's activations
+    prefill_bytes: int = 0  # one prefill's activations
+
+    @property
+    def total_bytes(self) -> int:
+        return self.bucket_bytes + self.kv_bytes + self.workspace_bytes + self.prefill_bytes
+
+
+def plan_decode(d: Dims, wb: int, *, static: bool, room: int | None, lengths: tuple[int, ...] | None = None,
+                max_rows: int = MAX_ROWS, kv_tokens: int = KV_TOKENS,
+                prefill_tokens: int = PREFILL_TOKENS) -> DecodePlan:
+    """The row cap and warm-up buckets for ``room`` bytes left after weights, codec and framework
+    (None: unknown, plan everything up to ``max_rows``).
+
+    The row cap is the largest row bucket whose decode room fits: for static decode the biggest
+    bucket plus the next smaller (rows move between them) plus the workspaces; for eager decode the
+    packed cache twice. Warm-up then takes buckets in order (2 rows at every length, then 4, ...)
+    while they fit what is left after the workspaces."""
+    from .decoder import ROW_BUCKETS
+
+    lengths = tuple(sorted(lengths or default_lengths()))
+    rows_opts = [r for r in ROW_BUCKETS if r <= max_rows] or [ROW_BUCKETS[0]]
+    top = max(lengths[-1], kv_tokens) if static else kv_tokens
+
+    def need(r: int) -> tuple[int, int, int]:
+        ws = step_workspace_bytes(d, r, top, wb)
+        pf = prefill_workspace_bytes(d, r, prefill_tokens, wb)
+        if static:
+            smaller = max([b for b in rows_opts if b < r], default=0)
+            core = bucket_bytes(d, r, top, wb) + (bucket_bytes(d, smaller, top, wb) if smaller else 0)
+        else:
+            core = 2 * d.kv_bytes(r, kv_tokens, wb)
+        return core, ws, pf
+
+    cap = rows_opts[0]
+    for r in rows_opts:
+        if room is None or sum(need(r)) <= room:
+            cap = r
+    core, ws, pf = need(cap)
+    plan = DecodePlan(static=static, max_rows=cap, workspace_bytes=ws, prefill_bytes=pf)
+    if not static:
+        plan.kv_bytes = core
+        return plan
+    plan.budget_bytes = None if room is None else max(room - ws - pf, core)
+    used = 0
+    for r in (r for r in rows_opts if r <= cap):
+        for L in lengths:
+            b = bucket_bytes(d, r, L, wb)
+            if plan.budget_bytes is not None and used + b > plan.budget_bytes:
+                continue
+            plan.warm.append((r, L))
+            used += b
+    # what the step needs even when nothing was warmed (rows move into the largest bucket on demand)
+    plan.bucket_bytes = max(used, core)
+    return plan
 
 
 @dataclass
@@ -48,12 +214,14 @@ class Estimate:
     quant: str
     weights_bytes: int = 0  # the loaded weights (quantized linears at their packed size)
     transient_bytes: int = 0  # extra during loading / first forward (one tensor in fp32, one layer restacked)
-    runtime_bytes: int = 0  # KV cache for KV_ROWS x KV_TOKENS, the DAC codec, framework overhead
+    runtime_bytes: int = 0  # what running keeps beside the weights (parts: decode plan, codec, framework)
     parts: dict[str, int] = field(default_factory=dict)
+    decode: DecodePlan | None = None
 
     @property
     def total_bytes(self) -> int:
-        return self.weights_bytes + self.transient_bytes + self.runtime_bytes
+        """The peak: loading's transients are gone before decoding's buffers are made."""
+        return self.weights_bytes + max(self.transient_bytes, self.runtime_bytes)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -86,8 +254,11 @@ def folder_specs(folder: Path) -> list[tuple[str, str, list[int]]]:
 
 
 def estimate(model_dir: str | Path, *, dtype: torch.dtype, quant: str = "none", device: str = "cpu",
-             load_vision: bool = True, kv_rows: int = KV_ROWS, kv_tokens: int = KV_TOKENS) -> Estimate:
-    """Memory the model in ``model_dir`` needs with ``dtype`` and ``quant`` (see the module docstring)."""
+             load_vision: bool = True, avail: int | None = None, static: bool | None = None,
+             max_rows: int = MAX_ROWS) -> Estimate:
+    """Memory the model in ``model_dir`` needs with ``dtype`` and ``quant`` (see the module
+    docstring). ``avail``: the bytes the device has (sizes the decode plan); ``static``: static
+    decode buckets (None: the default, on CUDA)."""
     from . import quant as Q
 
     folder = Path(model_dir)
@@ -96,12 +267,13 @@ def estimate(model_dir: str | Path, *, dtype: torch.dtype, quant: str = "none", 
     dac = folder / "dac"
     dac_bytes = sum(p.stat().st_size for p in dac.rglob("*") if p.is_file()) if dac.is_dir() else 0
     return estimate_specs(folder_specs(folder), cfg, stored=stored, dtype=dtype, quant=quant, device=device,
-                          load_vision=load_vision, dac_bytes=dac_bytes, kv_rows=kv_rows, kv_tokens=kv_tokens)
+                          load_vision=load_vision, dac_bytes=dac_bytes, avail=avail, static=static,
+                          max_rows=max_rows)
 
 
 def estimate_specs(specs: list[tuple[str, str, list[int]]], cfg: dict[str, Any], *, stored: str, dtype: torch.dtype,
-                   quant: str, device: str, load_vision: bool, dac_bytes: int, kv_rows: int = KV_ROWS,
-                   kv_tokens: int = KV_TOKENS) -> Estimate:
+                   quant: str, device: str, load_vision: bool, dac_bytes: int, avail: int | None = None,
+                   static: bool | None = None, max_rows: int = MAX_ROWS) -> Estimate:
     """:func:`estimate` from tensor specs and a config dict (also for sizes whose weights are absent)."""
     from . import quant as Q
     from .checkpoint import normalize_key
@@ -114,50 +286,79 @@ def estimate_specs(specs: list[tuple[str, str, list[int]]], cfg: dict[str, Any],
     largest = 0
     per_layer_experts: dict[str, int] = {}
     for disk, sdt, shape in specs:
-        info = {"dtype": sdt}
-        if True:
-            name = normalize_key(disk)
-            if (name.startswith("visual.") and not load_vision) or name == "lm_head.weight":
-                continue
-            numel = 1
-            for d in shape:
-                numel *= d
-            mod, _, leaf = name.rpartition(".")
-            if Q.is_quantized_linear(mod) and method != "none":
-                if stored != "none":  # packed codes and scales as stored (+ int4 scales in the act dtype)
-                    b = numel * _DT_BYTES.get(info["dtype"], 4)
-                    if leaf == "scale_zeros" and wb > 2:
-                        b = b * wb // 2
-                elif leaf == "weight":
-                    n, k = shape
-                    if method == "int8":
-                        b = n * k + 4 * n
-                    else:
-                        g, np_, kp = Q.int4_layout(n, k)
-                        b = np_ * kp // 2 + (kp // g) * np_ * 2 * max(wb, 2)
-                else:  # bias
-                    b = numel * wb
-                largest = max(largest, numel * 4 * 3)  # quantizing works on one weight in fp32
-            else:
-                is_float = info["dtype"].startswith(("F", "BF"))
-                b = numel * (wb if is_float else _DT_BYTES.get(info["dtype"], 4))
-                largest = max(largest, numel * 4 if dev == "cpu" else numel * wb)
-            weights += b
-            if ".experts.deepspeed_experts." in name and method == "none":
-                layer = name.split(".mlp.")[0]
-                per_layer_experts[layer] = per_layer_experts.get(layer, 0) + b
+        name = normalize_key(disk)
+        if (name.startswith("visual.") and not load_vision) or name == "lm_head.weight":
+            continue
+        numel = 1
+        for d in shape:
+            numel *= d
+        mod, _, leaf = name.rpartition(".")
+        if Q.is_quantized_linear(mod) and method != "none":
+            if stored != "none":  # packed codes and scales as stored (+ int4 scales in the act dtype)
+                b = numel * _DT_BYTES.get(sdt, 4)
+                if leaf == "scale_zeros" and wb > 2:
+                    b = b * wb // 2
+            elif leaf == "weight":
+                n, k = shape
+                if method == "int8":
+                    b = n * k + 4 * n
+                else:
+                    g, np_, kp = Q.int4_layout(n, k)
+                    b = np_ * kp // 2 + (kp // g) * np_ * 2 * max(wb, 2)
+            else:  # bias
+                b = numel * wb
+            largest = max(largest, numel * 4 * 3)  # quantizing works on one weight in fp32
+        else:
+            is_float = sdt.startswith(("F", "BF"))
+            b = numel * (wb if is_float else _DT_BYTES.get(sdt, 4))
+            largest = max(largest, numel * 4 if dev == "cpu" else numel * wb)
+        weights += b
+        if ".experts.deepspeed_experts." in name and method == "none":
+            layer = name.split(".mlp.")[0]
+            per_layer_experts[layer] = per_layer_experts.get(layer, 0) + b
     est.weights_bytes = int(weights)
     # load: one tensor converted at a time; first forward: one layer's experts restacked at a time
     est.transient_bytes = int(largest + max(per_layer_experts.values(), default=0))
-    t = cfg.get("text_config", cfg)
-    heads = int(t.get("num_attention_heads", 1))
-    head_dim = int(t.get("hidden_size", 0)) // max(heads, 1)
-    kv = 2 * int(t.get("num_hidden_layers", 0)) * int(t.get("num_key_value_heads", heads)) * head_dim
-    kv_bytes = kv * kv_rows * kv_tokens * wb
     overhead = int(_RUNTIME_OVERHEAD.get(dev, 0.3 * GB))
-    est.runtime_bytes = int(kv_bytes + dac_bytes + overhead)
-    est.parts = {"kv_cache": int(kv_bytes), "codec": int(dac_bytes), "framework": overhead}
+    static = dev == "cuda" if static is None else bool(static)
+    room = None if avail is None else avail - est.weights_bytes - dac_bytes - overhead
+    plan = plan_decode(Dims.from_config(cfg), wb, static=static, room=room, max_rows=max_rows)
+    est.decode = plan
+    est.parts = {"buckets" if static else "kv_cache": plan.bucket_bytes if static else plan.kv_bytes,
+                 "graph_pool" if static else "step": plan.workspace_bytes, "prefill": plan.prefill_bytes,
+                 "codec": int(dac_bytes), "framework": overhead}
+    est.runtime_bytes = int(sum(est.parts.values()))
     return est
+
+
+def measured_peak(device: torch.device | str) -> tuple[int | None, str]:
+    """(peak bytes so far, how measured): ``torch.cuda.max_memory_allocated`` on CUDA (tensors only),
+    else the process's peak resident set (``ru_maxrss``: weights, buffers and the framework)."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        try:
+            return int(torch.cuda.max_memory_allocated(dev)), "cuda max_memory_allocated"
+        except RuntimeError:
+            return None, "unknown"
+    peak = 0
+    try:  # Linux: the high-water mark of the resident set, never below the current RSS
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    peak = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError):
+        pass
+    try:
+        import resource
+
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak = max(peak, int(kb) * (1 if os.uname().sysname == "Darwin" else 1024))
+    except (ImportError, OSError, AttributeError):
+        pass
+    if peak:
+        return peak, "process peak RSS"
+    return None, "unknown"
 
 
 def _cgroup_available() -> int | None:
@@ -220,7 +421,9 @@ def advice(model_dir: str | Path, est: Estimate, avail: int, *, load_vision: boo
     if est.quant in ("none", "int8"):
         cands.append(("quant int4", cur_dtype, "int4"))
     for label, dt, q in cands:
-        if estimate(model_dir, dtype=dt, quant=q, device=est.device, load_vision=load_vision).total_bytes <= avail:
+        static = est.decode.static if est.decode is not None else None
+        if estimate(model_dir, dtype=dt, quant=q, device=est.device, load_vision=load_vision, avail=avail,
+                    static=static).total_bytes <= avail:
             out.append(label)
     return out
 

@@ -76,7 +76,7 @@ class JobBatch:
     def step(self) -> list[tuple[Job, Any]]:
         """One decode step for every job in flight; returns (job, result or exception) for each job
         that finished in it (its ``on_done`` was called too)."""
-        if not self.session.active:
+        if not self.session.active and not self.session.waiting:
             return self._flush()
         t = time.monotonic()
         try:
@@ -87,7 +87,7 @@ class JobBatch:
                 raise
             return self.abort(exc)
         dt = time.monotonic() - t
-        live = {id(st) for st in self.session.active}
+        live = {id(st) for st in self.session.active + self.session.waiting}
         finished: list[tuple[Job, Any]] = []
         done_ids = {id(st) for st in done}
         for e in list(self.entries):

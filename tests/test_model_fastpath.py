@@ -1,7 +1,8 @@
 """The sync-free decode MoE path ("fast": every expert on every token via stacked weights) and the
-static decode runner give the grouped path's routing and logits (fp32, 1e-6), ties included.
+production static decode step (``decode_rows.StaticRows`` on a ``StaticDecoder`` bucket) give the
+grouped path's routing and logits (fp32, 1e-6), ties included.
 
-Runs on CPU: the fast path is forced with ``moe_path``; the runner runs its static step eagerly
+Runs on CPU: the fast path is forced with ``moe_path``; the static step runs eagerly
 (``use_graph=False``), which is the code a CUDA graph captures.
 """
 from __future__ import annotations
@@ -13,7 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from unimoe_audio.model.decoder import DecodeRunner, load_model
+from unimoe_audio.model.decode_rows import StaticRows
+from unimoe_audio.model.decoder import StaticBatch, StaticDecoder, _weight_ptrs, load_model
+from unimoe_audio.model.generation import backend_for
 from unimoe_audio.model.moe import SparseMoE, moe_path, route, set_moe_path
 from unimoe_audio.model.rope_index import positions_from_mask
 from unimoe_audio.model.tiny import random_model
@@ -33,24 +36,34 @@ def _tied_model(seed: int = 3) -> torch.nn.Module:
     return m
 
 
-def _decode(model, ids, mask, frames, path: str, keep_at: int | None = None, keep=None, runner=False,
-            capacity: int | None = None):
+def static_rows(model, cache, need: int):
+    """The production static decode (StaticRows on a StaticDecoder bucket, graphs off) holding the
+    rows of a prefilled ``cache``; returns (rows, row ids)."""
+    rows = StaticRows(backend_for(model), StaticDecoder(model, use_graph=False))
+    return rows, rows.add(cache, need)
+
+
+def _decode(model, ids, mask, frames, path: str, keep_at: int | None = None, keep=None, static=False):
     """Prefill + one step per frame; returns stacked step logits and per-step routing of layer 0."""
     rows, n = frames.shape[:2]
     with torch.inference_mode(), moe_path(model, path):
-        cache = model.new_cache(rows, capacity or ids.shape[1] + n)
+        cache = model.new_cache(rows, ids.shape[1] + n)
         model(model.embed(ids), positions_from_mask(mask), attention_mask=mask, cache=cache, logits="last")
-        run = model.decode_runner(cache, use_graph=False) if runner else None
+        st, rid = static_rows(model, cache, n) if static else (None, None)
         n_real = mask.sum(-1)
         outs, routes = [], []
         for s in range(n):
             if keep_at is not None and s == keep_at:
-                cache.keep(keep)
+                if st is not None:
+                    st.remove([r for i, r in enumerate(rid) if i not in keep.tolist()])
+                    rid = [rid[i] for i in keep.tolist()]
+                else:
+                    cache.keep(keep)
                 n_real, frames = n_real[keep], frames[keep]
                 outs = [o[keep] for o in outs]
             emb = model.embed_codec(frames[:, s:s + 1])
-            if run is not None:
-                lg = run.step(emb, n_real[:, None])
+            if st is not None:
+                lg = st.step(rid, emb, n_real)[:, None]
             else:
                 out = model(emb, n_real[:, None], cache=cache, logits="last", output_routing=True)
                 lg = out.logits
@@ -134,18 +147,12 @@ def test_fast_prefill_with_padding_equals_grouped_on_golden_model(model_fixture_
         np.testing.assert_allclose(outs["fast"].logits[:, 0].numpy(), g[f"{name}_logits_last"], atol=1e-5, rtol=1e-5)
 
 
-def test_static_runner_equals_eager_decode_with_keep_and_full_cache(tied):
+def test_static_step_equals_eager_decode_with_rows_leaving(tied):
     ids, mask, frames = _prompt(seed=2)
     keep = torch.tensor([3, 0])
-    ref, _, c_ref = _decode(tied, ids, mask, frames, "grouped", keep_at=3, keep=keep)
-    got, _, c_run = _decode(tied, ids, mask, frames, "grouped", keep_at=3, keep=keep, runner=True)
-    assert c_ref.length == c_run.length and torch.equal(c_ref.valid, c_run.valid)
+    ref, _, _ = _decode(tied, ids, mask, frames, "grouped", keep_at=3, keep=keep)
+    got, _, _ = _decode(tied, ids, mask, frames, "grouped", keep_at=3, keep=keep, static=True)
     np.testing.assert_allclose(got.numpy(), ref.numpy(), atol=ATOL, rtol=0)
-    # a cache too small for the steps: the runner falls back to the growing forward, then goes on
-    small, _, c_small = _decode(tied, ids, mask, frames, "grouped", keep_at=3, keep=keep, runner=True,
-                                capacity=ids.shape[1] + 2)
-    assert c_small.length == c_ref.length
-    np.testing.assert_allclose(small.numpy(), ref.numpy(), atol=ATOL, rtol=0)
 
 
 def test_unchosen_expert_overflow_does_not_leak():
@@ -259,40 +266,35 @@ def test_chosen_experts_reads_only_chosen_experts():
     np.testing.assert_allclose(y.numpy(), y_g.numpy(), atol=ATOL, rtol=0)
 
 
-class _FakeGraphRunner(DecodeRunner):
-    """The runner's capture bookkeeping without CUDA: "capture" = warm-up + a replay that reruns the
-    static body (what a real graph replays)."""
-
-    def _capture(self):
-        self._body()
-        self._graph = types.SimpleNamespace(replay=self._body)
-        self._weights = self._weight_ptrs()
-        self.captures += 1
+def _fake_capture(self):
+    """A StaticBatch "capture" without CUDA: warm-up, and a replay that reruns the static body
+    (what a real graph replays)."""
+    self._body()
+    self.graph = types.SimpleNamespace(replay=self._body)
+    self._weights = _weight_ptrs(self.model)
+    self.captures += 1
 
 
-def test_runner_captures_once_per_cache_shape_and_after_weight_moves():
+def test_static_batch_captures_once_and_again_after_weight_moves(monkeypatch):
+    monkeypatch.setattr(StaticBatch, "capture", _fake_capture)
     m = _tied_model(seed=7)
     ids, mask, frames = _prompt(seed=4)
-    keep = torch.tensor([1, 2])
-    ref, _, _ = _decode(m, ids, mask, frames, "grouped", keep_at=3, keep=keep)
+    ref, _, _ = _decode(m, ids, mask, frames, "grouped")
     with torch.inference_mode():
         cache = m.new_cache(4, ids.shape[1] + 6)
         m(m.embed(ids), positions_from_mask(mask), attention_mask=mask, cache=cache, logits="last")
-        run = _FakeGraphRunner(m, cache, use_graph=True)
-        n_real, fr, outs = mask.sum(-1), frames, []
+        rows = StaticRows(backend_for(m), StaticDecoder(m, use_graph=True))
+        rid = rows.add(cache, 6)
+        n_real, outs = mask.sum(-1), []
         for s in range(6):
             if s == 3:
-                assert run.captures == 1  # steps 0-2 replay one capture
-                cache.keep(keep)
-                n_real, fr, outs = n_real[keep], fr[keep], [o[keep] for o in outs]
-            if s == 5:
-                assert run.captures == 2  # keep() changed the cache's tensors
+                assert rows.batch.captures == 1  # steps 0-2 replay one capture
                 with torch.no_grad(), torch.inference_mode(False):  # weights replaced, same values
                     w = m.language_model.layers[0].mlp.experts[0].gate_proj.weight
                     w.data = w.data.clone()
-            outs.append(run.step(m.embed_codec(fr[:, s:s + 1]), n_real[:, None])[:, 0])
+            outs.append(rows.step(rid, m.embed_codec(frames[:, s:s + 1]), n_real))
             n_real = n_real + 1
-    assert run.captures == 3
+    assert rows.batch.captures == 2
     np.testing.assert_allclose(torch.stack(outs, 1).numpy(), ref.numpy(), atol=ATOL, rtol=0)
 
 

@@ -15,11 +15,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from unimoe_audio.model import quant as Q
 from unimoe_audio.model.checkpoint import load_model
+from unimoe_audio.model.decoder import _weight_ptrs
 from unimoe_audio.model.engine import Engine
 from unimoe_audio.model.requests import Length, MusicRequest, SamplingParams
 from unimoe_audio.model.rope_index import positions_from_mask
 from unimoe_audio.model.tiny import random_model
 from unimoe_audio.model.tiny_bundle import ensure_tiny_model
+
+from test_model_fastpath import static_rows
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -82,20 +85,20 @@ def test_quantized_model_stays_close_and_static_decode_matches(method):
         assert (out - ref).abs().max() < (0.05 if method == "int8" else 0.3) * ref.abs().max()
         # eager decode vs the static decode step (what a CUDA graph captures), both quantized
         logits = {}
-        for runner in (False, True):
+        for static in (False, True):
             cache = qm.new_cache(2, 16)
             qm(qm.embed(ids), positions_from_mask(mask), attention_mask=mask, cache=cache, logits="last")
-            run = qm.decode_runner(cache, use_graph=False) if runner else None
-            if run is not None:
-                assert all(run._weight_ptrs())  # the graph runner's recapture check works on packed weights
+            rows, rid = static_rows(qm, cache, frames.shape[1]) if static else (None, None)
+            if static:
+                assert all(_weight_ptrs(qm))  # the graph's recapture check works on packed weights
             n_real, outs = mask.sum(-1), []
             for s in range(frames.shape[1]):
                 emb = qm.embed_codec(frames[:, s:s + 1])
-                lg = run.step(emb, n_real[:, None]) if run else qm(emb, n_real[:, None], cache=cache,
-                                                                    logits="last").logits
+                lg = rows.step(rid, emb, n_real)[:, None] if static else qm(emb, n_real[:, None], cache=cache,
+                                                                           logits="last").logits
                 outs.append(lg)
                 n_real = n_real + 1
-            logits[runner] = torch.cat(outs, 1)
+            logits[static] = torch.cat(outs, 1)
     np.testing.assert_allclose(logits[True].numpy(), logits[False].numpy(), atol=1e-5, rtol=0)
 
 

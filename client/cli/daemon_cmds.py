@@ -101,6 +101,11 @@ def cmd_status(args: argparse.Namespace) -> int:
                    + (f", model estimate {hb(mem['estimate_bytes'])}" if mem.get("estimate_bytes") else "")
                    + (f" of {hb(mem['available_bytes'])} available ({mem.get('available_source')})"
                       if mem.get("available_bytes") else "")),
+        ("memory peak", f"{hb(mem['peak_bytes'])} ({mem.get('peak_source')})" if mem.get("peak_bytes") else "-"),
+        ("decode", (f"up to {mem['max_rows']} rows" if mem.get("max_rows") else "-")
+                   + (f", {mem['buckets']} buckets ({hb(mem['bucket_bytes'] or 0)}"
+                      + (f" of {hb(mem['bucket_budget_bytes'])}" if mem.get("bucket_budget_bytes") else "")
+                      + f", {mem.get('bucket_evictions') or 0} released)" if mem.get("buckets") is not None else "")),
         ("queue", f"{data.get('queue_length', 0)} queued, {len(data.get('running') or [])} running"
                   + (f" ({', '.join(data['running'])})" if data.get("running") else "")),
         ("keep alive", "forever" if not data.get("keep_alive") else f"{data['keep_alive']:g} s idle"),
