@@ -367,9 +367,11 @@ def make_tiny(directory: str | os.PathLike[str], size: str = "tiny", seed: int =
 
 
 def human_bytes(n: int) -> str:
+    """Bytes in decimal units (1 GB = 10**9 bytes): the one unit of the memory estimate, its log line,
+    ``status``, ``models ls`` and the ``memory_budget`` setting."""
     size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1024 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}" if size >= 10 else f"{size:.2f} {unit}"
+        size /= 1000
     return f"{n} B"
