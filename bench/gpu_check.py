@@ -240,34 +240,73 @@ def check_moe_agreement(plan: Plan, engine: Any) -> dict[str, Any]:
             "tolerance": tol, "ok": worst <= tol}
 
 
-def check_kernels(plan: Plan, engine: Any) -> dict[str, Any]:
-    """int8 and int4 on every distinct (N, K) of the quantized linears."""
+def kernels_probe(model_dir: str, device: str, dtype: str) -> None:
+    """(in a child process: a kernel can crash the process, not only raise) int8 and int4 on every
+    distinct (N, K) of the model's quantized linears; one JSON line before and after each."""
     import torch
     import torch.nn.functional as F
     from torch import nn
 
+    from unimoe_audio.model.checkpoint import load_config
+    from unimoe_audio.model.decoder import UniMoEAudioModel
+    from unimoe_audio.model.engine import pick_dtype
     from unimoe_audio.model.quant import QuantLinear, quantizable
 
-    shapes = sorted({(lin.out_features, lin.in_features) for _, lin in quantizable(engine.model)})
+    dev = torch.device(device)
+    dt = pick_dtype(dtype, dev)
+    with torch.device("meta"):
+        model = UniMoEAudioModel(load_config(model_dir), vision=True, lm_head=False)
+    shapes = sorted({(lin.out_features, lin.in_features) for _, lin in quantizable(model)})
     g = torch.Generator(device="cpu").manual_seed(0)
-    rows: list[dict[str, Any]] = []
     for n, k in shapes:
         lin = nn.Linear(k, n, bias=False)
         with torch.no_grad():
             lin.weight.copy_(torch.randn(n, k, generator=g) * 0.02)
-        lin = lin.to(engine.device)
-        x = torch.randn(4, k, generator=g).to(device=engine.device, dtype=engine.dtype)
+        lin = lin.to(dev)
+        x = torch.randn(4, k, generator=g).to(device=dev, dtype=dt)
         for method in ("int8", "int4"):
+            print(json.dumps({"start": [n, k, method]}), flush=True)
             q = QuantLinear.from_linear(lin, method)
             ref = F.linear(x.float(), q.dequantized(torch.float32))
-            kernel = q.prepare(engine.dtype)
+            kernel = q.prepare(dt)
             with torch.inference_mode():
                 y = q(x).float()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
             rel = float((y - ref).abs().max() / ref.abs().max().clamp(min=1e-6))
-            rows.append({"n": n, "k": k, "method": method, "kernel": kernel, "fell_back": kernel == "dequant",
-                         "rel_err": round(rel, 5), "ok": rel < 5e-2})
-    fell = {m: sum(r["fell_back"] for r in rows if r["method"] == m) for m in ("int8", "int4")}
-    return {"shapes": len(shapes), "fell_back": fell, "rows": rows, "ok": all(r["ok"] for r in rows)}
+            print(json.dumps({"n": n, "k": k, "method": method, "kernel": kernel, "fell_back": kernel == "dequant",
+                              "rel_err": round(rel, 5), "ok": rel < 5e-2}), flush=True)
+
+
+def check_kernels(plan: Plan, model_dir: Path) -> dict[str, Any]:
+    """int8 and int4 on every distinct (N, K), in a child process: a kernel that crashes (a native
+    segfault, as ``_weight_int8pack_mm`` does on some shapes) is recorded with its shape."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--kernels-probe", str(model_dir), "--device", plan.device,
+           "--dtype", plan.dtype]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    rows: list[dict[str, Any]] = []
+    started = None
+    for line in proc.stdout.splitlines():
+        try:
+            d = json.loads(line)
+        except ValueError:
+            continue
+        if "start" in d:
+            started = d["start"]
+        else:
+            rows.append(d)
+            started = None
+    out: dict[str, Any] = {"shapes": len({(r["n"], r["k"]) for r in rows}), "rows": rows,
+                           "fell_back": {m: sum(r["fell_back"] for r in rows if r["method"] == m)
+                                         for m in ("int8", "int4")}}
+    if proc.returncode != 0:
+        how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
+        where = f" on N={started[0]} K={started[1]} {started[2]}" if started else ""
+        out.update(ok=False, error=f"the kernel check died ({how}){where}",
+                   stderr=(proc.stderr or "")[-1500:])
+        return out
+    out["ok"] = all(r["ok"] for r in rows)
+    return out
 
 
 def memory_probe(model_dir: str, device: str, dtype: str, quant: str, seconds: float) -> dict[str, Any]:
@@ -365,10 +404,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="where the JSON goes (default bench/results/gpu-check-<card>.json)")
     ap.add_argument("--model-dir", help="an existing model folder instead of making a random one")
     ap.add_argument("--memory-probe", metavar="DIR", help=argparse.SUPPRESS)
+    ap.add_argument("--kernels-probe", metavar="DIR", help=argparse.SUPPRESS)
     ap.add_argument("--dtype", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--quant", default="none", help=argparse.SUPPRESS)
     ap.add_argument("--seconds", type=float, default=1.0, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.kernels_probe:
+        kernels_probe(a.kernels_probe, a.device, a.dtype or "auto")
+        return 0
     if a.memory_probe:
         print(json.dumps(memory_probe(a.memory_probe, a.device, a.dtype or "auto", a.quant, a.seconds)))
         return 0
@@ -409,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
 
         _section(results, "load", load)
         for name, fn in (("decode_join", check_decode_join), ("moe_agreement", check_moe_agreement),
-                         ("kernels", check_kernels), ("speed", check_speed), ("first_audio", check_first_audio)):
+                         ("speed", check_speed), ("first_audio", check_first_audio)):
             if engine is None:
                 results[name] = {"ok": False, "error": "the model did not load (see 'load')"}
                 continue
@@ -417,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         if engine is not None:
             engine.close()
             engine = None
+        _section(results, "kernels", lambda: check_kernels(plan, model_dir))
         _section(results, "daemon", lambda: check_daemon(plan, model_dir, work))
         _section(results, "memory", lambda: check_memory(plan, model_dir))
     finally:
