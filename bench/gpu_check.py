@@ -335,7 +335,9 @@ def check_memory(plan: Plan, model_dir: Path) -> dict[str, Any]:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         label = "bf16" if quant == "none" and plan.dtype == "bfloat16" else (quant if quant != "none" else plan.dtype)
         if proc.returncode != 0:
-            out[label] = {"ok": False, "error": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
+            how = f"died (signal {-proc.returncode})" if proc.returncode < 0 else f"exit {proc.returncode}"
+            out[label] = {"ok": False, "error": f"the {label} probe {how}" + (f": {tail[0]}" if tail else "")}
             continue
         out[label] = {"ok": True, **json.loads(proc.stdout.strip().splitlines()[-1])}
     out["ok"] = all(v["ok"] for v in out.values() if isinstance(v, dict))
