@@ -148,8 +148,8 @@ def check_daemon(plan: Plan, model_dir: Path, work: Path) -> dict[str, Any]:
                 "music": c.music("calm piano with soft strings", seconds=s, output=str(work / "music.wav")),
                 "speech": c.speech("Hello there, this is a short line.", reference_audio=str(ref),
                                    reference_text="Hello there, this is my voice.", output=str(work / "speech.wav")),
-                "video_score": c.score(str(video), caption="warm strings", in_seconds=0.0, out_seconds=s, frames_per_second=5.0,
-                                       output=str(work / "score.wav")),
+                "video_score": c.score(str(video), caption="warm strings", in_seconds=0.0, out_seconds=s,
+                                       frames_per_second=5.0, output=str(work / "score.wav")),
             }
             for task, job in jobs.items():
                 t0 = time.monotonic()
