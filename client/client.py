@@ -47,6 +47,7 @@ from .errors import (
     DaemonUnavailable,
     GenerationFailed,
     JobCancelled,
+    daemon_gone,
     NotAllowed,
     ProtocolMismatch,
     from_protocol_error,
@@ -154,7 +155,7 @@ class Client:
                 raise DaemonUnavailable(f"{self.info.name} ({self.info.connect_host}) did not answer: {exc}",
                                         "timeout") from None
             if self.info.pid and not pid_alive(self.info.pid):
-                raise DaemonUnavailable(f"the daemon (pid {self.info.pid}) is gone", "not_running") from None
+                raise DaemonUnavailable(daemon_gone(self.info.pid, self.settings.log_path), "not_running") from None
             raise DaemonUnavailable(f"daemon did not answer: {exc}", "timeout") from None
         except P.ProtocolError as exc:
             raise from_protocol_error(exc) from None

@@ -75,3 +75,9 @@ def from_protocol_error(exc: P.ProtocolError, context: str = "") -> ClientError:
     if exc.code in _ENGINE_CODES:  # e.g. 'voices add' when the model cannot load or encode
         return GenerationFailed(msg, exc.code, exc.field, exc.wanted)
     return ClientError(msg, exc.code, exc.field, exc.wanted)
+
+
+def daemon_gone(pid: int, log_path: object) -> str:
+    """What the client says when the daemon's process vanished under a request or a job: it crashed or was
+    killed, and its log (``log_path``: the settings' log folder) holds the reason (faulthandler's trace)."""
+    return f"the daemon (pid {pid}) crashed or was killed; the reason is at the end of its log, {log_path}/daemon.log"

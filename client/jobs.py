@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from . import protocol as P
 from .channel import Subscription
 from .connection import pid_alive
-from .errors import DaemonUnavailable, from_protocol_error
+from .errors import DaemonUnavailable, daemon_gone, from_protocol_error
 
 # ``client`` below is a :class:`~.client.Client` (typed Any: the Client imports this module).
 __all__ = ["GenerationResult", "PartialAudio", "JobUpdate", "JobWatch", "Job", "update_from_event",
@@ -115,7 +115,7 @@ class JobWatch:
     def _resync(self) -> JobUpdate | None:
         pid = self.client.info.pid
         if pid and not pid_alive(pid):
-            err = P.ErrorReply(code="not_running", message=f"the daemon (pid {pid}) is gone")
+            err = P.ErrorReply(code="not_running", message=daemon_gone(pid, self.client.settings.log_path))
             return JobUpdate(kind="failed", job_id=self.job_id, stage="failed", state="failed",
                              event=P.FailedEvent(job_id=self.job_id, error=err))
         self.requests += 1

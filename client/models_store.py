@@ -429,16 +429,35 @@ def pull_model(
     return dest, validate_model_dir(dest, dac=settings.dac)
 
 
-def make_tiny(directory: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
-    """Build the tiny random-weight model bundle in ``directory`` via the model layer, in a child process."""
-    cmd = [sys.executable, "-m", "unimoe_audio.model.tiny_bundle", str(Path(directory).expanduser())]
-    return subprocess.run(cmd, text=True, capture_output=True)
+MAKE_TINY_SIZES = ("tiny", "small", "full")  # model/tiny.py SIZES (this module never imports torch)
+
+
+def make_tiny(directory: str | os.PathLike[str], size: str = "tiny", seed: int = 0,
+              note: Any = None) -> subprocess.CompletedProcess[str]:
+    """Build a random-weight model bundle of ``size`` in ``directory`` via the model layer, in a child
+    process; its progress lines ("wrote model-00002-of-00004.safetensors (2/4)") go to ``note``."""
+    if size not in MAKE_TINY_SIZES:
+        raise ModelStoreError(f"unknown size {size!r}: use one of {', '.join(MAKE_TINY_SIZES)}")
+    cmd = [sys.executable, "-m", "unimoe_audio.model.tiny_bundle", str(Path(directory).expanduser()),
+           "--size", size, "--seed", str(int(seed))]
+    proc = subprocess.Popen(cmd, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    err: list[str] = []
+    assert proc.stderr is not None and proc.stdout is not None
+    for line in proc.stderr:
+        err.append(line)
+        if note is not None and line.startswith("wrote "):
+            note(line.strip())
+    out = proc.stdout.read()
+    rc = proc.wait()
+    return subprocess.CompletedProcess(cmd, rc, out, "".join(err))
 
 
 def human_bytes(n: int) -> str:
+    """Bytes in decimal units (1 GB = 10**9 bytes): the one unit of the memory estimate, its log line,
+    ``status``, ``models ls`` and the ``memory_budget`` setting."""
     size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1024 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}" if size >= 10 else f"{size:.2f} {unit}"
+        size /= 1000
     return f"{n} B"

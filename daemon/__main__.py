@@ -84,9 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     from .logs import setup_logging
 
     path = setup_logging(settings.log_path, settings.log_level, stderr=not args.quiet)
+    from .crash import enable_fault_log
     from .logs import get_logger
 
-    get_logger("main").info("logging to %s", path)
+    enable_fault_log(path)
+    get_logger("main").info("logging to %s (fatal signals too, with every thread's traceback)", path)
     from .server import run
 
     return run(settings)

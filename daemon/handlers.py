@@ -155,7 +155,8 @@ class Handlers:
             (host, port), tag, progress = osc
             osc_reply = [host, port, tag, progress]
         ok = d.store.add(job_id, req.spec.task, req.priority, dump(req), tag=req.tag, batch_key=batch_key(req),
-                         osc_reply=osc_reply, max_queue=d.settings.max_queue, request_id=req.request_id)
+                         osc_reply=osc_reply, max_queue=d.settings.max_queue, request_id=req.request_id,
+                         model=d.settings.model)
         if not ok:
             raise ProtocolError("busy", f"the queue is full ({d.settings.max_queue} jobs waiting)", field="queue",
                                 wanted="retry when jobs finish (max_queue)")

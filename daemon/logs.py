@@ -21,6 +21,12 @@ class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
             os.chmod(self.baseFilename, 0o600)
         return stream
 
+    def doRollover(self) -> None:
+        super().doRollover()
+        from .crash import reopen_fault_log  # fatal-signal traces follow the log to its new file
+
+        reopen_fault_log()
+
 
 def setup_logging(log_dir: Path, level: str = "INFO", *, stderr: bool = True,
                   max_bytes: int = 5 * 1024 * 1024, backups: int = 5) -> Path:

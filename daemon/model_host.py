@@ -74,7 +74,8 @@ def flagged_tiny(model_dir: Path) -> tuple[bool, str | None]:
     except (OSError, ValueError):
         return False, None
     if isinstance(cfg, dict) and cfg.get("unimoe_audio_tiny"):
-        return True, f"{model_dir} is a tiny random model (its config.json has unimoe_audio_tiny: true)"
+        return True, (f"{model_dir} is a random-weight model made by 'models make-tiny' (its config.json has "
+                      "unimoe_audio_tiny: true)")
     return False, None
 
 

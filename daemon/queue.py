@@ -1,8 +1,13 @@
 """The durable job queue: one SQLite table in WAL mode (settings.queue_db_path).
 
 States: queued -> running -> done | failed | cancelled (queued -> cancelled directly). Higher priority
-first, FIFO within a priority. After a crash, ``recover()`` puts running jobs back in the queue; a job
-interrupted ``MAX_ATTEMPTS`` times is failed instead (a request that kills the process cannot loop).
+first, FIFO within a priority. After a crash, ``recover()`` puts running jobs back in the queue and
+counts the crash against them (``crashes``); a job that was running when the daemon died
+``MAX_CRASHES`` times is failed with ``daemon_crashed`` instead, so a request that kills the process
+cannot loop. A job that was running at a crash runs alone when it runs again (it joins no batch and
+nothing joins it), so it cannot take innocent jobs down with it a second time. Each job records the
+model it was submitted for (``model``); after a restart, jobs submitted for another model than the one
+now configured are failed with ``model_changed`` rather than rendered with the wrong model.
 
 Each thread gets its own connection (the main loop inserts and cancels, the worker claims and finishes).
 """
@@ -19,7 +24,9 @@ from typing import Any, Iterable
 
 from ..client.protocol import ErrorReply, JobInfo, JobResult
 
-MAX_ATTEMPTS = 3
+MAX_ATTEMPTS = 3  # claims of one job (clean stops do not count)
+MAX_CRASHES = 2  # daemon deaths while the job was running before it is failed
+CRASHED = "the daemon stopped while running this job"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -49,6 +56,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 # Added after the first release: a database made before gets the column on open.
 _MIGRATIONS = (
     ("request_id", "ALTER TABLE jobs ADD COLUMN request_id TEXT"),
+    ("crashes", "ALTER TABLE jobs ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0"),
+    ("model", "ALTER TABLE jobs ADD COLUMN model TEXT"),
 )
 _INDEXES = "CREATE INDEX IF NOT EXISTS jobs_by_request_id ON jobs (request_id) WHERE request_id IS NOT NULL;"
 
@@ -60,6 +69,8 @@ def _start_row(db: Any, r: Any) -> dict[str, Any]:
                "WHERE id=? AND state='queued'", (now, r["id"]))
     d = dict(r)
     d.update(attempts=d["attempts"] + 1, started=now, state="running")
+    if d.get("crashes"):
+        d["batch_key"] = ""  # a job that was running at a crash runs alone (the worker joins nothing to it)
     return d
 
 
@@ -164,8 +175,9 @@ class JobStore:
     # -- writes ----------------------------------------------------------------------------------
     def add(self, job_id: str, task: str, priority: int, request: dict[str, Any], *, tag: str | None,
             batch_key: str, osc_reply: Any = None, max_queue: int | None = None,
-            request_id: str | None = None) -> bool:
-        """Insert a queued job. False when ``max_queue`` jobs are already queued."""
+            request_id: str | None = None, model: str | None = None) -> bool:
+        """Insert a queued job (``model``: the model it is submitted for). False when ``max_queue`` jobs
+        are already queued."""
         with self._tx() as db:
             if max_queue is not None:
                 (n,) = db.execute("SELECT COUNT(*) FROM jobs WHERE state='queued'").fetchone()
@@ -174,28 +186,46 @@ class JobStore:
             (seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()
             db.execute(
                 "INSERT INTO jobs (id, seq, task, priority, state, request, tag, batch_key, osc_reply, created, "
-                "request_id) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
+                "request_id, model) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
                 (job_id, seq, task, priority, json.dumps(request), tag, batch_key,
-                 None if osc_reply is None else json.dumps(osc_reply), time.time(), request_id),
+                 None if osc_reply is None else json.dumps(osc_reply), time.time(), request_id, model),
             )
         return True
 
-    def recover(self) -> tuple[list[str], list[str]]:
-        """After a restart: running jobs go back to the queue (or fail after MAX_ATTEMPTS). Returns
-        (requeued ids, failed ids)."""
+    def recover(self, model: str | None = None, log_hint: str = "") -> tuple[list[str], list[str]]:
+        """After a restart: jobs that were running count a crash and go back to the queue (failed with
+        ``daemon_crashed`` after MAX_CRASHES, or after MAX_ATTEMPTS claims); with ``model``, jobs
+        submitted for another model fail with ``model_changed``. ``log_hint``: where the log is, for
+        the error. Returns (requeued ids, failed ids)."""
+        now = time.time()
+        see = f"; see the daemon log ({log_hint})" if log_hint else "; see the daemon log"
         with self._tx() as db:
-            rows = db.execute("SELECT id, attempts FROM jobs WHERE state='running'").fetchall()
+            rows = db.execute("SELECT id, attempts, crashes FROM jobs WHERE state='running'").fetchall()
             requeued, failed = [], []
             for r in rows:
-                if r["attempts"] >= MAX_ATTEMPTS:
-                    err = ErrorReply(code="internal", message=f"the daemon stopped during this job {r['attempts']} "
-                                     "times; not trying again")
-                    db.execute("UPDATE jobs SET state='failed', finished=?, error=? WHERE id=?",
-                               (time.time(), err.model_dump_json(), r["id"]))
+                crashes = r["crashes"] + 1
+                if crashes >= MAX_CRASHES or r["attempts"] >= MAX_ATTEMPTS:
+                    err = ErrorReply(code="daemon_crashed", message=f"{CRASHED} ({crashes} times); it is not tried "
+                                     f"again{see}", wanted="a different request (or report the log)")
+                    db.execute("UPDATE jobs SET state='failed', finished=?, error=?, crashes=? WHERE id=?",
+                               (now, err.model_dump_json(), crashes, r["id"]))
                     failed.append(r["id"])
                 else:
-                    db.execute("UPDATE jobs SET state='queued', fraction=0, stage=NULL WHERE id=?", (r["id"],))
+                    db.execute("UPDATE jobs SET state='queued', fraction=0, stage=NULL, crashes=? WHERE id=?",
+                               (crashes, r["id"]))
                     requeued.append(r["id"])
+            if model is not None:
+                for r in db.execute("SELECT id, model FROM jobs WHERE state='queued' AND model IS NOT NULL "
+                                    "AND model<>?", (model,)).fetchall():
+                    err = ErrorReply(code="model_changed", field="model",
+                                     message=f"this job was submitted for model {r['model']!r}; the daemon now "
+                                             f"serves {model!r}", wanted="submit it again (or serve the model it "
+                                                                         "was made for)")
+                    db.execute("UPDATE jobs SET state='failed', finished=?, error=? WHERE id=?",
+                               (now, err.model_dump_json(), r["id"]))
+                    failed.append(r["id"])
+                    if r["id"] in requeued:
+                        requeued.remove(r["id"])
         return requeued, failed
 
     def claim(self, max_batch: int) -> list[dict[str, Any]]:
@@ -206,10 +236,10 @@ class JobStore:
             if first is None:
                 return []
             rows = [first]
-            if max_batch > 1 and first["batch_key"]:
+            if max_batch > 1 and first["batch_key"] and not first["crashes"]:
                 rows += db.execute(
-                    "SELECT * FROM jobs WHERE state='queued' AND batch_key=? AND id<>? ORDER BY priority DESC, seq "
-                    "LIMIT ?", (first["batch_key"], first["id"], max_batch - 1)).fetchall()
+                    "SELECT * FROM jobs WHERE state='queued' AND batch_key=? AND id<>? AND crashes=0 "
+                    "ORDER BY priority DESC, seq LIMIT ?", (first["batch_key"], first["id"], max_batch - 1)).fetchall()
             return [_start_row(db, r) for r in rows]
 
     def claim_next(self, batch_key: str | None = None) -> dict[str, Any] | None:
@@ -218,7 +248,7 @@ class JobStore:
         may not join stays queued, and so does everything behind it: priority stays strict."""
         with self._tx() as db:
             r = db.execute("SELECT * FROM jobs WHERE state='queued' ORDER BY priority DESC, seq LIMIT 1").fetchone()
-            if r is None or (batch_key is not None and (not batch_key or r["batch_key"] != batch_key)):
+            if r is None or (batch_key is not None and (not batch_key or r["batch_key"] != batch_key or r["crashes"])):
                 return None
             return _start_row(db, r)
 

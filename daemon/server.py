@@ -26,10 +26,10 @@ from . import osc_server, outputs
 from .events import OUTBOX_ENDPOINT, Outbox, Publisher
 from .files import FileServer
 from .handlers import Handlers
-from .logs import get_logger
+from .logs import LOG_NAME, get_logger
 from .model_host import ModelHost
 from .osc_bridge import OscBridge
-from .queue import open_store
+from .queue import MAX_CRASHES, open_store
 from .transport import HARD_SIZE_FACTOR, StartupError, Transport  # noqa: F401 - re-exported
 from .uploads import UploadStore
 from .voices import VoiceStore
@@ -114,10 +114,11 @@ class Daemon:
                    "run; delete that file once nothing in it is needed) and started with an empty queue")
             log.error(msg)
             self.warnings.append(msg)
-        requeued, failed = self.store.recover()
+        requeued, failed = self.store.recover(model=s.model, log_hint=str(s.log_path / LOG_NAME))
         if requeued or failed:
-            log.warning("recovered after an unclean stop: %d job(s) requeued, %d failed (too many attempts)",
-                        len(requeued), len(failed))
+            log.warning("recovered after an unclean stop or a model change: %d job(s) requeued (each runs alone), "
+                        "%d failed (the daemon died during them %d times, or they were made for another model)",
+                        len(requeued), len(failed), MAX_CRASHES)
         self._clean_stale_temps()
         self.ctx = zmq.Context()
         ports = self.transport.open(self.ctx)

@@ -30,6 +30,7 @@ from ..client.protocol import (
 from ..client import tasks
 from ..client.settings import Settings
 from . import outputs
+from .crash import crash_if_asked
 from .executor import JobExecutor, LocalEngineExecutor
 from .logs import get_logger
 from .model_host import ModelHost, ModelLoadFailed, error_from_exception
@@ -231,6 +232,7 @@ class Worker(threading.Thread):
             self.outbox.event("started", {"job_id": row["id"], "tag": row["tag"], "attempt": row["attempts"],
                                           "batch_size": size})
         for row, req, mreq in live:
+            crash_if_asked(row["tag"])  # tests only: a real daemon killed by a real signal
             self.executor.add(mreq, self._progress_cb(row, req), self._on_done(row, req, t0, size))
 
     def _validate(self, row: dict[str, Any]) -> tuple[dict[str, Any], SubmitRequest, Any] | None:

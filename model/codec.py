@@ -398,8 +398,9 @@ class DacCodec:
 
 # --- tiny random DAC ----------------------------------------------------------------------------------
 
-def make_tiny_dac(path: str | Path, seed: int = 0) -> Path:
-    """Write a narrow random DAC of the 16 kHz architecture in the ORIGINAL .pth format.
+def make_tiny_dac(path: str | Path, seed: int = 0, kwargs: dict | None = None) -> Path:
+    """Write a narrow random DAC of the 16 kHz architecture in the ORIGINAL .pth format (``kwargs``:
+    its widths, default ``TINY_KWARGS``; ``FULL_KWARGS`` gives the published size, 74 M parameters).
 
     ``path`` is a folder (the file is ``weights_16khz.pth`` inside) or a ``.pth`` file. Biases and Snake
     alphas are perturbed away from their init values so that a mis-mapped key changes the output and
@@ -411,7 +412,8 @@ def make_tiny_dac(path: str | Path, seed: int = 0) -> Path:
     file = target if target.suffix == ".pth" else target / ORIGINAL_WEIGHTS
     file.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    config = _dac_config(TINY_KWARGS)
+    kwargs = dict(TINY_KWARGS if kwargs is None else kwargs)
+    config = _dac_config(kwargs)
     model = DacModel(config).eval()
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
@@ -428,7 +430,7 @@ def make_tiny_dac(path: str | Path, seed: int = 0) -> Path:
                 p.copy_(torch.randn(p.shape, generator=gen) * gain / math.sqrt(fan_in))
     sd = to_original_state_dict(model, len(config.downsampling_ratios))
     tmp = file.with_suffix(".tmp")
-    torch.save({"state_dict": sd, "metadata": {"kwargs": dict(TINY_KWARGS)}}, tmp)
+    torch.save({"state_dict": sd, "metadata": {"kwargs": kwargs}}, tmp)
     tmp.replace(file)
-    (file.parent / "dac_tiny.json").write_text(json.dumps({"tiny": True, "seed": seed, "kwargs": TINY_KWARGS}))
+    (file.parent / "dac_tiny.json").write_text(json.dumps({"tiny": True, "seed": seed, "kwargs": kwargs}))
     return file

@@ -214,9 +214,9 @@ class Engine:
         except (OSError, ValueError, KeyError) as exc:
             raise CheckpointError(f"cannot read the weights' headers in {model_dir}: {exc}", field="model_dir") from exc
         memory.check_fits(model_dir, est, avail, source, load_vision=load_vision)
-        log.info("loading %s: estimated %.2f GB (%s; up to %d decode rows), %s GB available (%s)", model_dir,
-                 est.total_bytes / 1e9, est.quant, est.decode.max_rows,
-                 "?" if avail is None else f"{avail / 1e9:.1f}", source)
+        log.info("loading %s: estimated %s (%s; up to %d decode rows), %s available (%s)", model_dir,
+                 memory.gb(est.total_bytes), est.quant, est.decode.max_rows,
+                 "?" if avail is None else memory.gb(avail), source)
         model = load_decoder(model_dir, device=dev, dtype=dt, load_vision=load_vision, quant=quant)
         tok = load_text_tokenizer(model_dir)
         codec = load_codec(dac_path, device=dev)

@@ -405,7 +405,9 @@ def available_bytes(device: torch.device, budget_gb: float | None = None) -> tup
     return system_available(), "system available memory"
 
 
-def _gb(n: int) -> str:
+def gb(n: int) -> str:
+    """Bytes in GB = 10**9 bytes, the one unit of the estimate (load log, refusal, ``status``: the
+    client's ``models_store.human_bytes`` prints the same figures)."""
     return f"{n / GB:.1f} GB" if n >= 10 * GB else f"{n / GB:.2f} GB"
 
 
@@ -435,7 +437,7 @@ def check_fits(model_dir: str | Path, est: Estimate, avail: int | None, source: 
         return
     opts = advice(model_dir, est, avail, load_vision=load_vision)
     what = f"{est.dtype}" + (f", quant {est.quant}" if est.quant != "none" else "")
-    msg = (f"the model needs {_gb(est.total_bytes)} on {est.device} ({what}), {_gb(avail)} free ({source})")
+    msg = (f"the model needs {gb(est.total_bytes)} on {est.device} ({what}), {gb(avail)} free ({source})")
     if opts:
         wanted = "use " + " or ".join(opts)
     else:

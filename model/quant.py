@@ -83,9 +83,10 @@ def int4_layout(out_features: int, in_features: int) -> tuple[int, int, int]:
 
 def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """w [N, K] -> (int8 [N, K], float32 scales [N])."""
-    w = w.float()
-    scales = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-10)
-    q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
+    scales = (w.abs().amax(dim=1).float() / 127.0).clamp(min=1e-10)
+    w = w.float() if w.dtype != torch.float32 else w.clone()
+    # in place on the one float copy: quantizing the full model's 7 B weights is memory-bound
+    q = w.div_(scales[:, None]).round_().clamp_(-127, 127).to(torch.int8)
     return q, scales
 
 

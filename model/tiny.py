@@ -7,13 +7,20 @@ The folder holds ``config.json``, two bf16 safetensors shards plus ``model.safet
 (``vocab.json``, ``merges.txt``, ``tokenizer_config.json``, ``added_tokens.json``,
 ``special_tokens_map.json``): a byte-level BPE trained deterministically on a few sentences with 479
 ordinary tokens, then the 33 Qwen2.5 + audio special tokens at ids 479..511, like the golden fixture.
-Sizes: ``"tiny"`` (hidden 64, 2 layers) and ``"small"`` (the CPU benchmark's, hidden 512, 8 layers).
+Sizes: ``"tiny"`` (hidden 64, 2 layers), ``"small"`` (the CPU benchmark's, hidden 512, 8 layers) and
+``"full"`` (the published 7.16 B shape, about 14.3 GB of bf16 in 4 GiB shards). tiny and small are
+initialised in memory; full is streamed to disk tensor by tensor from a seeded pool of noise (see
+:func:`write_full_weights`), so writing it needs ~100 MB of memory, not the model's 14 GB, and runs
+at disk speed. Its tokenizer keeps the trained 479 tokens and fills ids 479..151642 with unreachable
+placeholders, so the 33 special tokens sit at the published ids 151643..151675.
 The same seed gives byte-identical files. The weights are random: the model produces noise.
 """
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -48,7 +55,20 @@ _CORPUS = [
 ]
 
 # per size: (router gate std, norm jitter); other weights std 0.02, biases std 0.02
-_INIT = {"tiny": (0.15, 0.1), "small": (0.08, 0.0)}
+_INIT = {"tiny": (0.15, 0.1), "small": (0.08, 0.0), "full": (0.08, 0.0)}
+SIZES = tuple(_INIT)
+FULL_SHARD_BYTES = 4 << 30  # the published layout: a few multi-GB shards + index
+_NORM_SUFFIXES = ("norm.weight", "layernorm.weight", "ln_q.weight", "norm1.weight", "norm2.weight")
+
+
+def init_rule(name: str, std: float, gate_std: float, norm_jitter: float) -> tuple[float, float]:
+    """(mean, std) of one parameter's random init: norms ``1 + norm_jitter*N``, router gates
+    ``gate_std*N``, everything else ``std*N`` (one rule for in-memory and streamed weights)."""
+    if name.endswith(_NORM_SUFFIXES):
+        return 1.0, norm_jitter
+    if name.endswith("mlp.gate.weight"):
+        return 0.0, gate_std
+    return 0.0, std
 
 
 def init_random_weights(model: torch.nn.Module, seed: int = 0, std: float = 0.02, gate_std: float = 0.08,
@@ -60,12 +80,8 @@ def init_random_weights(model: torch.nn.Module, seed: int = 0, std: float = 0.02
     with torch.no_grad():
         for name, p in model.named_parameters():
             noise = torch.randn(p.shape, generator=g, dtype=torch.float32)
-            if name.endswith(("norm.weight", "layernorm.weight", "ln_q.weight", "norm1.weight", "norm2.weight")):
-                val = 1.0 + norm_jitter * noise
-            elif name.endswith("mlp.gate.weight"):
-                val = gate_std * noise
-            else:
-                val = std * noise
+            mean, sd = init_rule(name, std, gate_std, norm_jitter)
+            val = mean + sd * noise if mean else sd * noise
             if round_bf16:
                 val = val.to(torch.bfloat16).float()
             p.copy_(val.to(p.dtype))
@@ -102,15 +118,19 @@ def _train_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
     return vocab, merges
 
 
-def write_tokenizer(folder: Path) -> None:
+def write_tokenizer(folder: Path, special0: int = N_ORDINARY) -> None:
+    """The tokenizer files; ``special0`` is the first special token's id (ids between the trained tokens
+    and it are placeholders no merge can produce, so text never encodes to them)."""
     folder.mkdir(parents=True, exist_ok=True)
     vocab, merges = _train_bpe()
     full = dict(sorted(vocab.items(), key=lambda kv: kv[1]))
+    for i in range(N_ORDINARY, special0):
+        full[f"<|unused_{i}|>"] = i
     for i, t in enumerate(SPECIAL_TOKENS):
-        full[t] = N_ORDINARY + i
+        full[t] = special0 + i
     (folder / "vocab.json").write_text(json.dumps(full, ensure_ascii=False, indent=1), encoding="utf-8")
     (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
-    decoder = {str(N_ORDINARY + i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
+    decoder = {str(special0 + i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
                                      "single_word": False, "special": True} for i, t in enumerate(SPECIAL_TOKENS)}
     (folder / "tokenizer_config.json").write_text(json.dumps({
         "added_tokens_decoder": decoder, "additional_special_tokens": list(SPECIAL_TOKENS[1:]), "bos_token": None,
@@ -118,7 +138,7 @@ def write_tokenizer(folder: Path) -> None:
         "model_max_length": 131072, "pad_token": "<|endoftext|>", "padding_side": "left",
         "split_special_tokens": False, "tokenizer_class": "Qwen2Tokenizer", "unk_token": None,
     }, indent=1))
-    (folder / "added_tokens.json").write_text(json.dumps({t: N_ORDINARY + i for i, t in enumerate(SPECIAL_TOKENS)},
+    (folder / "added_tokens.json").write_text(json.dumps({t: special0 + i for i, t in enumerate(SPECIAL_TOKENS)},
                                                          indent=1))
     (folder / "special_tokens_map.json").write_text(json.dumps({
         "additional_special_tokens": list(SPECIAL_TOKENS[1:]), "eos_token": "<|endoftext|>",
@@ -147,12 +167,101 @@ def write_weights(model: torch.nn.Module, folder: Path, shards: int = 2, dtype: 
     (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=1))
 
 
-def make_tiny_checkpoint(path: str | Path, size: str = "tiny", seed: int = 0) -> Path:
+class _NoisePool:
+    """Seeded N(0, 1) noise, scaled per (mean, std) and stored as doubled bf16 bytes, so any window of
+    up to ``size`` values is one contiguous slice: a tensor of any size is written as slices taken at
+    seeded offsets, without ever being built in memory."""
+
+    def __init__(self, seed: int, size: int = (1 << 24) + 1021):
+        g = torch.Generator().manual_seed(seed)
+        self.size = size
+        self._noise = torch.randn(size, generator=g, dtype=torch.float32)
+        self._bytes: dict[tuple[float, float], memoryview] = {}
+        self._rng = random.Random(seed)
+
+    def _pool(self, mean: float, std: float) -> memoryview:
+        key = (mean, std)
+        if key not in self._bytes:
+            vals = (mean + std * self._noise).to(torch.bfloat16)
+            doubled = torch.cat([vals, vals]).view(torch.uint8)
+            self._bytes[key] = memoryview(doubled.numpy()).cast("B")
+        return self._bytes[key]
+
+    def write(self, fh: BinaryIO, numel: int, mean: float, std: float) -> None:
+        pool = self._pool(mean, std)
+        left = numel
+        while left:
+            n = min(left, self.size)
+            off = self._rng.randrange(self.size)
+            fh.write(pool[2 * off: 2 * (off + n)])
+            left -= n
+
+
+def _shard_groups(specs: list[tuple[str, tuple[int, ...]]], shard_bytes: int, width: int
+                  ) -> list[list[tuple[str, tuple[int, ...]]]]:
+    groups: list[list[tuple[str, tuple[int, ...]]]] = [[]]
+    size = 0
+    for name, shape in specs:
+        nbytes = width * _numel(shape)
+        if groups[-1] and size + nbytes > shard_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append((name, shape))
+        size += nbytes
+    return groups
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def write_full_weights(cfg: ModelConfig, folder: Path, seed: int = 0, shard_bytes: int = FULL_SHARD_BYTES,
+                       size: str = "full", progress=None) -> int:
+    """Random bf16 weights of ``cfg`` as safetensors shards + index, streamed tensor by tensor (the model
+    is built on the meta device for its names and shapes only). Returns the bytes written."""
+    from .checkpoint import to_disk_key
+    from .safetensors_stream import write_safetensors
+
+    gate_std, norm_jitter = _INIT.get(size, _INIT["small"])
+    with torch.device("meta"):
+        model = UniMoEAudioModel(cfg, vision=True, lm_head=True)
+    specs = sorted((to_disk_key(n), tuple(p.shape)) for n, p in model.state_dict().items())
+    rules = {to_disk_key(n): init_rule(n, 0.02, gate_std, norm_jitter) for n in model.state_dict()}
+    del model
+    pool = _NoisePool(seed)
+    groups = _shard_groups(specs, shard_bytes, 2)
+    weight_map: dict[str, str] = {}
+    total = 0
+    for i, group in enumerate(groups):
+        fname = f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors"
+
+        def fill(name: str, fh: BinaryIO, shape: tuple[int, ...]) -> None:
+            pool.write(fh, _numel(shape), *rules[name])
+
+        total += write_safetensors(folder / fname, [(n, "BF16", s) for n, s in group], fill,
+                                   metadata={"format": "pt"})
+        weight_map.update({n: fname for n, _ in group})
+        if progress is not None:
+            progress(i + 1, len(groups), fname)
+    index = {"metadata": {"total_size": sum(2 * _numel(s) for _, s in specs)}, "weight_map": dict(sorted(weight_map.items()))}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=1))
+    return total
+
+
+def make_tiny_checkpoint(path: str | Path, size: str = "tiny", seed: int = 0, progress=None) -> Path:
+    """Write the checkpoint folder of ``size`` (config, weights, tokenizer; no DAC: tiny_bundle adds it)."""
     if size not in _INIT:
         raise ValueError(f"unknown size {size!r}; expected one of {sorted(_INIT)}")
     folder = Path(path).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(config_dict(size), indent=2))
-    write_weights(random_model(size, seed), folder)
-    write_tokenizer(folder)
+    cfg_dict = config_dict(size)
+    (folder / "config.json").write_text(json.dumps(cfg_dict, indent=2))
+    if size == "full":
+        write_full_weights(ModelConfig.from_dict(cfg_dict, source=size), folder, seed, progress=progress)
+    else:
+        write_weights(random_model(size, seed), folder)
+    write_tokenizer(folder, special0=int(cfg_dict["bos_token_id"]))
     return folder

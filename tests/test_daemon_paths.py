@@ -8,7 +8,7 @@ import pytest
 
 from unimoe_audio.client.protocol import ProtocolError
 from unimoe_audio.daemon import outputs
-from unimoe_audio.daemon.queue import MAX_ATTEMPTS, JobStore
+from unimoe_audio.daemon.queue import MAX_CRASHES, JobStore
 
 
 def test_paths_outside_roots_are_refused(tmp_path):
@@ -76,11 +76,11 @@ def test_store_priorities_batches_and_recovery(tmp_path):
     batch = db.claim(max_batch=4)
     assert [r["id"] for r in batch] == ["c", "a", "d"]  # highest priority first, then same-key jobs in order
     assert db.cancel_queued("b") and not db.cancel_queued("a")
-    # a crash: running jobs go back to the queue, until MAX_ATTEMPTS
-    for attempt in range(1, MAX_ATTEMPTS):
+    # a crash: running jobs go back to the queue and then run one at a time, until MAX_CRASHES
+    for crash in range(1, MAX_CRASHES):
         requeued, failed = JobStore(tmp_path / "jobs.sqlite3").recover()
         assert sorted(requeued) == ["a", "c", "d"] and failed == []
-        assert [r["attempts"] for r in db.claim(4)] == [attempt + 1] * 3
+        assert [[r["attempts"] for r in db.claim(4)] for _ in range(3)] == [[crash + 1]] * 3
     requeued, failed = db.recover()
     assert requeued == [] and sorted(failed) == ["a", "c", "d"]
     assert db.state("a") == "failed" and db.state("b") == "cancelled"

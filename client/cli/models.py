@@ -91,9 +91,11 @@ def _pull(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _make_tiny(args: argparse.Namespace, settings: Settings) -> int:
-    target = Path(args.dir).expanduser() if args.dir else settings.models_path / "tiny-random"
-    note(args, f"building the tiny random-weight model in {target}")
-    proc = models_store.make_tiny(target)
+    target = Path(args.dir).expanduser() if args.dir else settings.models_path / f"{args.size}-random"
+    extra = (" (published 7.16 B shape, ~14.6 GB of bf16 shards written one tensor at a time; needs that much "
+             "free disk, little memory)") if args.size == "full" else ""
+    note(args, f"building the {args.size} random-weight model in {target}{extra}")
+    proc = models_store.make_tiny(target, args.size, args.seed, note=lambda m: note(args, m))
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-4000:])
         raise CLIError(f"make-tiny failed (exit {proc.returncode})", EXIT_FAILED)
@@ -101,7 +103,7 @@ def _make_tiny(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         emit_json({"path": str(target), "check": chk.to_dict()})
     else:
-        print(f"tiny model written to {target}: {'ok' if chk.ok else 'INVALID: ' + '; '.join(chk.problems)} "
+        print(f"{args.size} random model written to {target}: {'ok' if chk.ok else 'INVALID: ' + '; '.join(chk.problems)} "
               f"({chk.tensors} tensors, {chk.parameters:,} parameters)")
     return EXIT_OK if chk.ok else EXIT_FAILED
 
@@ -152,7 +154,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = msub.add_parser("check", help="validate a checkpoint folder without importing it")
     add_common(q)
     q.add_argument("dir")
-    q = msub.add_parser("make-tiny", help="write the tiny random-weight model as a checkpoint folder")
+    q = msub.add_parser("make-tiny", help="write a random-weight model (tiny, small or full size) as a checkpoint "
+                        "folder in the published layout")
     add_common(q)
-    q.add_argument("dir", nargs="?", help="target folder (default: <models>/tiny-random)")
+    q.add_argument("dir", nargs="?", help="target folder (default: <models>/<size>-random)")
+    q.add_argument("--size", choices=models_store.MAKE_TINY_SIZES, default="tiny",
+                   help="tiny (seconds), small (the CPU benchmark's), full (the published 7.16 B shape, "
+                        "bf16, ~14.6 GB on disk, written shard by shard at low memory)")
+    q.add_argument("--seed", type=int, default=0, help="the same seed gives byte-identical files")
     p.set_defaults(func=cmd_models)
