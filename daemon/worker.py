@@ -66,7 +66,9 @@ def to_model_request(req: SubmitRequest, voices: VoiceStore) -> Any:
                              voice_codes=codes, length=length, sampling=sampling, stream_every=stream_every)
     if spec.task == "music":
         return MusicRequest(caption=spec.caption, tempo_bpm=spec.tempo_bpm, key=spec.key, bars=spec.bars,
-                            length=length, sampling=sampling, stream_every=stream_every)
+                            length=length, sampling=sampling, stream_every=stream_every,
+                            continue_audio=spec.continue_audio, continue_from=spec.continue_from,
+                            to_seconds=spec.to_seconds, loop=spec.loop)
     return VideoScoreRequest(video=spec.video, caption=spec.caption, in_seconds=spec.in_seconds,
                              out_seconds=spec.out_seconds, mode=spec.mode, frames_per_second=spec.frames_per_second,
                              max_frames=spec.max_frames, length=length, sampling=sampling,
@@ -255,6 +257,8 @@ class Worker(threading.Thread):
                 outputs.check_input_file(spec.reference_audio, self.roots, "spec.reference_audio")
             if spec.task == "video_score":
                 outputs.check_input_file(spec.video, self.roots, "spec.video")
+            if spec.task == "music" and spec.continue_audio:
+                outputs.check_input_file(spec.continue_audio, self.roots, "spec.continue_audio")
             mreq = to_model_request(req, self.voices)
         except ProtocolError as exc:
             self._fail(row, exc.to_reply())
@@ -382,7 +386,9 @@ class Worker(threading.Thread):
         out = outputs.write_output(res.audio, int(res.sample_rate), job_id=row["id"], task=req.spec.task,
                                    folder=folder, name=req.output.name, opts=req.output, defaults=s,
                                    target_seconds=target_seconds(req), sidecar=sidecar, spot=req.spot,
-                                   description=_describe(req), version=self.version)
+                                   description=_describe(req), version=self.version,
+                                   splice=(res.info or {}).get("splice"),
+                                   new_only=bool(getattr(req.spec, "new_only", False)))
         result = JobResult(seed=int(res.seed), **out)
         self.store.finish(row["id"], "done", result=result)
         log.info("job %s done: %s (%.2f s audio)", row["id"], result.path, result.seconds)

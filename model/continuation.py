@@ -202,6 +202,8 @@ def plan_splice(eng: Any, req: Any, window_frames: int, rep: Any = None) -> Spli
     field = "continue_audio"
     length = _exact_seconds(req.length)
     bars = None if req.bars is None else Fraction(int(req.bars)) * bar_seconds(req.tempo_bpm)
+    if length is not None and bars is not None and abs(length - bars) < Fraction(1, 1000):
+        length = None  # the client spells bars at a tempo as seconds too: the bars are the exact length
     to_seconds = None if req.to_seconds is None else check_length_field(req.to_seconds, "to_seconds")
     given = [n for n, v in (("length.seconds", length), ("bars", bars), ("to_seconds", to_seconds)) if v is not None]
     if len(given) > 1:
