@@ -26,7 +26,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from unimoe_audio.client import wire  # noqa: E402
+from unimoe_audio.client import channel, connection, wire  # noqa: E402
 from unimoe_audio.client.settings import load_settings  # noqa: E402
 
 
@@ -42,7 +42,7 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[k]
 
 
-def start_daemon(home: Path) -> tuple[subprocess.Popen, wire.ConnectionInfo, dict[str, str]]:
+def start_daemon(home: Path) -> tuple[subprocess.Popen, connection.ConnectionInfo, dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("UNIMOE_AUDIO_")}
     env.update(UNIMOE_AUDIO_HOME=str(home), UNIMOE_AUDIO_MODEL="tiny", UNIMOE_AUDIO_DEVICE="cpu",
                UNIMOE_AUDIO_OSC_PORT=str(_free(socket.SOCK_DGRAM)), UNIMOE_AUDIO_KEEP_ALIVE="0",
@@ -53,7 +53,7 @@ def start_daemon(home: Path) -> tuple[subprocess.Popen, wire.ConnectionInfo, dic
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
-            info = wire.read_connection_file(settings.connection_file)
+            info = connection.read_connection_file(settings.connection_file)
             if info.pid == proc.pid:
                 return proc, info, env
         except wire.ProtocolError:
@@ -64,7 +64,7 @@ def start_daemon(home: Path) -> tuple[subprocess.Popen, wire.ConnectionInfo, dic
     raise SystemExit("daemon did not start")
 
 
-def wait_ready(ch: wire.Channel, timeout: float = 300) -> dict:
+def wait_ready(ch: channel.Channel, timeout: float = 300) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         st = ch.request("status")
@@ -76,7 +76,7 @@ def wait_ready(ch: wire.Channel, timeout: float = 300) -> dict:
     raise SystemExit("model did not load")
 
 
-def wait_final(sub: wire.Subscription, job_id: str, timeout: float = 60) -> None:
+def wait_final(sub: channel.Subscription, job_id: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         m = sub.recv(timeout=1)
@@ -88,7 +88,7 @@ def wait_final(sub: wire.Subscription, job_id: str, timeout: float = 60) -> None
 SUBMIT = {"spec": {"task": "music", "caption": "bench", "length": {"seconds": 1.0}}}
 
 
-def zmq_round(ch: wire.Channel, sub: wire.Subscription, busy: bool) -> tuple[float, float, str]:
+def zmq_round(ch: channel.Channel, sub: channel.Subscription, busy: bool) -> tuple[float, float, str]:
     """(submit->reply ms, submit->accepted ms, job id); the job is cancelled right after."""
     t0 = time.perf_counter()
     job = ch.request("submit", SUBMIT)["job_id"]
@@ -106,7 +106,7 @@ def zmq_round(ch: wire.Channel, sub: wire.Subscription, busy: bool) -> tuple[flo
     return (t_reply - t0) * 1e3, (t_acc - t0) * 1e3, job
 
 
-def osc_round(sock: socket.socket, port: int, listen_port: int, ch: wire.Channel, sub: wire.Subscription,
+def osc_round(sock: socket.socket, port: int, listen_port: int, ch: channel.Channel, sub: channel.Subscription,
               busy: bool) -> float:
     b = OscMessageBuilder("/unimoe/music")
     for a, t in (("bench", "s"), ("seconds", "s"), (1.0, "f"), ("reply_port", "s"), (listen_port, "i")):
@@ -137,7 +137,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="unimoe-bench-") as tmp:
         proc, info, env = start_daemon(Path(tmp))
         try:
-            ch = wire.Channel(info, timeout=30)
+            ch = channel.Channel(info, timeout=30)
             sub = ch.subscribe(["job.", "daemon"])
             time.sleep(0.3)
             wait_ready(ch)

@@ -26,7 +26,7 @@ import zmq
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from unimoe_audio.client import remote, wire  # noqa: E402
+from unimoe_audio.client import channel, curve, remote, wire  # noqa: E402
 from unimoe_audio.client.client import Client  # noqa: E402
 from unimoe_audio.client.settings import load_settings  # noqa: E402
 
@@ -39,14 +39,14 @@ def main() -> int:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="unimoe-bench-remote-"))
     host, ws = tmp / "host", tmp / "ws"
-    pub, sec = wire.client_keypair(load_settings(home=ws).config_path)
+    pub, sec = curve.client_keypair(load_settings(home=ws).config_path)
     keyfile = tmp / "ws.public"
     keyfile.write_bytes(pub)
     env = {k: v for k, v in os.environ.items() if not k.startswith("UNIMOE_AUDIO_")}
     env.update(UNIMOE_AUDIO_HOME=str(host), UNIMOE_AUDIO_MODEL="tiny", UNIMOE_AUDIO_DEVICE="cpu",
                UNIMOE_AUDIO_HOST="0.0.0.0", UNIMOE_AUDIO_CURVE_ALLOW=str(keyfile), UNIMOE_AUDIO_OSC_PORT="0",
-               UNIMOE_AUDIO_REQUEST_PORT=str(wire.free_port()), UNIMOE_AUDIO_CONTROL_PORT=str(wire.free_port()),
-               UNIMOE_AUDIO_EVENTS_PORT=str(wire.free_port()), UNIMOE_AUDIO_LOG_LEVEL="WARNING")
+               UNIMOE_AUDIO_REQUEST_PORT=str(channel.free_port()), UNIMOE_AUDIO_CONTROL_PORT=str(channel.free_port()),
+               UNIMOE_AUDIO_EVENTS_PORT=str(channel.free_port()), UNIMOE_AUDIO_LOG_LEVEL="WARNING")
     proc = subprocess.Popen([sys.executable, "-m", "unimoe_audio.daemon", "--quiet"], env=env)
     conn = host / "run" / "daemon.json"
     rows: list[dict] = []
@@ -83,7 +83,7 @@ def main() -> int:
         info = remote.load_profile(ws_settings, "bench")
         times = []
         for _ in range(args.repeat):
-            ch = wire.Channel(info, timeout=60, client_keys=zmq.curve_keypair())
+            ch = channel.Channel(info, timeout=60, client_keys=zmq.curve_keypair())
             t0 = time.perf_counter()
             try:
                 ch.request("ping")

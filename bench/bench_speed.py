@@ -218,7 +218,7 @@ def _free(kind: int) -> int:
 
 def daemon_throughput(model_dir: Path, device: str, counts: list[int], seconds: float, max_batch: int,
                       work: Path) -> list[dict]:
-    from unimoe_audio.client import wire
+    from unimoe_audio.client import channel, connection, wire
     from unimoe_audio.client.settings import load_settings
 
     home = Path(tempfile.mkdtemp(prefix="speed-home-", dir=work))
@@ -240,13 +240,13 @@ def daemon_throughput(model_dir: Path, device: str, counts: list[int], seconds: 
         info = None
         while time.monotonic() < deadline:
             try:
-                info = wire.read_connection_file(settings.connection_file)
+                info = connection.read_connection_file(settings.connection_file)
                 if info.pid == proc.pid:
                     break
             except wire.ProtocolError:
                 pass
             time.sleep(0.2)
-        ch = wire.Channel(info, timeout=60)
+        ch = channel.Channel(info, timeout=60)
         sub = ch.subscribe(["job."])
         time.sleep(0.3)
 

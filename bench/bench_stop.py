@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from unimoe_audio.client import wire
+from unimoe_audio.client import channel, connection, wire
 from unimoe_audio.client.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +34,7 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
-def _start(home: Path, argv: list[str]) -> tuple[subprocess.Popen, wire.ConnectionInfo, dict[str, str]]:
+def _start(home: Path, argv: list[str]) -> tuple[subprocess.Popen, connection.ConnectionInfo, dict[str, str]]:
     env = _env(home)
     proc = subprocess.Popen([sys.executable, *argv, "--quiet"], env=env)
     saved = dict(os.environ)
@@ -48,7 +48,7 @@ def _start(home: Path, argv: list[str]) -> tuple[subprocess.Popen, wire.Connecti
         if proc.poll() is not None:
             raise RuntimeError(f"daemon exited with {proc.returncode}")
         try:
-            info = wire.read_connection_file(conn)
+            info = connection.read_connection_file(conn)
             if info.pid == proc.pid:
                 return proc, info, env
         except wire.ProtocolError:
@@ -59,7 +59,7 @@ def _start(home: Path, argv: list[str]) -> tuple[subprocess.Popen, wire.Connecti
 def shutdown_to_exit(argv: list[str]) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         proc, info, _ = _start(Path(tmp), argv)
-        with wire.Channel(info, timeout=60) as ch:
+        with channel.Channel(info, timeout=60) as ch:
             t0 = time.perf_counter()
             ch.request("shutdown", control=True)
             proc.wait()

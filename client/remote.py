@@ -22,16 +22,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from . import protocol as P
-from .wire import (
+from .connection import (
     ConnectionInfo,
-    Message,
-    RemoteError,
-    WireError,
     ensure_private_dir,
     read_connection_file,
     write_connection_file,
     write_private_file,
 )
+from .wire import Message, RemoteError, WireError
 
 PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 Z85_KEY = re.compile(r"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..client import wire
+from ..client import connection, wire
 from ..client.settings import load_settings
 
 
@@ -44,7 +44,7 @@ def _detach(args: argparse.Namespace, argv: list[str]) -> int:
     settings = load_settings(**{k: getattr(args, k) for k in _FLAGS})
     child_argv = [a for a in argv if a != "--detach"]
     log_dir = settings.log_path
-    wire.ensure_private_dir(log_dir)
+    connection.ensure_private_dir(log_dir)
     out_path = log_dir / "daemon.out"
     fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # user-only, like the logs
     os.fchmod(fd, 0o600)
@@ -59,7 +59,7 @@ def _detach(args: argparse.Namespace, argv: list[str]) -> int:
             print(f"the daemon exited with status {rc}:\n" + "\n".join(tail), file=sys.stderr)
             return rc or 1
         try:
-            info = wire.read_connection_file(settings.connection_file)
+            info = connection.read_connection_file(settings.connection_file)
             if info.pid == proc.pid:
                 print(proc.pid)
                 return 0

@@ -15,11 +15,34 @@ from pythonosc.osc_bundle import OscBundle
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from ..client import wire
 from ..client.protocol import PROTOCOL_VERSION, ProtocolError
 from .logs import get_logger
 
 log = get_logger("osc")
+
+# ---------------------------------------------------------------------------------------------------
+# OSC address space (UDP; loopback by default; audio never travels over OSC, only file paths)
+# ---------------------------------------------------------------------------------------------------
+OSC_PREFIX = "/unimoe"
+# Requests (client -> daemon)
+OSC_PING = "/unimoe/ping"
+OSC_SPEECH = "/unimoe/speech"
+OSC_MUSIC = "/unimoe/music"
+OSC_VIDEO_SCORE = "/unimoe/video-score"
+OSC_CANCEL = "/unimoe/cancel"
+OSC_STATUS = "/unimoe/status"
+OSC_REQUESTS = (OSC_PING, OSC_SPEECH, OSC_MUSIC, OSC_VIDEO_SCORE, OSC_CANCEL, OSC_STATUS)
+# Replies and job notifications (daemon -> the sender's address, or host:reply_port)
+OSC_PONG = "/unimoe/pong"  # protocol_version pid
+OSC_ACCEPTED = "/unimoe/accepted"  # job_id position tag
+OSC_STARTED = "/unimoe/started"  # job_id tag
+OSC_PROGRESS = "/unimoe/progress"  # job_id fraction stage tag
+OSC_DONE = "/unimoe/done"  # job_id path seconds tag
+OSC_FAILED = "/unimoe/failed"  # job_id code message tag
+OSC_CANCELLED = "/unimoe/cancelled"  # job_id tag
+OSC_CANCEL_REPLY = "/unimoe/cancel-reply"  # job_id state tag: cancel of a job already done or failed
+OSC_ERROR = "/unimoe/error"  # code message field tag
+OSC_STATE = "/unimoe/state"  # state model queue_length tiny(0|1)
 
 MAX_DATAGRAM = 65507
 
@@ -78,9 +101,9 @@ _REPLY_KEYS = ("reply_port", "reply_host", "tag", "progress")
 _FIELD_TO_KEY = {".".join(v): k for k, v in _KEYS.items()}
 _FIELD_TO_KEY.update({"spec.text": "text", "spec.caption": "caption", "spec.video": "video", "job_id": "job_id"})
 
-_TASKS = {wire.OSC_SPEECH: ("speech", ("text",)), wire.OSC_MUSIC: ("music", ("caption",)),
-          wire.OSC_VIDEO_SCORE: ("video_score", ("video", "caption"))}
-_SIMPLE = {wire.OSC_PING: ("ping", ()), wire.OSC_STATUS: ("status", ()), wire.OSC_CANCEL: ("cancel", ("job_id",))}
+_TASKS = {OSC_SPEECH: ("speech", ("text",)), OSC_MUSIC: ("music", ("caption",)),
+          OSC_VIDEO_SCORE: ("video_score", ("video", "caption"))}
+_SIMPLE = {OSC_PING: ("ping", ()), OSC_STATUS: ("status", ()), OSC_CANCEL: ("cancel", ("job_id",))}
 
 
 class OscRequest:
@@ -180,7 +203,7 @@ def parse(address: str, args: list[Any], sender: tuple[str, int]) -> OscRequest:
         task, required = _SIMPLE[address]
     else:
         raise ProtocolError("unknown_type", f"unknown OSC address {address}", field="address",
-                            wanted=", ".join(wire.OSC_REQUESTS))
+                            wanted=", ".join(OSC_REQUESTS))
     if len(args) < len(required):
         raise ProtocolError("invalid_input", f"{address} needs {' '.join(required)}",
                             field=required[len(args)], wanted="a string")
@@ -246,43 +269,43 @@ def build(address: str, args: list[Any]) -> bytes:
 
 
 def error_message(err: ProtocolError | Any, tag: str) -> tuple[str, list[Any]]:
-    return wire.OSC_ERROR, [err.code, err.message, osc_field(err.field) or "", tag]
+    return OSC_ERROR, [err.code, err.message, osc_field(err.field) or "", tag]
 
 
 def reply_messages(msg_type: str, reply: dict[str, Any], tag: str) -> list[tuple[str, list[Any]]]:
     if msg_type == "ping":
-        return [(wire.OSC_PONG, [reply.get("protocol_version", PROTOCOL_VERSION), int(reply.get("pid", 0))])]
+        return [(OSC_PONG, [reply.get("protocol_version", PROTOCOL_VERSION), int(reply.get("pid", 0))])]
     if msg_type == "status":
-        return [(wire.OSC_STATE, [reply["state"], reply.get("model", ""), int(reply.get("queue_length", 0)),
+        return [(OSC_STATE, [reply["state"], reply.get("model", ""), int(reply.get("queue_length", 0)),
                                   int(bool(reply.get("tiny")))])]
     if msg_type == "submit":
-        return [(wire.OSC_ACCEPTED, [reply["job_id"], int(reply.get("position", 0)), tag])]
+        return [(OSC_ACCEPTED, [reply["job_id"], int(reply.get("position", 0)), tag])]
     if msg_type == "cancel":
         state = reply.get("state")
         if state == "cancelled":
-            return [(wire.OSC_CANCELLED, [reply["job_id"], tag])]
+            return [(OSC_CANCELLED, [reply["job_id"], tag])]
         if reply.get("pending"):
             return []  # /unimoe/cancelled follows when the running job stops
         # Already finished (done or failed): not an error, as over ZeroMQ (cancel_reply{state, was}).
-        return [(wire.OSC_CANCEL_REPLY, [reply["job_id"], state, tag])]
+        return [(OSC_CANCEL_REPLY, [reply["job_id"], state, tag])]
     return []
 
 
 def event_message(event: str, content: dict[str, Any], tag: str, progress: bool) -> tuple[str, list[Any]] | None:
     job_id = content.get("job_id", "")
     if event == "started":
-        return wire.OSC_STARTED, [job_id, tag]
+        return OSC_STARTED, [job_id, tag]
     if event == "progress":
         if not progress:
             return None
-        return wire.OSC_PROGRESS, [job_id, float(content.get("fraction", 0.0)), content.get("stage", ""), tag]
+        return OSC_PROGRESS, [job_id, float(content.get("fraction", 0.0)), content.get("stage", ""), tag]
     if event == "done":
-        return wire.OSC_DONE, [job_id, content["path"], float(content.get("seconds", 0.0)), tag]
+        return OSC_DONE, [job_id, content["path"], float(content.get("seconds", 0.0)), tag]
     if event == "failed":
         err = content.get("error", {})
-        return wire.OSC_FAILED, [job_id, err.get("code", "error"), err.get("message", ""), tag]
+        return OSC_FAILED, [job_id, err.get("code", "error"), err.get("message", ""), tag]
     if event == "cancelled":
-        return wire.OSC_CANCELLED, [job_id, tag]
+        return OSC_CANCELLED, [job_id, tag]
     return None
 
 

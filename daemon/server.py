@@ -19,7 +19,7 @@ from typing import Any
 
 import zmq
 
-from ..client import remote, wire
+from ..client import connection, curve, remote, wire
 from ..client.protocol import PROTOCOL_VERSION
 from ..client.settings import Settings
 from . import osc_server, outputs
@@ -64,7 +64,7 @@ class Daemon:
         self.handlers = Handlers(self)
         self.osc: osc_server.OscSocket | None = None
         self.osc_bridge: OscBridge | None = None
-        self.info: wire.ConnectionInfo | None = None
+        self.info: connection.ConnectionInfo | None = None
 
     @property
     def stopping(self) -> bool:
@@ -72,7 +72,7 @@ class Daemon:
 
     # -- start -----------------------------------------------------------------------------------
     def _take_lock(self) -> None:
-        rt = wire.ensure_private_dir(self.settings.runtime_path)
+        rt = connection.ensure_private_dir(self.settings.runtime_path)
         path = rt / "daemon.lock"
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
         try:
@@ -101,7 +101,7 @@ class Daemon:
         self._take_lock()
         # The data folder holds the queue (every request's text and paths), voices and models: user-only,
         # like the runtime folder. Outputs and cache are created with the user's umask.
-        wire.ensure_private_dir(s.data_path)
+        connection.ensure_private_dir(s.data_path)
         for p in (s.output_path, s.cache_path):
             p.mkdir(parents=True, exist_ok=True)
         self.store = JobStore(s.queue_db_path)
@@ -129,14 +129,14 @@ class Daemon:
         self.roots = s.allowed_root_paths()
         self.worker = make_worker(s, self.store, self.host, self.voices, self.outbox, version=self.version)
         self.publisher.restore_osc_targets()
-        self.info = wire.ConnectionInfo(
+        self.info = connection.ConnectionInfo(
             host=s.host, request_port=ports.request, control_port=ports.control, events_port=ports.events,
             osc_port=self.osc.port if self.osc else None, osc_host=s.osc_host if self.osc else None, key=self.key,
             pid=os.getpid(), version=self.version, curve_server_key=self.transport.curve_public,
             started=self.started, model=s.model, max_message_bytes=s.max_message_bytes,
         )
-        wire.write_private_file(s.pid_file, f"{os.getpid()}\n".encode())
-        wire.write_connection_file(s.connection_file, self.info)
+        connection.write_private_file(s.pid_file, f"{os.getpid()}\n".encode())
+        connection.write_connection_file(s.connection_file, self.info)
         self.worker.start()
         log.info("unimoe-audio daemon %s (protocol %s) pid %d listening on %s: request %d, control %d, events %d%s; "
                  "model %s%s; connection file %s", self.version, PROTOCOL_VERSION, os.getpid(), s.host, ports.request,
@@ -151,7 +151,7 @@ class Daemon:
         """The OSC sender allow list (None: loopback only, nothing to check). OSC has no authentication,
         so listening beyond loopback needs osc_allow and is announced loudly."""
         s = self.settings
-        if not s.osc_port or wire.is_loopback_host(s.osc_host):
+        if not s.osc_port or curve.is_loopback_host(s.osc_host):
             return None
         if not s.osc_allow:
             raise StartupError(
@@ -251,7 +251,7 @@ class Daemon:
     def close(self) -> None:
         s = self.settings
         with contextlib.suppress(Exception):
-            wire.remove_connection_file(s.connection_file, pid=os.getpid())
+            connection.remove_connection_file(s.connection_file, pid=os.getpid())
         with contextlib.suppress(Exception):
             if s.pid_file.read_text().strip() == str(os.getpid()):
                 s.pid_file.unlink()

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import zmq
 
-from ..client import wire
+from ..client import curve, wire
 from ..client.protocol import CONTROL_REQUESTS, ProtocolError, parse_request, reply_type
 from ..client.settings import Settings
 from .logs import get_logger
@@ -95,14 +95,14 @@ class Transport:
             from ..client import remote
 
             # In the config folder, not the runtime one (cleared at reboot): exported profiles name this key.
-            public, secret = wire.server_keypair(s.config_path)
+            public, secret = curve.server_keypair(s.config_path)
             try:
                 allowed = remote.load_allowed_keys(s.curve_allow)
             except remote.RemoteSetupError as exc:
                 raise StartupError(str(exc)) from None
             # This user's own client key (same config folder, which also holds the server's secret) is
             # allowed too, so the CLI, panel and scripts on the host itself keep working.
-            allowed.add(wire.client_keypair(s.config_path)[0])
+            allowed.add(curve.client_keypair(s.config_path)[0])
             log.info("CurveZMQ on: %d client key(s) allowed (curve_allow and this host's own)", len(allowed))
 
             class _Keys:
@@ -115,7 +115,7 @@ class Transport:
 
             self.auth = ThreadAuthenticator(ctx)
             self.auth.start()
-            self.auth.configure_curve_callback(domain=wire.ZAP_DOMAIN, credentials_provider=_Keys())
+            self.auth.configure_curve_callback(domain=curve.ZAP_DOMAIN, credentials_provider=_Keys())
             self.curve_public = public.decode("ascii")
         hard = s.max_message_bytes * HARD_SIZE_FACTOR
         self.req_sock = ctx.socket(zmq.ROUTER)
@@ -124,7 +124,7 @@ class Transport:
         for sock in (self.req_sock, self.ctl_sock, self.pub_sock):
             sock.linger = 500
             if curve:
-                wire.curve_server(sock, secret)
+                curve.curve_server(sock, secret)
         for sock in (self.req_sock, self.ctl_sock):
             sock.maxmsgsize = hard
             sock.router_mandatory = False

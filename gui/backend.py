@@ -4,8 +4,8 @@
   requests (connect/auto-start, status, the queue's jobs, voices, submit, cancel). Every connect makes
   a fresh client, so a daemon that was replaced (new pid, new keys, new ports) is found again. The UI calls it through queued signals
   and hears back through signals, so the UI thread never waits on a socket.
-- :class:`JobWatcher` is a QThread per job that follows ``Client.updates()`` (the client's event
-  iterator) and emits plain dicts for the job list.
+- :func:`update_values` turns a job update into the plain dict the job list takes; the jobs themselves
+  are followed by :class:`~.watcher.JobWatcher`.
 
 Only :mod:`unimoe_audio.client` is used: no queue database, no model, no daemon imports.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from unimoe_audio.client import wire
+from unimoe_audio.client import connection
 from unimoe_audio.client.client import BadRequest, Client, ClientError, JobUpdate
 from unimoe_audio.client.settings import Settings
 
@@ -71,42 +71,6 @@ def update_values(upd: JobUpdate) -> dict[str, Any]:
     elif upd.kind == "cancelled":
         values["state"] = "cancelled"
     return values
-
-
-class JobWatcher(QThread):
-    """Follows one job with ``Client.updates`` until its final update (or :meth:`stop`)."""
-
-    update = Signal(str, dict)
-
-    #: seconds per ``updates()`` slice: the iterator is re-entered this often so that stop() is noticed
-    SLICE = 1.0
-
-    def __init__(self, client: Client, job_id: str, parent: QObject | None = None):
-        super().__init__(parent)
-        self.client = client
-        self.job_id = job_id
-        self._stop = threading.Event()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def run(self) -> None:  # noqa: D401 - QThread entry
-        while not self._stop.is_set():
-            try:
-                for upd in self.client.updates(self.job_id, timeout=self.SLICE, poll=self.SLICE):
-                    if self._stop.is_set():
-                        return
-                    self.update.emit(self.job_id, update_values(upd))
-                    if upd.final:
-                        return
-            except TimeoutError:
-                continue
-            except ClientError as exc:
-                self.update.emit(self.job_id, {"kind": "lost", "stage": f"daemon: {exc}"})
-                self._stop.wait(1.0)
-            except Exception as exc:  # noqa: BLE001 - never let a watcher die silently
-                self.update.emit(self.job_id, {"kind": "lost", "stage": f"watcher error: {exc}"})
-                self._stop.wait(1.0)
 
 
 class Backend(QObject):
@@ -176,7 +140,7 @@ class Backend(QObject):
         c = self.client
         if c is None:
             return
-        if c.pid and not wire.pid_alive(c.pid):  # a local daemon that exited: say so now, not after a timeout
+        if c.pid and not connection.pid_alive(c.pid):  # a local daemon that exited: say so now, not after a timeout
             self.status_failed.emit(f"the daemon (pid {c.pid}) is gone")
             return
         try:

@@ -26,9 +26,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .score_timeline import (  # noqa: F401  (re-exported: the EDL scorer is a front end of score_timeline)
-    Cue, Edit, add_run_options, edit_from_edl, execute, plan, probe_timecode, report, run_cues, source_start_frames,
-)
+from .score_cues import Cue, Edit, plan
+from .score_readers import edit_from_edl
+from .score_runner import execute
+from .score_timeline import add_run_options
 from .timeline import EdlEvent, frames_to_seconds, frames_to_timecode, parse_rate, rate_string, samples_for_frames, to_frames
 
 

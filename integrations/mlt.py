@@ -16,10 +16,8 @@ import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .score_timeline import Cue, Edit
+from .score_cues import Cue, Edit, done_cues, lanes
 
 
 def _video_size(path: Path) -> tuple[int, int] | None:
@@ -39,9 +37,7 @@ def _prop(el: ET.Element, name: str, value: object) -> None:
     ET.SubElement(el, "property", name=name).text = str(value)
 
 
-def mlt_document(edit: "Edit", cues: list["Cue"]) -> ET.ElementTree:
-    from .score_timeline import _lanes, done_cues
-
+def mlt_document(edit: Edit, cues: list[Cue]) -> ET.ElementTree:
     r = edit.rate
     pictures = sorted((s for s in edit.shots if s.frames and s.video is not None and not s.skip), key=lambda s: s.record)
     size = next((sz for sz in (_video_size(s.video) for s in pictures[:1] if s.video) if sz), None) or (1920, 1080)
@@ -77,7 +73,7 @@ def mlt_document(edit: "Edit", cues: list["Cue"]) -> ET.ElementTree:
         ET.SubElement(picture, "entry", producer=pid, **{"in": str(s.src_in), "out": str(s.src_in + s.frames - 1)})
         pos = s.record + s.frames
     lanes_el: list[ET.Element] = []
-    for n, lane in enumerate(_lanes(scored), 1):
+    for n, lane in enumerate(lanes(scored), 1):
         pl = ET.Element("playlist", id=f"score{n}")
         _prop(pl, "shotcut:audio", 1)
         _prop(pl, "shotcut:name", f"A{n}")
@@ -108,7 +104,7 @@ def mlt_document(edit: "Edit", cues: list["Cue"]) -> ET.ElementTree:
     return ET.ElementTree(root)
 
 
-def write_mlt(edit: "Edit", cues: list["Cue"], out: Path) -> Path:
+def write_mlt(edit: Edit, cues: list[Cue], out: Path) -> Path:
     """Write the MLT XML atomically; returns its path."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from typing import Any
 
 import zmq
 
-from unimoe_audio.client import wire
+from unimoe_audio.client import channel, connection, wire
 from unimoe_audio.client.settings import load_settings
 
 from _progress import STALL_S, Watch, sizes
@@ -60,8 +60,8 @@ class DaemonProc:
         self.env = daemon_env(self.home, **settings)
         self.settings = self._settings()
         self.proc: subprocess.Popen[bytes] | None = None
-        self.info: wire.ConnectionInfo | None = None
-        self._channels: list[wire.Channel] = []
+        self.info: connection.ConnectionInfo | None = None
+        self._channels: list[channel.Channel] = []
 
     def _settings(self) -> Any:
         saved = dict(os.environ)
@@ -86,7 +86,7 @@ class DaemonProc:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.output()}")
             try:
-                info = wire.read_connection_file(self.settings.connection_file)
+                info = connection.read_connection_file(self.settings.connection_file)
                 if info.pid == self.proc.pid:
                     self.info = info
                     return self
@@ -113,9 +113,9 @@ class DaemonProc:
         p = self.settings.log_path / "daemon.log"
         return p.read_text(errors="replace") if p.exists() else ""
 
-    def channel(self, **kw: Any) -> wire.Channel:
+    def channel(self, **kw: Any) -> channel.Channel:
         assert self.info is not None
-        ch = wire.Channel(self.info, context=zmq.Context.instance(), **kw)
+        ch = channel.Channel(self.info, context=zmq.Context.instance(), **kw)
         self._channels.append(ch)
         return ch
 
@@ -164,7 +164,7 @@ def music(seconds: float = 1.0, caption: str = "a calm piano melody", **kw: Any)
     return req
 
 
-def until(sub: wire.Subscription, accept: Any, what: str, stall: float = STALL_S) -> wire.Message:
+def until(sub: channel.Subscription, accept: Any, what: str, stall: float = STALL_S) -> wire.Message:
     """The first message for which ``accept(msg)`` is true. Any message resets the stall clock (any job's
     event shows the daemon is working); AssertionError after ``stall`` s without one."""
     moved = time.monotonic()
@@ -179,7 +179,7 @@ def until(sub: wire.Subscription, accept: Any, what: str, stall: float = STALL_S
             return msg
 
 
-def wait_final(sub: wire.Subscription, job_id: str, timeout: float = STALL_S) -> tuple[wire.Message, list[wire.Message]]:
+def wait_final(sub: channel.Subscription, job_id: str, timeout: float = STALL_S) -> tuple[wire.Message, list[wire.Message]]:
     """Collect the events of ``job_id`` until its final event; returns (final, all of them).
     ``timeout``: seconds without any event before giving up (progress events keep it waiting)."""
     seen: list[wire.Message] = []
@@ -197,7 +197,7 @@ def wait_final(sub: wire.Subscription, job_id: str, timeout: float = STALL_S) ->
     return final, seen
 
 
-def collect(sub: wire.Subscription, job_ids: list[str], timeout: float = STALL_S) -> dict[str, list[wire.Message]]:
+def collect(sub: channel.Subscription, job_ids: list[str], timeout: float = STALL_S) -> dict[str, list[wire.Message]]:
     """Events of several jobs, until each has had its final event (``timeout``: seconds without an event)."""
     events: dict[str, list[wire.Message]] = {j: [] for j in job_ids}
     open_ids = set(job_ids)
@@ -229,7 +229,7 @@ def wait_for(pred: Any, timeout: float = 60, interval: float = 0.02, what: str =
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def job_state(ch: wire.Channel, job_id: str) -> str:
+def job_state(ch: channel.Channel, job_id: str) -> str:
     return ch.request("job", {"job_id": job_id})["job"]["state"]
 
 

@@ -17,7 +17,7 @@ import soundfile as sf
 import zmq
 
 from unimoe_audio.client import protocol as P
-from unimoe_audio.client import wire
+from unimoe_audio.client import channel, wire
 
 from _daemon_harness import (
     DaemonProc,
@@ -135,7 +135,7 @@ def test_several_clients_at_once(daemon, sub):
 
     def client(i: int) -> None:
         try:
-            with wire.Channel(daemon.info, timeout=30) as c:
+            with channel.Channel(daemon.info, timeout=30) as c:
                 results[i] = [c.request("submit", music(1.0, tag=f"c{i}-{k}"))["job_id"] for k in range(2)]
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)

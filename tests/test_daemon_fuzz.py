@@ -26,7 +26,7 @@ PER_SOCKET = 300
 LIMIT = 16 * 1024
 # shutdown is left out: a well-formed one would (correctly) stop the daemon under test
 TYPES = [t for t in P.REQUESTS if t != "shutdown"] + ["", "nope", "submit_reply", "error", "x" * 70]
-OSC_REPLIES = {wire.OSC_ERROR, wire.OSC_PONG, wire.OSC_STATE, wire.OSC_CANCEL_REPLY, wire.OSC_CANCELLED}
+OSC_REPLIES = {osc_server.OSC_ERROR, osc_server.OSC_PONG, osc_server.OSC_STATE, osc_server.OSC_CANCEL_REPLY, osc_server.OSC_CANCELLED}
 
 
 @pytest.fixture(scope="module")
@@ -148,15 +148,15 @@ def osc_junk(rng: random.Random) -> bytes:
         return rng.randbytes(rng.randrange(0, 80))
     if kind == 1:  # an OSC-looking header with a lying type tag string
         return b"/unimoe/music\x00\x00\x00,ifs\x00\x00\x00\x00" + rng.randbytes(rng.randrange(0, 12))
-    address = rng.choice(list(wire.OSC_REQUESTS) + ["/unimoe/nope", "/other", "/unimoe/"])
+    address = rng.choice(list(osc_server.OSC_REQUESTS) + ["/unimoe/nope", "/other", "/unimoe/"])
     args: list = []
-    if address in (wire.OSC_SPEECH, wire.OSC_MUSIC, wire.OSC_VIDEO_SCORE, wire.OSC_CANCEL) and rng.random() < 0.7:
+    if address in (osc_server.OSC_SPEECH, osc_server.OSC_MUSIC, osc_server.OSC_VIDEO_SCORE, osc_server.OSC_CANCEL) and rng.random() < 0.7:
         args.append(rng.choice(["calm", 3, 2.5, "", "/etc/passwd"]))
     for _ in range(rng.randrange(0, 4)):
         args += [rng.choice(["seconds", "seed", "voice", "normalize", "tag", "zz", "fps", "priority",
                              "temperature", 7]),
                  rng.choice([float("nan"), float("inf"), -1.0, 1e9, 0, 3, "x", "24000/1001", True, b"\x00\x01"])]
-    if address in (wire.OSC_SPEECH, wire.OSC_MUSIC, wire.OSC_VIDEO_SCORE):
+    if address in (osc_server.OSC_SPEECH, osc_server.OSC_MUSIC, osc_server.OSC_VIDEO_SCORE):
         args.append("zz-unknown-key")  # always one defect: the fuzz must not queue real jobs
         args.append(rng.choice([1, "x"]))
     b = osc_server.OscMessageBuilder(address=address)
@@ -193,7 +193,7 @@ def test_osc_fuzz_one_typed_reply_each(daemon):
             except socket.timeout:
                 raise AssertionError(f"datagram {i} got no reply: {dgram!r}") from None
             assert reply.address in OSC_REPLIES, (dgram, reply.address)
-            if reply.address == wire.OSC_ERROR:
+            if reply.address == osc_server.OSC_ERROR:
                 code = reply.params[0]
                 assert code in P.ERROR_CODES and code != "internal", (dgram, reply.params)
             seen[reply.address] = seen.get(reply.address, 0) + 1
@@ -205,9 +205,9 @@ def test_osc_fuzz_one_typed_reply_each(daemon):
                 pass
             finally:
                 s.settimeout(60)
-        assert seen.get(wire.OSC_ERROR, 0) > PER_SOCKET // 2, seen
-        s.sendto(osc_server.build(wire.OSC_PING, []), to)
-        assert OscMessage(s.recvfrom(65536)[0]).address == wire.OSC_PONG
+        assert seen.get(osc_server.OSC_ERROR, 0) > PER_SOCKET // 2, seen
+        s.sendto(osc_server.build(osc_server.OSC_PING, []), to)
+        assert OscMessage(s.recvfrom(65536)[0]).address == osc_server.OSC_PONG
     finally:
         s.close()
     assert daemon.proc.poll() is None

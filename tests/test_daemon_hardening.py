@@ -19,7 +19,7 @@ import zmq
 from pythonosc.osc_message import OscMessage
 
 from unimoe_audio.client import protocol as P
-from unimoe_audio.client import wire
+from unimoe_audio.client import connection, wire
 from unimoe_audio.client.client import Client
 from unimoe_audio.client.settings import Settings
 from unimoe_audio.daemon import osc_server
@@ -410,8 +410,8 @@ def test_pid_alive_is_false_for_a_zombie():
     wait_for(lambda: open(f"/proc/{child.pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z", 60,
              what="the child to exit (unreaped)")
     try:
-        assert not wire.pid_alive(child.pid)
-        assert wire.pid_alive(os.getpid())
+        assert not connection.pid_alive(child.pid)
+        assert connection.pid_alive(os.getpid())
     finally:
         child.wait()
-    assert not wire.pid_alive(child.pid)
+    assert not connection.pid_alive(child.pid)

@@ -13,7 +13,7 @@ import pytest
 import zmq
 
 from unimoe_audio.client import protocol as P
-from unimoe_audio.client import wire
+from unimoe_audio.client import channel, connection, curve, wire
 
 from _daemon_harness import DaemonProc, daemon_env, job_state, music, until, visible_wavs, wait_final, wait_for, wait_jobs
 
@@ -46,7 +46,7 @@ def test_kill9_mid_job_then_restart_completes_it(tmp_path):
         d.kill9()
         # nothing half-written is visible, and the connection file names a dead pid
         assert visible_wavs(d.settings.output_path) == []
-        assert not wire.pid_alive(wire.read_connection_file(d.settings.connection_file).pid)
+        assert not connection.pid_alive(connection.read_connection_file(d.settings.connection_file).pid)
     finally:
         d.close()
     d2 = DaemonProc(tmp_path, keep_alive=0).start()
@@ -149,7 +149,7 @@ def test_refuses_network_without_curve_and_a_second_daemon(tmp_path):
 
 
 def test_curve_beyond_loopback(tmp_path):
-    pub, sec = wire.client_keypair(tmp_path / "client")
+    pub, sec = curve.client_keypair(tmp_path / "client")
     d = DaemonProc(tmp_path, host="0.0.0.0", curve_allow=pub.decode()).start()
     try:
         assert d.info.curve_server_key
@@ -158,19 +158,19 @@ def test_curve_beyond_loopback(tmp_path):
         # Refusals are named at once (from the handshake events), not a timeout: the timeout here is
         # long on purpose, so a ReplyTimeout would fail the test.
         other = zmq.curve_keypair()
-        stranger = wire.Channel(d.info, timeout=60, client_keys=other)
+        stranger = channel.Channel(d.info, timeout=60, client_keys=other)
         with pytest.raises(wire.WireError) as err:
             stranger.request("ping")
         assert err.value.code == "not_allowed" and other[0].decode() in str(err.value)
         assert "not allowed on" in str(err.value)
         stranger.close()
-        plain = wire.Channel(d.info.model_copy(update={"curve_server_key": None}), timeout=60)
+        plain = channel.Channel(d.info.model_copy(update={"curve_server_key": None}), timeout=60)
         with pytest.raises(wire.WireError) as err:
             plain.request("ping")
         assert err.value.code == "curve_required", str(err.value)
         plain.close()
         with pytest.raises(wire.WireError):
-            wire.Channel(d.info)  # no client keys for a Curve daemon
+            channel.Channel(d.info)  # no client keys for a Curve daemon
     finally:
         d.close()
 
@@ -182,11 +182,11 @@ def test_detach_and_shutdown_request(tmp_path):
     assert r.returncode == 0, r.stderr
     pid = int(r.stdout.strip())
     conn = tmp_path / "run" / "daemon.json"
-    info = wire.read_connection_file(conn)
+    info = connection.read_connection_file(conn)
     assert info.pid == pid and (tmp_path / "run" / "daemon.pid").read_text().strip() == str(pid)
-    with wire.Channel(info, timeout=10) as ch:
+    with channel.Channel(info, timeout=10) as ch:
         assert ch.request("shutdown", control=True)["ok"] is True
-    wait_for(lambda: not wire.pid_alive(pid) or _reap(pid), 180, 0.05, "daemon exit")
+    wait_for(lambda: not connection.pid_alive(pid) or _reap(pid), 180, 0.05, "daemon exit")
     wait_for(lambda: not conn.exists(), 60, 0.05, "connection file removal")
 
 

@@ -17,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _daemon_harness import DaemonProc  # noqa: E402
 
 from unimoe_audio.client import bwf  # noqa: E402
-from unimoe_audio.integrations.score_timeline import edit_from_otio, plan  # noqa: E402
+from unimoe_audio.integrations.score_cues import plan  # noqa: E402
+from unimoe_audio.integrations.score_readers import edit_from_otio  # noqa: E402
 from unimoe_audio.integrations.timeline import parse_timecode, wav_frames, write_edl  # noqa: E402
 
 pytestmark = pytest.mark.timeout(900)
@@ -240,7 +241,9 @@ import sys
 sys.modules["opentimelineio"] = None  # importing it now raises ImportError
 import unimoe_audio.client.client, unimoe_audio.client.protocol, unimoe_audio.client.bwf
 from pathlib import Path
-from unimoe_audio.integrations.score_timeline import edit_from_edl, plan, otio_timeline
+from unimoe_audio.integrations.score_cues import plan
+from unimoe_audio.integrations.score_readers import edit_from_edl
+from unimoe_audio.integrations.score_writers import otio_timeline
 from unimoe_audio.integrations.mlt import mlt_document
 edit = edit_from_edl(Path({str(edl)!r}), 25, [], "00:00:00:00")
 cues, skipped = plan(edit)

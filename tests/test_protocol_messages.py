@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from unimoe_audio.client import protocol as P
-from unimoe_audio.client import wire
+from unimoe_audio.client import channel, connection, wire
 
 
 def test_client_modules_stay_light():
@@ -116,26 +116,26 @@ def test_not_json_and_wrong_version_are_typed():
 
 
 def test_connection_file_is_private(tmp_path):
-    info = wire.ConnectionInfo(request_port=1, control_port=2, events_port=3, key=wire.new_key(), pid=os.getpid())
+    info = connection.ConnectionInfo(request_port=1, control_port=2, events_port=3, key=wire.new_key(), pid=os.getpid())
     path = tmp_path / "run" / "daemon.json"
-    wire.write_connection_file(path, info)
+    connection.write_connection_file(path, info)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    assert wire.read_connection_file(path) == info
+    assert connection.read_connection_file(path) == info
     assert info.endpoint("request") == "tcp://127.0.0.1:1"
     os.chmod(path, 0o644)
     with pytest.raises(wire.WireError):
-        wire.read_connection_file(path)
-    assert not wire.remove_connection_file(path, pid=os.getpid() + 1)
-    assert wire.remove_connection_file(path, pid=os.getpid())
+        connection.read_connection_file(path)
+    assert not connection.remove_connection_file(path, pid=os.getpid() + 1)
+    assert connection.remove_connection_file(path, pid=os.getpid())
     with pytest.raises(wire.DaemonNotRunning):
-        wire.read_connection_file(path)
+        connection.read_connection_file(path)
 
 
 def test_channel_times_out_without_daemon():
-    info = wire.ConnectionInfo(request_port=wire.free_port(), control_port=wire.free_port(),
-                               events_port=wire.free_port(), key=wire.new_key())
-    with wire.Channel(info, timeout=0.3) as ch:
+    info = connection.ConnectionInfo(request_port=channel.free_port(), control_port=channel.free_port(),
+                               events_port=channel.free_port(), key=wire.new_key())
+    with channel.Channel(info, timeout=0.3) as ch:
         with pytest.raises(wire.ReplyTimeout):
             ch.request("ping")
 

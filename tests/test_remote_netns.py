@@ -212,9 +212,9 @@ def test_unknown_key_and_plain_client_are_refused_by_name(host):
     print(f"refusal named after {took:.2f} s")
     code = f"""
 import json
-from unimoe_audio.client import wire
-info = wire.ConnectionInfo.model_validate_json(open({str(host['profile'])!r}).read())
-ch = wire.Channel(info.model_copy(update={{"curve_server_key": None}}), timeout=600)
+from unimoe_audio.client import channel, connection, wire
+info = connection.ConnectionInfo.model_validate_json(open({str(host['profile'])!r}).read())
+ch = channel.Channel(info.model_copy(update={{"curve_server_key": None}}), timeout=600)
 try:
     ch.request("ping")
 except wire.WireError as exc:

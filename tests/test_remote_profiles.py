@@ -15,7 +15,7 @@ import pytest
 import zmq
 
 from unimoe_audio.client import protocol as P
-from unimoe_audio.client import remote, wire
+from unimoe_audio.client import channel, connection, remote, wire
 from unimoe_audio.client.settings import NETWORK_PORTS, load_settings
 from unimoe_audio.daemon import osc_server
 
@@ -28,7 +28,7 @@ def cli(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedPro
 
 
 def _profile(tmp_path: Path, **update) -> Path:
-    info = wire.ConnectionInfo(host="192.0.2.10", request_port=9138, control_port=9139, events_port=9140,
+    info = connection.ConnectionInfo(host="192.0.2.10", request_port=9138, control_port=9139, events_port=9140,
                                key=wire.new_key(), curve_server_key=zmq.curve_keypair()[0].decode(), pid=4242)
     path = tmp_path / "studio.json"
     path.write_text(json.dumps(info.model_copy(update=update).model_dump(mode="json")))
@@ -86,11 +86,11 @@ def test_profiles_that_cannot_work_are_refused(tmp_path):
 def test_export_needs_a_network_daemon(tmp_path):
     conn = tmp_path / "daemon.json"
     base = dict(request_port=1, control_port=2, events_port=3, key=wire.new_key(), pid=os.getpid())
-    wire.write_connection_file(conn, wire.ConnectionInfo(host="127.0.0.1", **base))
+    connection.write_connection_file(conn, connection.ConnectionInfo(host="127.0.0.1", **base))
     with pytest.raises(remote.RemoteSetupError, match="serve --host"):
         remote.export_profile(conn)
     key = zmq.curve_keypair()[0].decode()
-    wire.write_connection_file(conn, wire.ConnectionInfo(host="0.0.0.0", curve_server_key=key, **base))
+    connection.write_connection_file(conn, connection.ConnectionInfo(host="0.0.0.0", curve_server_key=key, **base))
     with pytest.raises(remote.RemoteSetupError, match="--address"):
         remote.export_profile(conn)
     info = remote.export_profile(conn, "198.51.100.7")
@@ -101,7 +101,7 @@ def test_export_needs_a_network_daemon(tmp_path):
 
 def test_a_profile_whose_host_does_not_answer(tmp_path):
     home = tmp_path / "ws"
-    port = wire.free_port()
+    port = channel.free_port()
     src = _profile(tmp_path, host="127.0.0.1", request_port=port, control_port=port, events_port=port)
     assert cli(home, "remote", "add", "gone", str(src)).returncode == 0
     r = cli(home, "--host", "gone", "status", "--connect-timeout", "2")

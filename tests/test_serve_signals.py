@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from unimoe_audio.client import wire
+from unimoe_audio.client import channel, connection, wire
 
 from _daemon_harness import DaemonProc, wait_for
 
@@ -24,14 +24,14 @@ def _serve(tmp_path):
     def daemon_info():
         assert serve.poll() is None, (tmp_path / "serve.out").read_text()
         try:
-            info = wire.read_connection_file(d.settings.connection_file)
+            info = connection.read_connection_file(d.settings.connection_file)
         except wire.ProtocolError:
             return None
-        return info if wire.pid_alive(info.pid) else None
+        return info if connection.pid_alive(info.pid) else None
 
     info = wait_for(daemon_info, 300, what="the daemon started by serve")
     assert info.pid != serve.pid
-    with wire.Channel(info, timeout=60) as ch:
+    with channel.Channel(info, timeout=60) as ch:
         assert ch.request("ping", control=True)["pid"] == info.pid
     return d, serve, info
 
@@ -44,13 +44,13 @@ def test_stop_signal_to_serve_stops_the_daemon_and_waits(tmp_path, signum):
         rc = serve.wait(300)
         assert rc == (130 if signum == signal.SIGINT else 0), (tmp_path / "serve.out").read_text()
         # serve returned only after the daemon finished: it is gone, and so is its connection file
-        assert not wire.pid_alive(info.pid)
+        assert not connection.pid_alive(info.pid)
         assert not d.settings.connection_file.exists()
         assert "daemon stopped" in d.log()
     finally:
         if serve.poll() is None:
             serve.kill()
-        if wire.pid_alive(info.pid):
+        if connection.pid_alive(info.pid):
             os.kill(info.pid, signal.SIGKILL)
 
 
@@ -59,9 +59,9 @@ def test_killed_serve_does_not_orphan_the_daemon(tmp_path):
     try:
         serve.kill()
         serve.wait(60)
-        wait_for(lambda: not wire.pid_alive(info.pid), 300, what="the daemon to stop after serve was killed")
+        wait_for(lambda: not connection.pid_alive(info.pid), 300, what="the daemon to stop after serve was killed")
         assert not d.settings.connection_file.exists()
         assert "signal 15 received" in d.log()
     finally:
-        if wire.pid_alive(info.pid):
+        if connection.pid_alive(info.pid):
             os.kill(info.pid, signal.SIGKILL)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .. import remote, wire
+from .. import connection, curve, remote, wire
 from .output import EXIT_BAD_INPUT, EXIT_OK, EXIT_UNAVAILABLE, CLIError, emit_json, table
 from .parser import add_common
 from .runner import settings_for
@@ -16,7 +16,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     settings = settings_for(args)
     folder = settings.config_path / "curve"
     existed = (folder / "client.public").is_file()
-    public, _ = wire.client_keypair(settings.config_path)
+    public, _ = curve.client_keypair(settings.config_path)
     pub = public.decode("ascii")
     out = {"public": pub, "public_file": str(folder / "client.public"), "created": not existed}
     if args.json:
@@ -43,7 +43,7 @@ def cmd_remote_export(args: argparse.Namespace) -> int:
                        EXIT_UNAVAILABLE) from None
     except (remote.RemoteSetupError, wire.WireError) as exc:
         raise _setup_error(exc) from None
-    if info.pid and not wire.pid_alive(info.pid):
+    if info.pid and not connection.pid_alive(info.pid):
         raise CLIError(f"the connection file {settings.connection_file} is stale (pid {info.pid} is gone); start "
                        "the daemon first", EXIT_UNAVAILABLE)
     remote.write_profile(Path(args.file), info)
@@ -65,7 +65,7 @@ def cmd_remote_add(args: argparse.Namespace) -> int:
     except remote.RemoteSetupError as exc:
         raise _setup_error(exc) from None
     info = remote.load_profile(settings, args.name)
-    pub, _ = wire.client_keypair(settings.config_path)
+    pub, _ = curve.client_keypair(settings.config_path)
     out = {"name": args.name, "profile": str(path), "host": info.host, "public": pub.decode("ascii")}
     if args.json:
         emit_json(out)
