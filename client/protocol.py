@@ -192,6 +192,24 @@ class MusicTask(_Strict):
     bars: int | None = Field(None, gt=0, le=1024)
     length: LengthSpec = Field(default_factory=LengthSpec)
     sampling: SamplingSpec = Field(default_factory=SamplingSpec)
+    continue_audio: str | None = Field(None, min_length=1, description="Continue this clip (a path inside the "
+                                       "allowed roots): its music starts the segment; length/bars is the new part.")
+    continue_from: float | None = Field(None, gt=0, le=MAX_SECONDS, description="The join, seconds into the clip "
+                                        "(default: its end; on a bar line when tempo_bpm is given).")
+    to_seconds: float | None = Field(None, gt=0, le=MAX_SECONDS, description="The whole output's length "
+                                     "(clip up to the join + new part), instead of length.")
+    loop: bool = Field(False, description="A seamless loop of length.seconds or bars (from continue_audio if given).")
+    new_only: bool = Field(False, description="Write only the new part (it butts onto the original at the join).")
+
+    @model_validator(mode="after")
+    def _continue_fields(self) -> "MusicTask":
+        if self.continue_audio is None:
+            for name in ("continue_from", "to_seconds", "new_only"):
+                if getattr(self, name) not in (None, False):
+                    raise ValueError(f"{name} goes with continue_audio")
+        if self.loop and self.new_only:
+            raise ValueError("new_only: a loop is written whole")
+        return self
 
 
 class VideoScoreTask(_Strict):

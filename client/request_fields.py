@@ -21,7 +21,8 @@ _TOP = ("priority", "stream_partial", "tag")
 _SPOT = ("record_in", "drop", "project", "scene", "take", "note")
 _SPEC = {
     "speech": ("text", "voice", "reference_audio", "reference_text"),
-    "music": ("caption", "tempo_bpm", "key", "bars"),
+    "music": ("caption", "tempo_bpm", "key", "bars", "continue_audio", "continue_from", "to_seconds", "loop",
+              "new_only"),
     "video_score": ("video", "caption", "in_seconds", "out_seconds", "mode", "frames_per_second", "max_frames"),
 }
 
@@ -68,7 +69,7 @@ def build_request(kind: str, **fields: Any) -> P.SubmitRequest:
         elif key in _SPOT:
             spot[key] = value
         elif key in _SPEC[task]:
-            if key in ("reference_audio", "video"):
+            if key in ("reference_audio", "video", "continue_audio"):
                 value = str(Path(str(value)).expanduser().resolve())
             spec[key] = value
         elif key in _LENGTH:
@@ -92,7 +93,7 @@ def build_request(kind: str, **fields: Any) -> P.SubmitRequest:
             top[key] = value
         else:
             raise BadRequest(f"{key}: unknown field for a {kind} request", "invalid_input", key)
-    if task == "music" and spec.get("bars") and spec.get("tempo_bpm") and not length:
+    if task == "music" and spec.get("bars") and spec.get("tempo_bpm") and not length and not spec.get("to_seconds"):
         # Bars at a tempo are a sample-exact length for a DAW: 4/4, seconds = bars * 4 beats * 60 / BPM.
         length["seconds"] = float(spec["bars"]) * 4 * 60.0 / float(spec["tempo_bpm"])
     if length:

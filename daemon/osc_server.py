@@ -66,6 +66,12 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "tempo_bpm": (_SPEC, "tempo_bpm"),
     "key": (_SPEC, "key"),
     "bars": (_SPEC, "bars"),
+    # Continue the editor's clip / loops (model/continuation.py): /unimoe/music "caption" continue "/path.wav" ...
+    "continue": (_SPEC, "continue_audio"),
+    "from": (_SPEC, "continue_from"),
+    "to_seconds": (_SPEC, "to_seconds"),
+    "loop": (_SPEC, "loop"),
+    "new_only": (_SPEC, "new_only"),
     "in": (_SPEC, "in_seconds"),
     "out": (_SPEC, "out_seconds"),
     "mode": (_SPEC, "mode"),
@@ -93,9 +99,9 @@ _KEYS: dict[str, tuple[str, ...]] = {
 }
 # The OSC type each key takes, as the ZeroMQ schema types the field it fills (client/protocol.py).
 _FLOAT = ("seconds", "min_seconds", "max_seconds", "cfg_scale", "temperature", "top_p", "eos_factor", "tempo_bpm",
-          "in", "out", "frames_per_second", "loudness_lufs", "true_peak_db", "record_seconds")
+          "in", "out", "frames_per_second", "loudness_lufs", "true_peak_db", "record_seconds", "from", "to_seconds")
 _INT = ("frames", "seed", "top_k", "bars", "max_frames", "sample_rate", "channels", "bit_depth", "priority")
-_FLAG = ("normalize", "fit_length", "progress")
+_FLAG = ("normalize", "fit_length", "progress", "loop", "new_only")
 _NUMBER_OR_STRING = ("fps", "record_fps")  # 25, 29.97 or "24000/1001"
 _REPLY_KEYS = ("reply_port", "reply_host", "tag", "progress")
 _FIELD_TO_KEY = {".".join(v): k for k, v in _KEYS.items()}

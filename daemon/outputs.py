@@ -273,7 +273,8 @@ def write_output(
               "sample_rate": out_rate, "channels": channels, "bit_depth": bit_depth,
               "loudness_lufs": _output_lufs(info)}
     side = dict(sidecar)
-    side["output"] = {**result, "normalize": opts.normalize, "loudness_lufs": lufs if opts.normalize else None,
+    normalized = opts.normalize and not (splice and splice.get("clip"))  # the editor's audio keeps its level
+    side["output"] = {**result, "normalize": normalized, "loudness_lufs": lufs if normalized else None,
                       "true_peak_db": tp, "samples": int(x.shape[-1]), "fit_length": target is not None,
                       **({"loudness": info["loudness"]} if "loudness" in info else {}),
                       **({"splice": info["splice"]} if "splice" in info else {})}

@@ -21,7 +21,8 @@ from typing import Any, Callable, Optional
 import bpy
 
 try:
-    from unimoe_audio.integrations.blender_vse_score import pick_channel, strip_request, text_request
+    from unimoe_audio.integrations.blender_vse_score import (extend_request, movie_for_sound, pick_channel,
+                                                             strip_request, text_request)
     from unimoe_audio.integrations.hostjob import connect, copy_into, describe_error, submit_with_fallback
 except ImportError as _exc:  # only inside a Blender whose Python cannot see the client
     _IMPORT_ERROR: Optional[Exception] = _exc
@@ -69,10 +70,11 @@ def blend_folder() -> Optional[str]:
 class Run:
     """One job: submitted at once, followed by :func:`tick`, then a sound strip added above ``strip``."""
 
-    def __init__(self, scene: Any, strip: Any, kind: str, fields: dict, start_frame: int, frames: int):
+    def __init__(self, scene: Any, strip: Any, kind: str, fields: dict, start_frame: int, frames: int,
+                 above: Optional[int] = None):
         self.scene_name = scene.name
         self.strip_name = strip.name
-        self.channel_above = strip.channel
+        self.channel_above = strip.channel if above is None else above  # the new strip goes on a free channel above
         self.start_frame = start_frame
         self.frames = frames
         self.client = connect()
@@ -284,6 +286,45 @@ class SEQUENCER_OT_unimoe_speech(bpy.types.Operator):
         return _queue(self, scene, build)
 
 
+class SEQUENCER_OT_unimoe_extend(bpy.types.Operator):
+    """Continue the active sound strip's music to the end of its movie strip with unimoe-audio"""
+
+    bl_idname = "sequencer.unimoe_extend"
+    bl_label = "Extend Sound to Movie End"
+    bl_options = {"REGISTER"}
+
+    caption: bpy.props.StringProperty(name="Caption", default="")
+
+    @classmethod
+    def poll(cls, context: Any) -> bool:
+        se = context.scene.sequence_editor if context.scene else None
+        strip = se.active_strip if se else None
+        return strip is not None and strip.type == "SOUND"
+
+    def invoke(self, context: Any, event: Any) -> Any:
+        self.caption = context.scene.unimoe.caption
+        return self.execute(context)
+
+    def execute(self, context: Any) -> Any:
+        if not _check_client(self):
+            return {"CANCELLED"}
+        scene = context.scene
+        se = scene.sequence_editor
+        strip = se.active_strip
+        r = scene.render
+
+        def build() -> tuple[Run, str | None]:
+            movie = movie_for_sound(all_strips(se), strip)
+            req = extend_request(bpy.path.abspath(strip.sound.filepath), strip.frame_start, strip.frame_final_start,
+                                 strip.frame_final_end, movie.frame_final_end, r.fps, r.fps_base)
+            fields = req.fields(caption=self.caption or "continue the music", folder=blend_folder(),
+                                name=bpy.path.clean_name(f"{strip.name}-extended"))
+            # butted: on the sound strip's own channel when it is free after the strip
+            return Run(scene, strip, "music", fields, req.start_frame, req.frames, above=strip.channel - 1), None
+
+        return _queue(self, scene, build)
+
+
 class SEQUENCER_OT_unimoe_cancel(bpy.types.Operator):
     """Cancel this scene's unimoe-audio jobs"""
 
@@ -315,6 +356,7 @@ class SEQUENCER_PT_unimoe(bpy.types.Panel):
         layout.prop(s, "caption")
         layout.prop(s, "mode")
         layout.operator(SEQUENCER_OT_unimoe_score.bl_idname, icon="SOUND")
+        layout.operator(SEQUENCER_OT_unimoe_extend.bl_idname, icon="FORWARD")
         layout.prop(s, "voice")
         layout.operator(SEQUENCER_OT_unimoe_speech.bl_idname, icon="SPEAKER")
         running = any(r.scene_name == context.scene.name for r in RUNS)
@@ -332,10 +374,11 @@ class SEQUENCER_PT_unimoe(bpy.types.Panel):
 def _menu(self: Any, context: Any) -> None:
     self.layout.operator(SEQUENCER_OT_unimoe_score.bl_idname)
     self.layout.operator(SEQUENCER_OT_unimoe_speech.bl_idname)
+    self.layout.operator(SEQUENCER_OT_unimoe_extend.bl_idname)
 
 
-CLASSES = (UnimoeSettings, SEQUENCER_OT_unimoe_score, SEQUENCER_OT_unimoe_speech, SEQUENCER_OT_unimoe_cancel,
-           SEQUENCER_PT_unimoe)
+CLASSES = (UnimoeSettings, SEQUENCER_OT_unimoe_score, SEQUENCER_OT_unimoe_speech, SEQUENCER_OT_unimoe_extend,
+           SEQUENCER_OT_unimoe_cancel, SEQUENCER_PT_unimoe)
 
 
 def register() -> None:
