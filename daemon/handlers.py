@@ -105,6 +105,8 @@ class Handlers:
                                     wanted="a name from 'voices ls', or reference_audio + reference_text")
         elif spec.task == "video_score":
             outputs.check_input_file(spec.video, d.roots, "spec.video")
+        elif spec.task == "music" and spec.continue_audio:
+            outputs.check_input_file(spec.continue_audio, d.roots, "spec.continue_audio")
         folder = outputs.output_folder(req.output.folder, d.settings.output_path, d.roots)
         probe.probe_submit(req, folder)  # open the inputs now: a bad file is refused, not failed later
 

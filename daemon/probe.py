@@ -56,6 +56,31 @@ def probe_video(path: str, in_seconds: float, out_seconds: float | None, field: 
     return info
 
 
+def probe_continue_audio(path: str, continue_from: float | None, to_seconds: float | None,
+                         field: str = "spec.continue_audio") -> media.MediaInfo:
+    """A clip to continue (music ``continue_audio``): audio, at least 1 s, long enough for the join;
+    the model checks the rest (bar lines, loop lengths) when it plans the job."""
+    from ..model.continuation import MIN_CLIP_SECONDS
+
+    info = _media_info(path, field)
+    name = Path(path).name
+    if not info.has_audio:
+        raise ProtocolError("media_error", f"{name} is not audio: it has no audio stream", field=field,
+                            wanted="an audio file (wav, flac, aiff, mp3, ...)")
+    if info.duration < MIN_CLIP_SECONDS - 1e-6:
+        raise ProtocolError("invalid_input", f"the clip is {info.duration:.2f} s long, shorter than "
+                            f"{MIN_CLIP_SECONDS:g} s", field=field, wanted=f"a clip of at least {MIN_CLIP_SECONDS:g} s")
+    if continue_from is not None and continue_from > info.duration + 1e-6:
+        raise ProtocolError("invalid_input", f"{continue_from:g} s is past the end of the clip "
+                            f"({info.duration:.3f} s)", field="spec.continue_from",
+                            wanted=f"continue_from <= {info.duration:.3f}")
+    join = info.duration if continue_from is None else continue_from
+    if to_seconds is not None and to_seconds <= join:
+        raise ProtocolError("invalid_input", f"{to_seconds:g} s is not after the join ({join:.3f} s)",
+                            field="spec.to_seconds", wanted=f"to_seconds > {join:.3f}")
+    return info
+
+
 def probe_output_folder(folder: Path, field: str = "output.folder") -> None:
     """The folder exists and is writable, or its nearest existing parent is a writable folder (the
     worker creates the rest when it writes the file)."""
@@ -78,4 +103,6 @@ def probe_submit(req: SubmitRequest, output_folder: Path) -> None:
         probe_reference_audio(spec.reference_audio)
     elif spec.task == "video_score":
         probe_video(spec.video, spec.in_seconds, spec.out_seconds)
+    elif spec.task == "music" and spec.continue_audio:
+        probe_continue_audio(spec.continue_audio, spec.continue_from, spec.to_seconds)
     probe_output_folder(output_folder)
