@@ -82,7 +82,8 @@ def bar_seconds(tempo_bpm: float | None) -> Fraction:
 
 
 def clip_duration(path: str, field: str) -> tuple[float, int]:
-    """(seconds, native rate) of the clip's first audio stream; MediaError naming ``field`` if it has none."""
+    """(seconds, native rate) of the clip's first audio stream; MediaError naming ``field`` if it has none.
+    (The daemon probes the same at submit, daemon/probe.py; this is the model's own check for scripts.)"""
     from . import media
 
     p = Path(str(path)).expanduser()
@@ -234,9 +235,6 @@ def plan_splice(eng: Any, req: Any, window_frames: int, rep: Any = None) -> Spli
         return SpliceSetup(prefix=None, frames=frames, plan=plan)
 
     duration, _ = clip_duration(req.continue_audio, field)
-    if duration < MIN_CLIP_SECONDS - 1e-6:
-        raise InvalidInput(f"the clip is {duration:.2f} s long, shorter than {MIN_CLIP_SECONDS:g} s", field=field,
-                           wanted=f"a clip of at least {MIN_CLIP_SECONDS:g} s")
     join = resolve_join(duration, req.continue_from, req.tempo_bpm, field=field,
                         limit=end if req.loop else None)
     if not req.loop:
