@@ -31,7 +31,7 @@ def panel(qtbot, daemon):
 def test_continue_extend_and_loop_a_take(panel, daemon):
     assert not panel.continue_button.isEnabled()  # nothing to continue yet
     take = generate_music(panel, "warm strings", seconds=1.5, seed=3, folder=daemon.home / "takes")
-    row = wait_done(panel, take)
+    row = wait_done(panel, take, timeout=900)
     panel.select_job(take)
     assert panel.continue_button.isEnabled() and panel.extend_button.isEnabled()
     assert [a.text() for a in panel.continue_menu().actions()] == ["Continue this take…", "Extend to…", "Make loop…"]
@@ -39,7 +39,7 @@ def test_continue_extend_and_loop_a_take(panel, daemon):
 
     before = {r.job_id for r in panel.jobs.rows()}
     assert panel.continue_take(1.0)
-    cont = wait_done(panel, new_job(panel, before))
+    cont = wait_done(panel, new_job(panel, before), timeout=900)
     assert cont.fields["continue_audio"] == row.path and cont.fields["caption"] == "warm strings"
     out = sf.read(cont.path, dtype="int32", always_2d=True)[0]
     assert out.shape[0] == original.shape[0] + 48000
@@ -48,13 +48,13 @@ def test_continue_extend_and_loop_a_take(panel, daemon):
     panel.select_job(take)
     before = {r.job_id for r in panel.jobs.rows()}
     assert panel.extend_to(3.0)
-    ext = wait_done(panel, new_job(panel, before))
+    ext = wait_done(panel, new_job(panel, before), timeout=900)
     assert sf.info(ext.path).frames == 3 * 48000
 
     panel.select_job(take)
     before = {r.job_id for r in panel.jobs.rows()}
     assert panel.make_loop(bars=1, tempo_bpm=120.0)
-    loop = wait_done(panel, new_job(panel, before))
+    loop = wait_done(panel, new_job(panel, before), timeout=900)
     assert sf.info(loop.path).frames == 2 * 48000 and loop.fields["loop"] is True
 
 
@@ -71,7 +71,7 @@ def test_a_dropped_file_is_continued(panel, daemon):
     before = {r.job_id for r in panel.jobs.rows()}
     panel.music.caption.setPlainText("bright synth arp")
     assert panel.continue_take(0.5)
-    row = wait_done(panel, new_job(panel, before))
+    row = wait_done(panel, new_job(panel, before), timeout=900)
     assert row.fields["continue_audio"] == str(clip) and row.fields["caption"] == "bright synth arp"
     assert sf.info(row.path).frames == int(2.0 * 48000)
     # a file that is not audio is not taken
