@@ -53,9 +53,9 @@ def test_continue_extend_and_loop_a_take(panel, daemon):
 
     panel.select_job(take)
     before = {r.job_id for r in panel.jobs.rows()}
-    assert panel.make_loop(bars=1, tempo_bpm=120.0)
+    assert panel.make_loop(bars=2, tempo_bpm=200.0)  # bars of 1.2 s: the 1.5 s take joins at its first bar line
     loop = wait_done(panel, new_job(panel, before), timeout=900)
-    assert sf.info(loop.path).frames == 2 * 48000 and loop.fields["loop"] is True
+    assert sf.info(loop.path).frames == int(2.4 * 48000) and loop.fields["loop"] is True
 
 
 def test_a_dropped_file_is_continued(panel, daemon):
