@@ -81,6 +81,21 @@ def probe_continue_audio(path: str, continue_from: float | None, to_seconds: flo
     return info
 
 
+def check_loop_length(spec: object) -> None:
+    """A music loop lasts at least one bar (4/4 at ``tempo_bpm``, 120 BPM when none is given)."""
+    from ..model.continuation import DEFAULT_TEMPO, bar_seconds
+
+    bar = float(bar_seconds(spec.tempo_bpm))
+    seconds = spec.length.target_seconds()
+    field = "spec.length.seconds"
+    if seconds is None and spec.bars is not None:
+        seconds, field = spec.bars * bar, "spec.bars"
+    if seconds is not None and seconds < bar - 1e-6:
+        raise ProtocolError("invalid_input", f"a loop of {seconds:.2f} s is shorter than one bar ({bar:.2f} s at "
+                            f"{spec.tempo_bpm or DEFAULT_TEMPO:g} BPM)", field=field,
+                            wanted=f"at least one bar ({bar:.2f} s)")
+
+
 def probe_output_folder(folder: Path, field: str = "output.folder") -> None:
     """The folder exists and is writable, or its nearest existing parent is a writable folder (the
     worker creates the rest when it writes the file)."""
@@ -103,6 +118,9 @@ def probe_submit(req: SubmitRequest, output_folder: Path) -> None:
         probe_reference_audio(spec.reference_audio)
     elif spec.task == "video_score":
         probe_video(spec.video, spec.in_seconds, spec.out_seconds)
-    elif spec.task == "music" and spec.continue_audio:
-        probe_continue_audio(spec.continue_audio, spec.continue_from, spec.to_seconds)
+    elif spec.task == "music":
+        if spec.loop:
+            check_loop_length(spec)
+        if spec.continue_audio:
+            probe_continue_audio(spec.continue_audio, spec.continue_from, spec.to_seconds)
     probe_output_folder(output_folder)
