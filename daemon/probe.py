@@ -62,8 +62,12 @@ def probe_continue_audio(path: str, continue_from: float | None, to_seconds: flo
     the model checks the rest (bar lines, loop lengths) when it plans the job."""
     from ..model.continuation import MIN_CLIP_SECONDS
 
-    info = _media_info(path, field)
     name = Path(path).name
+    try:
+        info = _media_info(path, field)
+    except ProtocolError as exc:
+        raise ProtocolError("media_error", f"{name} is not audio ({exc.message})", field=field,
+                            wanted="an audio file (wav, flac, aiff, mp3, ...)") from None
     if not info.has_audio:
         raise ProtocolError("media_error", f"{name} is not audio: it has no audio stream", field=field,
                             wanted="an audio file (wav, flac, aiff, mp3, ...)")
