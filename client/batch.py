@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import tasks
+
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
 
 TASK_ALIASES = {
@@ -58,8 +60,7 @@ _BY_TASK = {
         "mode": "mode",
     },
 }
-_PATH_FIELDS = {"reference_audio", "video", "output"}
-_REQUIRED = {"speech": ("text",), "music": ("caption",), "score": ("video",)}
+_PATH_FIELDS = {"output"}  # and every task's input files (client/tasks/)
 
 
 class BatchError(ValueError):
@@ -118,9 +119,13 @@ def parse_item(raw: Any, index: int, base_dir: Path) -> BatchItem:
     if kind_raw is None:
         raise BatchError(f"{where}: missing 'task_type' (one of {', '.join(sorted(set(TASK_ALIASES)))})")
     task = TASK_ALIASES.get(str(kind_raw).strip().lower())
-    if task is None:
-        raise BatchError(f"{where}: unknown task_type {kind_raw!r} (use speech, music or score)")
-    table = {**_COMMON, **_BY_TASK[task]}
+    known = tasks.find(task or str(kind_raw).strip())
+    if known is None:
+        kinds = ", ".join(t.kind for t in tasks.all_tasks())
+        raise BatchError(f"{where}: unknown task_type {kind_raw!r} (use {kinds})")
+    task = task or known.kind
+    # the reference's and the CLI's names of the built-in tasks' fields; any task's own field names
+    table = {**_COMMON, **{f: f for f in known.own_fields()}, **_BY_TASK.get(task, {})}
     fields: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in table:
@@ -131,12 +136,12 @@ def parse_item(raw: Any, index: int, base_dir: Path) -> BatchItem:
         if canon in fields and fields[canon] != value:
             raise BatchError(f"{where}: {key!r} repeats a value already given under another name")
         fields[canon] = value
-    for req in _REQUIRED[task]:
+    for req in known.required:
         if not fields.get(req):
             raise BatchError(f"{where} ({task}): missing {req!r}")
     if task == "speech" and not fields.get("voice") and not (fields.get("reference_audio") and fields.get("reference_text")):
         raise BatchError(f"{where} (speech): give 'voice', or 'reference_audio' with 'reference_text'")
-    for key in _PATH_FIELDS & fields.keys():
+    for key in (_PATH_FIELDS | set(known.input_files)) & fields.keys():
         q = Path(str(fields[key])).expanduser()
         fields[key] = str(q if q.is_absolute() else (base_dir / q))
     item_id = str(fields.pop("id", f"{task}_{index + 1:03d}"))

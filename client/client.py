@@ -51,12 +51,12 @@ from .errors import (
     from_protocol_error,
 )
 from .jobs import GenerationResult, Job, JobUpdate, JobWatch, PartialAudio, update_from_event, update_from_snapshot
-from .request_fields import TASK_NAMES, build_request
+from .request_fields import build_request, task_name
 from .settings import Settings, load_settings
 
 __all__ = [
     "Client", "Job", "JobWatch", "JobUpdate", "GenerationResult", "PartialAudio", "ClientError", "DaemonUnavailable",
-    "ProtocolMismatch", "NotAllowed", "BadRequest", "GenerationFailed", "JobCancelled", "start_daemon", "TASK_NAMES",
+    "ProtocolMismatch", "NotAllowed", "BadRequest", "GenerationFailed", "JobCancelled", "start_daemon",
     "build_request",
 ]
 
@@ -221,7 +221,7 @@ class Client:
         return self._call("job", P.JobRequest(job_id=job_id)).job  # type: ignore[attr-defined]
 
     def jobs(self, states: list[str] | None = None, task: str | None = None, limit: int = 100) -> list[P.JobInfo]:
-        req = P.JobsRequest(states=states, task=TASK_NAMES.get(task, task) if task else None, limit=limit)
+        req = P.JobsRequest(states=states, task=(task_name(task) or task) if task else None, limit=limit)
         return list(self._call("jobs", req).jobs)  # type: ignore[attr-defined]
 
     def cancel(self, job_id: str) -> P.CancelReply:
@@ -355,17 +355,12 @@ class Client:
     def _host_result(self, job_id: str, final: JobUpdate) -> GenerationResult:
         ev = final.event
         if final.kind == "done":
-            if isinstance(ev, P.DoneEvent):
-                return GenerationResult(job_id=job_id, path=ev.path, sidecar=ev.sidecar, seconds=ev.seconds,
-                                        sample_rate=ev.sample_rate, channels=ev.channels, bit_depth=ev.bit_depth,
-                                        seed=ev.seed, tag=ev.tag, task=self._task_of(job_id))
-            info = self.job(job_id)
+            if isinstance(ev, P.DoneEvent) and ev.task:
+                return GenerationResult(job_id=job_id, task=ev.task, tag=ev.tag, **ev.result_fields())
+            info = self.job(job_id)  # an older daemon's done event names no task
             if info.result is None:
                 raise GenerationFailed(f"job {job_id} is done but has no result", job_id=job_id)
-            r = info.result
-            return GenerationResult(job_id=job_id, task=info.task, path=r.path, sidecar=r.sidecar, seconds=r.seconds,
-                                    sample_rate=r.sample_rate, channels=r.channels, bit_depth=r.bit_depth,
-                                    seed=r.seed, tag=info.tag)
+            return GenerationResult(job_id=job_id, task=info.task, tag=info.tag, **info.result.result_fields())
         if final.kind == "cancelled":
             raise JobCancelled(f"job {job_id} was cancelled", "cancelled", job_id=job_id)
         err: P.ErrorReply | None = getattr(ev, "error", None)
@@ -377,12 +372,6 @@ class Client:
         where = f" (field {err.field})" if err.field else ""
         raise GenerationFailed(f"job {job_id} failed: {err.code}: {err.message}{where}", err.code, err.field,
                                err.wanted, job_id=job_id)
-
-    def _task_of(self, job_id: str) -> str:
-        try:
-            return self.job(job_id).task
-        except ClientError:
-            return ""
 
     # -- voices -----------------------------------------------------------------------------------
     def voices(self) -> list[P.VoiceInfo]:

@@ -72,10 +72,16 @@ def write_private_file(path: Path, data: bytes) -> None:
     """Write atomically (temp file in the same folder, then rename) with mode 0600."""
     path = Path(path)
     ensure_private_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    write_atomic(path, data, 0o600, prefix=f".{path.name}.")
+
+
+def write_atomic(path: Path, data: bytes, mode: int, prefix: str, suffix: str = ".tmp") -> None:
+    """Write ``data`` to a temporary file ``<prefix><random><suffix>`` beside ``path`` (mode ``mode``,
+    synced), then rename it onto ``path``: the file is complete or absent, never partial."""
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=Path(path).parent)
     try:
         if hasattr(os, "fchmod"):
-            os.fchmod(fd, 0o600)
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from . import protocol as P
 from .errors import ClientError
 from .jobs import GenerationResult
-
-if TYPE_CHECKING:
-    from .client import Client
 
 __all__ = ["RemoteDelivery"]
 
@@ -23,7 +20,7 @@ __all__ = ["RemoteDelivery"]
 class RemoteDelivery:
     """Per-client record of where each remote job's audio should land, and where it did."""
 
-    def __init__(self, client: "Client"):
+    def __init__(self, client: Any):  # the Client (which imports this module)
         self.client = client
         self._wanted: dict[str, tuple[Path, str | None]] = {}  # job -> (local folder, name) asked for
         self._delivered: dict[str, str] = {}  # job -> its local copy

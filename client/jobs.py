@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from pydantic import BaseModel
 
@@ -13,26 +13,19 @@ from .channel import Subscription
 from .connection import pid_alive
 from .errors import DaemonUnavailable, from_protocol_error
 
-if TYPE_CHECKING:
-    from .client import Client
-
+# ``client`` below is a :class:`~.client.Client` (typed Any: the Client imports this module).
 __all__ = ["GenerationResult", "PartialAudio", "JobUpdate", "JobWatch", "Job", "update_from_event",
            "update_from_snapshot"]
 
 
-class GenerationResult(BaseModel):
-    """A finished job's audio file and its format."""
+class GenerationResult(P.ResultFields):
+    """A finished job's audio file and its format (the fields of :class:`~.protocol.ResultFields`, as the
+    ``done`` event and the job's record carry them), with the job's id, task and tag."""
 
     job_id: str
     task: str = ""
     status: str = "done"
-    path: str
     sidecar: str = ""
-    seconds: float
-    sample_rate: int
-    channels: int
-    bit_depth: int = 24
-    seed: int
     tag: str | None = None
     host_path: str | None = None  # on a remote host: where the daemon wrote it (``path`` is the local copy)
 
@@ -75,7 +68,7 @@ class JobWatch:
     published before the subscription reached the daemon.
     """
 
-    def __init__(self, client: "Client", job_id: str, *, resync_s: float = 5.0, resync_timeout: float = 0.25):
+    def __init__(self, client: Any, job_id: str, *, resync_s: float = 5.0, resync_timeout: float = 0.25):
         self.client = client
         self.job_id = job_id
         self.resync_s = resync_s
@@ -145,7 +138,7 @@ class JobWatch:
 class Job:
     """A submitted job: ``updates()``, ``wait()``, ``stream()``, ``cancel()``, ``info()``."""
 
-    def __init__(self, client: "Client", job_id: str, task: str = "", position: int = 0,
+    def __init__(self, client: Any, job_id: str, task: str = "", position: int = 0,
                  request: P.SubmitRequest | None = None):
         self.client = client
         self.id = job_id
@@ -202,10 +195,8 @@ def update_from_snapshot(snap: P.SnapshotReply) -> JobUpdate:
         event: BaseModel | None = None
         last = snap.last_event or {}
         if kind == "done" and job.result is not None:
-            r = job.result
-            event = P.DoneEvent(job_id=job.job_id, seq=snap.seq, path=r.path, sidecar=r.sidecar, seconds=r.seconds,
-                                sample_rate=r.sample_rate, channels=r.channels, bit_depth=r.bit_depth, seed=r.seed,
-                                tag=job.tag)
+            event = P.DoneEvent(job_id=job.job_id, seq=snap.seq, tag=job.tag, task=job.task,
+                                **job.result.result_fields())
         elif kind == "failed":
             err = job.error or (P.ErrorReply.model_validate(last["error"]) if isinstance(last.get("error"), dict)
                                 else P.ErrorReply(code="error", message="failed"))

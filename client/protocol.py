@@ -25,22 +25,28 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
+from . import tasks as _tasks
+from .spec import (  # noqa: F401 - the shared request parts, re-exported (P.LengthSpec ...)
+    MAX_SECONDS, MAX_TEXT_CHARS, LengthSpec, SamplingSpec, StrictModel, TaskSpecBase, check_rate,
+)
+from .tasks.music import MusicTask  # noqa: F401 - re-exported
+from .tasks.speech import SpeechTask  # noqa: F401 - re-exported
+from .tasks.video_score import VideoScoreTask  # noqa: F401 - re-exported
+
 PROTOCOL_VERSION = "1.0"
 PROTOCOL_MAJOR = 1
 #: First frame of every message (after ROUTER identities / the PUB topic).
 IDENT = b"unimoe-audio/1"
 SIGNATURE_SCHEME = "hmac-sha256"
 
-# Limits the daemon enforces (also documented in docs/protocol.md).
-MAX_TEXT_CHARS = 20_000
-MAX_SECONDS = 600.0
+# Limits the daemon enforces (also documented in docs/protocol.md); a task's own fields carry theirs
+# (client/tasks/), the shared length and sampling fields theirs (client/spec.py).
 MAX_PRIORITY = 100
 
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 JOB_STATES: tuple[str, ...] = ("queued", "running", "done", "failed", "cancelled")
 FINAL_STATES: tuple[str, ...] = ("done", "failed", "cancelled")
 DaemonState = Literal["idle", "loading", "ready", "busy", "error", "unloaded"]
-TaskName = Literal["speech", "music", "video_score"]
 
 # Error codes (``ErrorReply.code``). New codes may be added within 1.x; treat unknown codes as "error".
 ERROR_CODES: dict[str, str] = {
@@ -77,9 +83,7 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
-class _Strict(BaseModel):
-    # allow_inf_nan=False: NaN/inf are "not a finite number" (OSC floats can carry them), not a range error.
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False, allow_inf_nan=False)
+_Strict = StrictModel
 
 
 class _Loose(BaseModel):
@@ -114,124 +118,12 @@ class Header(_Loose):
 # ---------------------------------------------------------------------------------------------------
 # Task specs (what to generate)
 # ---------------------------------------------------------------------------------------------------
-def _check_rate(v: Any) -> Any:
-    """A frame rate field: a positive number or a ratio such as '24000/1001' (kept as given)."""
-    from .timecode import parse_rate
-
-    if v is None:
-        return v
-    try:
-        parse_rate(v)
-    except (ValueError, ZeroDivisionError):
-        raise ValueError("wanted a positive number or a ratio like '24000/1001'") from None
-    return v
+def _task_names() -> str:
+    return ", ".join(_tasks.names())
 
 
-class LengthSpec(_Strict):
-    """Target length: seconds, or frames at a rational fps (timeline units). All empty: model decides."""
-
-    seconds: float | None = Field(None, gt=0, le=MAX_SECONDS)
-    frames: int | None = Field(None, gt=0)
-    fps: str | float | None = Field(None, description="Frame rate, a number or a ratio such as '24000/1001'.")
-    min_seconds: float | None = Field(None, ge=0, le=MAX_SECONDS)
-    max_seconds: float | None = Field(None, gt=0, le=MAX_SECONDS)
-
-    _fps = field_validator("fps")(classmethod(lambda cls, v: _check_rate(v)))
-
-    @model_validator(mode="after")
-    def _frames_need_fps(self) -> "LengthSpec":
-        if (self.frames is None) != (self.fps is None):
-            raise ValueError("frames and fps go together")
-        if self.target_seconds() is not None and self.target_seconds() > MAX_SECONDS:
-            raise ValueError(f"target length over {MAX_SECONDS:g} s")
-        return self
-
-    def fps_fraction(self) -> Fraction | None:
-        from .timecode import parse_rate
-
-        return None if self.fps is None else parse_rate(self.fps)  # 29.97 is NTSC's 30000/1001
-
-    def target_seconds(self) -> float | None:
-        if self.frames is not None and self.fps is not None:
-            return float(Fraction(self.frames) / self.fps_fraction())
-        return self.seconds
-
-
-class SamplingSpec(_Strict):
-    cfg_scale: float | None = Field(None, ge=0, le=50)
-    temperature: float | None = Field(None, ge=0, le=10)
-    top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=0)
-    eos_factor: float | None = Field(None, gt=0)
-    seed: int | None = Field(None, ge=0, lt=2**63)
-
-
-class SpeechTask(_Strict):
-    task: Literal["speech"] = "speech"
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
-    voice: str | None = Field(None, description="A saved voice's name (see 'voices'); or give reference_audio.")
-    reference_audio: str | None = Field(None, description="Path of a reference recording (inside the allowed roots).")
-    reference_text: str | None = Field(None, max_length=MAX_TEXT_CHARS, description="Transcript of reference_audio.")
-    length: LengthSpec = Field(default_factory=LengthSpec)
-    sampling: SamplingSpec = Field(default_factory=SamplingSpec)
-
-    @model_validator(mode="after")
-    def _one_voice(self) -> "SpeechTask":
-        if self.voice is not None and self.reference_audio is not None:
-            raise ValueError("give either voice or reference_audio, not both")
-        if self.reference_audio is not None and not self.reference_text:
-            raise ValueError("reference_audio needs reference_text (its transcript)")
-        return self
-
-
-class MusicTask(_Strict):
-    task: Literal["music"] = "music"
-    caption: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
-    tempo_bpm: float | None = Field(None, gt=0, le=400)
-    key: str | None = Field(None, max_length=32)
-    bars: int | None = Field(None, gt=0, le=1024)
-    length: LengthSpec = Field(default_factory=LengthSpec)
-    sampling: SamplingSpec = Field(default_factory=SamplingSpec)
-    continue_audio: str | None = Field(None, min_length=1, description="Continue this clip (a path inside the "
-                                       "allowed roots): its music starts the segment; length/bars is the new part.")
-    continue_from: float | None = Field(None, gt=0, le=MAX_SECONDS, description="The join, seconds into the clip "
-                                        "(default: its end; on a bar line when tempo_bpm is given).")
-    to_seconds: float | None = Field(None, gt=0, le=MAX_SECONDS, description="The whole output's length "
-                                     "(clip up to the join + new part), instead of length.")
-    loop: bool = Field(False, description="A seamless loop of length.seconds or bars (from continue_audio if given).")
-    new_only: bool = Field(False, description="Write only the new part (it butts onto the original at the join).")
-
-    @model_validator(mode="after")
-    def _continue_fields(self) -> "MusicTask":
-        if self.continue_audio is None:
-            for name in ("continue_from", "to_seconds", "new_only"):
-                if getattr(self, name) not in (None, False):
-                    raise ValueError(f"{name} goes with continue_audio")
-        if self.loop and self.new_only:
-            raise ValueError("new_only: a loop is written whole")
-        return self
-
-
-class VideoScoreTask(_Strict):
-    task: Literal["video_score"] = "video_score"
-    video: str = Field(min_length=1, description="Path of the video (inside the allowed roots).")
-    caption: str = Field("", max_length=MAX_TEXT_CHARS)
-    in_seconds: float = Field(0.0, ge=0)
-    out_seconds: float | None = Field(None, gt=0)
-    mode: Literal["vision", "reference"] = "vision"
-    frames_per_second: float = Field(1.0, gt=0, le=30)
-    max_frames: int = Field(16, ge=1, le=256)
-    length: LengthSpec = Field(default_factory=LengthSpec)
-    sampling: SamplingSpec = Field(default_factory=SamplingSpec)
-
-    @model_validator(mode="after")
-    def _in_out(self) -> "VideoScoreTask":
-        if self.out_seconds is not None and self.out_seconds <= self.in_seconds:
-            raise ValueError("out_seconds must be after in_seconds")
-        return self
-
-
-TaskSpec = Annotated[Union[SpeechTask, MusicTask, VideoScoreTask], Field(discriminator="task")]
+#: Every registered task's spec (client/tasks/): the ``spec`` of a submit, told apart by its ``task``.
+TaskSpec = Annotated[Union[tuple(t.spec for t in _tasks.all_tasks())], Field(discriminator="task")]
 
 
 class OutputOptions(_Strict):
@@ -248,6 +140,9 @@ class OutputOptions(_Strict):
     loudness_lufs: float | None = Field(None, ge=-70, le=0)
     true_peak_db: float | None = Field(None, ge=-20, le=0)
     fit_length: bool = Field(True, description="Trim/pad to the exact requested length (sample exact).")
+    overwrite: bool = Field(False, description="When name.wav is taken: False writes name-2.wav (-3 ...); True "
+                            "replaces it (and its sidecar) once the new file is complete, unless another job "
+                            "is still writing it.")
 
     @field_validator("name")
     @classmethod
@@ -273,7 +168,7 @@ class SpotInfo(_Strict):
     take: str | None = Field(None, max_length=200)
     note: str | None = Field(None, max_length=2000)
 
-    _fps = field_validator("fps")(classmethod(lambda cls, v: _check_rate(v)))
+    _fps = field_validator("fps")(classmethod(lambda cls, v: check_rate(v)))
 
     @model_validator(mode="after")
     def _position(self) -> "SpotInfo":
@@ -332,7 +227,14 @@ class StatusRequest(_Strict):
 
 class JobsRequest(_Strict):
     states: list[JobState] | None = Field(None, description="Only jobs in these states (default: all).")
-    task: TaskName | None = None
+    task: str | None = None
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, v: str | None) -> str | None:
+        if v is not None and _tasks.find(v) is None:
+            raise ValueError(f"unknown task {v!r} (wanted one of {_task_names()})")
+        return None if v is None else _tasks.get(v).name
     limit: int = Field(100, ge=1, le=10_000)
     newest_first: bool = True
 
@@ -407,7 +309,10 @@ class ErrorReply(_Loose):
     wanted: str | None = None
 
 
-class JobResult(_Loose):
+class ResultFields(_Loose):
+    """A finished job's file and its format: one definition for :class:`JobResult` (a job's record),
+    the ``done`` event and the client's ``GenerationResult``."""
+
     path: str
     sidecar: str
     seconds: float
@@ -416,6 +321,13 @@ class JobResult(_Loose):
     bit_depth: int = 24
     seed: int
     loudness_lufs: float | None = None
+
+    def result_fields(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in ResultFields.model_fields}
+
+
+class JobResult(ResultFields):
+    pass
 
 
 class JobInfo(_Loose):
@@ -614,14 +526,8 @@ class PartialEvent(_JobEvent):
     seconds: float = 0.0
 
 
-class DoneEvent(_JobEvent):
-    path: str
-    sidecar: str
-    seconds: float
-    sample_rate: int
-    channels: int
-    bit_depth: int = 24
-    seed: int
+class DoneEvent(_JobEvent, ResultFields):
+    task: str = Field("", description="The job's task (so a follower needs no request to learn it).")
 
 
 class FailedEvent(_JobEvent):
@@ -720,7 +626,7 @@ class ProtocolError(Exception):
 
 def _loc(loc: tuple[Any, ...]) -> str | None:
     # Drop discriminator tags pydantic inserts ("spec.music.caption" -> "spec.caption").
-    parts = [str(p) for p in loc if p not in ("speech", "music", "video_score")]
+    parts = [str(p) for p in loc if p not in _tasks.names()]
     return ".".join(parts) or None
 
 
@@ -738,7 +644,7 @@ def validation_error(exc: ValidationError) -> ProtocolError:
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         field = f"{field}.task" if field else "task"
         msg = "unknown task" if kind == "union_tag_invalid" else "task required"
-        wanted = "speech, music or video_score"
+        wanted = _task_names()
     elif kind == "extra_forbidden":
         msg = "unknown field"
         wanted = "no such field in this message type (see docs/protocol.md)"
@@ -801,7 +707,7 @@ def check_version(version: str | None) -> None:
 _TASK_ADAPTER: TypeAdapter[Any] = TypeAdapter(TaskSpec)
 
 
-def parse_task(data: Any) -> SpeechTask | MusicTask | VideoScoreTask:
+def parse_task(data: Any) -> TaskSpecBase:
     try:
         return _TASK_ADAPTER.validate_python(data)
     except ValidationError as exc:

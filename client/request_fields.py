@@ -7,24 +7,24 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import protocol as P
+from . import tasks
 from .errors import BadRequest, from_protocol_error
 
-__all__ = ["TASK_NAMES", "build_request"]
+__all__ = ["task_name", "build_request"]
 
-# CLI / batch task names -> protocol task names
-TASK_NAMES = {"speech": "speech", "music": "music", "score": "video_score", "video_score": "video_score"}
+
+
+def task_name(kind: str) -> str | None:
+    """The protocol task of a flat name (``score`` -> ``video_score``), or None."""
+    t = tasks.find(kind)
+    return t.name if t is not None else None
+
 _SAMPLING = ("seed", "cfg_scale", "temperature", "top_p", "top_k", "eos_factor")
 _LENGTH = {"seconds": "seconds", "frames": "frames", "fps": "fps", "min_seconds": "min_seconds",
            "max_seconds": "max_seconds"}
-_OUTPUT = ("sample_rate", "channels", "bit_depth", "true_peak_db", "fit_length")
+_OUTPUT = ("sample_rate", "channels", "bit_depth", "true_peak_db", "fit_length", "overwrite")
 _TOP = ("priority", "stream_partial", "tag")
 _SPOT = ("record_in", "drop", "project", "scene", "take", "note")
-_SPEC = {
-    "speech": ("text", "voice", "reference_audio", "reference_text"),
-    "music": ("caption", "tempo_bpm", "key", "bars", "continue_audio", "continue_from", "to_seconds", "loop",
-              "new_only"),
-    "video_score": ("video", "caption", "in_seconds", "out_seconds", "mode", "frames_per_second", "max_frames"),
-}
 
 
 def build_request(kind: str, **fields: Any) -> P.SubmitRequest:
@@ -40,9 +40,11 @@ def build_request(kind: str, **fields: Any) -> P.SubmitRequest:
     Paths are made absolute here (the daemon resolves nothing relative to the client's cwd).
     Raises BadRequest naming the field.
     """
-    task = TASK_NAMES.get(kind)
-    if task is None:
-        raise BadRequest(f"unknown task {kind!r} (speech, music or score)", "invalid_input", "task")
+    td = tasks.find(kind)
+    if td is None:
+        kinds = ", ".join(t.kind for t in tasks.all_tasks())
+        raise BadRequest(f"unknown task {kind!r} ({kinds})", "invalid_input", "task")
+    task, own, files = td.name, td.own_fields(), td.input_files
     fields = {k: v for k, v in fields.items() if v is not None}
     spec: dict[str, Any] = {"task": task}
     length: dict[str, Any] = {}
@@ -68,8 +70,8 @@ def build_request(kind: str, **fields: Any) -> P.SubmitRequest:
                 spot["record_in"] = text
         elif key in _SPOT:
             spot[key] = value
-        elif key in _SPEC[task]:
-            if key in ("reference_audio", "video", "continue_audio"):
+        elif key in own:
+            if key in files:
                 value = str(Path(str(value)).expanduser().resolve())
             spec[key] = value
         elif key in _LENGTH:
@@ -93,9 +95,6 @@ def build_request(kind: str, **fields: Any) -> P.SubmitRequest:
             top[key] = value
         else:
             raise BadRequest(f"{key}: unknown field for a {kind} request", "invalid_input", key)
-    if task == "music" and spec.get("bars") and spec.get("tempo_bpm") and not length and not spec.get("to_seconds"):
-        # Bars at a tempo are a sample-exact length for a DAW: 4/4, seconds = bars * 4 beats * 60 / BPM.
-        length["seconds"] = float(spec["bars"]) * 4 * 60.0 / float(spec["tempo_bpm"])
     if length:
         spec["length"] = length
     if sampling:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Protocol
 
 from ..client import wire
+from ..client.settings import Settings
 from ..client.protocol import (
     IDEMPOTENCY_WINDOW_S,
     CancelReply,
@@ -40,18 +42,39 @@ from ..client.protocol import (
 )
 from . import outputs, probe
 from .logs import get_logger
-from .model_host import error_from_exception
-from .queue import row_to_info
-from .worker import batch_key
-
-if TYPE_CHECKING:
-    from .server import Daemon
+from .events import Outbox, Publisher
+from .files import FileServer
+from .model_host import ModelHost, error_from_exception
+from .queue import JobStore, row_to_info
+from .voices import VoiceStore
+from .worker import Worker, batch_key
 
 log = get_logger("server")
 
 
+class DaemonParts(Protocol):
+    """What the handlers use of the daemon (daemon/server.py builds them): its parts, not its sockets.
+    Declared here so this module does not import the server that imports it."""
+
+    settings: Settings
+    version: str
+    started: float
+    stopping: bool
+    roots: list[Path]
+    store: JobStore
+    host: ModelHost
+    worker: Worker
+    voices: VoiceStore
+    files: FileServer
+    outbox: Outbox
+    publisher: Publisher
+    osc: Any  # osc_server.OscSocket or None
+
+    def request_stop(self, requeue_running: bool = True) -> None: ...
+
+
 class Handlers:
-    def __init__(self, daemon: Daemon):
+    def __init__(self, daemon: DaemonParts):
         self.d = daemon
 
     def dispatch(self, msg_type: str, req: Any, *, deferred: Any = None, osc: Any = None
@@ -96,19 +119,10 @@ class Handlers:
 
     def check_submit(self, req: SubmitRequest) -> None:
         d = self.d
-        spec = req.spec
-        if spec.task == "speech":
-            if spec.reference_audio:
-                outputs.check_input_file(spec.reference_audio, d.roots, "spec.reference_audio")
-            if spec.voice is not None and not d.voices.exists(spec.voice):
-                raise ProtocolError("not_found", f"no saved voice named {spec.voice!r}", field="spec.voice",
-                                    wanted="a name from 'voices ls', or reference_audio + reference_text")
-        elif spec.task == "video_score":
-            outputs.check_input_file(spec.video, d.roots, "spec.video")
-        elif spec.task == "music" and spec.continue_audio:
-            outputs.check_input_file(spec.continue_audio, d.roots, "spec.continue_audio")
+        outputs.check_input_files(req.spec, d.roots)
         folder = outputs.output_folder(req.output.folder, d.settings.output_path, d.roots)
-        probe.probe_submit(req, folder)  # open the inputs now: a bad file is refused, not failed later
+        # open the inputs now: a bad file is refused, not failed later
+        probe.probe_submit(req, folder, d.roots, d.voices)
 
     def on_submit(self, req: SubmitRequest, *, osc: Any = None, **_: Any) -> Any:
         d = self.d
@@ -209,7 +223,7 @@ class Handlers:
                 raise ProtocolError("not_found", f"no saved voice named {req.name!r}", field="name")
             return VoicesReply(voices=d.voices.list()), None
         path = outputs.check_input_file(req.audio_path, d.roots, "audio_path")
-        d.voices._dir(req.name)  # validates the name now
+        d.voices.check_name(req.name)  # validates the name now
         which, envelope, parent_id = deferred
 
         def op() -> None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import ipaddress
 import math
 import socket
+import typing
 from typing import Any
 
 from pythonosc.osc_bundle import OscBundle
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
+from ..client import tasks
 from ..client.protocol import PROTOCOL_VERSION, ProtocolError
 from .logs import get_logger
 
@@ -26,12 +28,14 @@ log = get_logger("osc")
 OSC_PREFIX = "/unimoe"
 # Requests (client -> daemon)
 OSC_PING = "/unimoe/ping"
-OSC_SPEECH = "/unimoe/speech"
-OSC_MUSIC = "/unimoe/music"
-OSC_VIDEO_SCORE = "/unimoe/video-score"
 OSC_CANCEL = "/unimoe/cancel"
 OSC_STATUS = "/unimoe/status"
-OSC_REQUESTS = (OSC_PING, OSC_SPEECH, OSC_MUSIC, OSC_VIDEO_SCORE, OSC_CANCEL, OSC_STATUS)
+# each task's own address and positional arguments come from its module (client/tasks/)
+OSC_SPEECH = tasks.get("speech").osc_address
+OSC_MUSIC = tasks.get("music").osc_address
+OSC_VIDEO_SCORE = tasks.get("video_score").osc_address
+_TASKS = {t.osc_address: (t.name, t.osc_args) for t in tasks.all_tasks() if t.osc_address}
+OSC_REQUESTS = (OSC_PING, *_TASKS, OSC_CANCEL, OSC_STATUS)
 # Replies and job notifications (daemon -> the sender's address, or host:reply_port)
 OSC_PONG = "/unimoe/pong"  # protocol_version pid
 OSC_ACCEPTED = "/unimoe/accepted"  # job_id position tag
@@ -60,23 +64,6 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "top_p": (_SPEC, "sampling", "top_p"),
     "top_k": (_SPEC, "sampling", "top_k"),
     "eos_factor": (_SPEC, "sampling", "eos_factor"),
-    "voice": (_SPEC, "voice"),
-    "reference_audio": (_SPEC, "reference_audio"),
-    "reference_text": (_SPEC, "reference_text"),
-    "tempo_bpm": (_SPEC, "tempo_bpm"),
-    "key": (_SPEC, "key"),
-    "bars": (_SPEC, "bars"),
-    # Continue the editor's clip / loops (model/continuation.py): /unimoe/music "caption" continue "/path.wav" ...
-    "continue": (_SPEC, "continue_audio"),
-    "from": (_SPEC, "continue_from"),
-    "to_seconds": (_SPEC, "to_seconds"),
-    "loop": (_SPEC, "loop"),
-    "new_only": (_SPEC, "new_only"),
-    "in": (_SPEC, "in_seconds"),
-    "out": (_SPEC, "out_seconds"),
-    "mode": (_SPEC, "mode"),
-    "frames_per_second": (_SPEC, "frames_per_second"),
-    "max_frames": (_SPEC, "max_frames"),
     "folder": ("output", "folder"),
     "name": ("output", "name"),
     "sample_rate": ("output", "sample_rate"),
@@ -86,6 +73,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "true_peak_db": ("output", "true_peak_db"),
     "normalize": ("output", "normalize"),
     "fit_length": ("output", "fit_length"),
+    "overwrite": ("output", "overwrite"),
     "priority": ("priority",),
     "request_id": ("request_id",),  # idempotency key: a resent datagram makes no second job
     # Spotting (BWF bext + iXML in the WAV): the timeline position and production notes.
@@ -98,17 +86,38 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "note": ("spot", "note"),
 }
 # The OSC type each key takes, as the ZeroMQ schema types the field it fills (client/protocol.py).
-_FLOAT = ("seconds", "min_seconds", "max_seconds", "cfg_scale", "temperature", "top_p", "eos_factor", "tempo_bpm",
-          "in", "out", "frames_per_second", "loudness_lufs", "true_peak_db", "record_seconds", "from", "to_seconds")
-_INT = ("frames", "seed", "top_k", "bars", "max_frames", "sample_rate", "channels", "bit_depth", "priority")
-_FLAG = ("normalize", "fit_length", "progress", "loop", "new_only")
+_FLOAT = ["seconds", "min_seconds", "max_seconds", "cfg_scale", "temperature", "top_p", "eos_factor",
+          "loudness_lufs", "true_peak_db", "record_seconds"]
+_INT = ["frames", "seed", "top_k", "sample_rate", "channels", "bit_depth", "priority"]
+
+
+def _scalar(annotation: Any) -> type | None:
+    """float, int or None (text) for a spec field's annotation (``float | None`` -> float)."""
+    for t in (float, int):
+        if annotation is t or t in typing.get_args(annotation):
+            return t
+    return None
+
+
+# each task's optional keys (its own fields; aliases such as "in" for in_seconds), typed as its spec types them
+for _t in tasks.all_tasks():
+    for _key, _field in _t.osc_keys().items():
+        _KEYS.setdefault(_key, (_SPEC, _field))
+        _kind = _scalar(_t.spec.model_fields[_field].annotation)
+        if _kind is float and _key not in _FLOAT:
+            _FLOAT.append(_key)
+        elif _kind is int and _key not in _INT:
+            _INT.append(_key)
+_FLAG = ["normalize", "fit_length", "overwrite", "progress"]
+for _t in tasks.all_tasks():  # a task's own yes/no fields (music's loop, new_only) are flags too
+    for _key, _field in _t.osc_keys().items():
+        if _t.spec.model_fields[_field].annotation in (bool, bool | None) and _key not in _FLAG:
+            _FLAG.append(_key)
 _NUMBER_OR_STRING = ("fps", "record_fps")  # 25, 29.97 or "24000/1001"
 _REPLY_KEYS = ("reply_port", "reply_host", "tag", "progress")
 _FIELD_TO_KEY = {".".join(v): k for k, v in _KEYS.items()}
-_FIELD_TO_KEY.update({"spec.text": "text", "spec.caption": "caption", "spec.video": "video", "job_id": "job_id"})
-
-_TASKS = {OSC_SPEECH: ("speech", ("text",)), OSC_MUSIC: ("music", ("caption",)),
-          OSC_VIDEO_SCORE: ("video_score", ("video", "caption"))}
+_FIELD_TO_KEY.update({f"spec.{a}": a for _t in tasks.all_tasks() for a in _t.osc_args})
+_FIELD_TO_KEY["job_id"] = "job_id"
 _SIMPLE = {OSC_PING: ("ping", ()), OSC_STATUS: ("status", ()), OSC_CANCEL: ("cancel", ("job_id",))}
 
 
@@ -244,7 +253,7 @@ def parse(address: str, args: list[Any], sender: tuple[str, int]) -> OscRequest:
             progress = typed("progress", v)
         elif task in ("ping", "status", "cancel") or k not in _KEYS:
             raise ProtocolError("invalid_input", f"unknown key {k!r} for {address}", field=k,
-                                wanted=", ".join(_REPLY_KEYS + (tuple(_KEYS) if task in ("speech", "music", "video_score") else ())))
+                                wanted=", ".join(_REPLY_KEYS + (tuple(_KEYS) if tasks.find(task) is not None else ())))
         else:
             _set(content, _KEYS[k], typed(k, v))
     if task in ("ping", "status"):

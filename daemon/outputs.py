@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..client import bwf
+from ..client import bwf, connection, tasks
 from ..client.protocol import PROTOCOL_VERSION, OutputOptions, ProtocolError, SpotInfo
 
 TMP_PREFIX = ".unimoe-"
@@ -53,6 +53,14 @@ def check_input_file(path: str, roots: list[Path], field: str) -> Path:
     if not p.is_file():
         raise ProtocolError("not_found", f"no such file: {path}", field=field, wanted="an existing file")
     return p
+
+
+def check_input_files(spec: Any, roots: list[Path]) -> None:
+    """Every input file the task's spec names (client/tasks/: ``input_files``) is inside the roots and exists."""
+    for name in tasks.get(spec.task).input_files:
+        value = getattr(spec, name, None)
+        if value:
+            check_input_file(value, roots, f"spec.{name}")
 
 
 def output_folder(folder: str | None, default: Path, roots: list[Path], field: str = "output.folder") -> Path:
@@ -120,33 +128,29 @@ def _umask() -> int:
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".json.tmp", dir=path.parent)
+    text = json.dumps(data, indent=2, default=str).encode("utf-8")
+    connection.write_atomic(path, text, 0o666 & ~_umask(), prefix=TMP_PREFIX, suffix=".json.tmp")
+
+
+def _sidecar(path: Path) -> dict[str, Any]:
     try:
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, default=str)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _sidecar_job(path: Path) -> str | None:
-    try:
-        return json.loads(path.read_text("utf-8")).get("job_id")
-    except (OSError, ValueError, AttributeError):
-        return None
+    return _sidecar(path).get("job_id")
 
 
-def reserve_name(folder: Path, stem: str, job_id: str, suffix: str = ".wav") -> Path:
-    """Pick the job's unique final path ``stem.wav`` / ``stem-2.wav``... and reserve it by creating its
-    sidecar (``os.link`` of a placeholder: atomic, never overwrites). A name whose sidecar already names
-    ``job_id`` is this job's own, from an attempt killed while writing: it is reused, so a rerun never
-    leaves a duplicate or an orphan."""
+def reserve_name(folder: Path, stem: str, job_id: str, suffix: str = ".wav", *, overwrite: bool = False) -> Path:
+    """Pick the job's final path and reserve it by creating its sidecar (``os.link`` of a placeholder:
+    atomic, never overwrites). The name asked for is ``stem.wav``; when it is taken, ``overwrite``
+    (``output.overwrite``) takes it over unless another job is still writing it (its old file is replaced
+    only when the new one is complete), else the next free ``stem-2.wav``, ``stem-3.wav``... is used.
+    A name whose sidecar already names ``job_id`` is this job's own, from an attempt killed while
+    writing: it is reused, so a rerun never leaves a duplicate or an orphan."""
     fd, ph = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{job_id}.", suffix=".json.tmp", dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -159,7 +163,10 @@ def reserve_name(folder: Path, stem: str, job_id: str, suffix: str = ".wav") -> 
             if side.exists():
                 if _sidecar_job(side) == job_id:
                     return final
-            elif not final.exists():
+                if overwrite and n == 1 and _sidecar(side).get("state") != "writing":
+                    os.replace(ph, side)  # the name is this job's now; its audio replaces the old file
+                    return final
+            elif not final.exists() or (overwrite and n == 1):
                 try:
                     os.link(ph, side)
                     return final
@@ -263,7 +270,7 @@ def write_output(
         chunks = spot_chunks(spot, job_id=job_id, sample_rate=out_rate, bit_depth=bit_depth, channels=channels,
                              description=description, loudness=info.get("loudness"), version=version) if spot else []
         audio_out.write_wav(tmp, x, out_rate, bit_depth=bit_depth, chunks=chunks)
-        final = reserve_name(folder, stem, job_id)
+        final = reserve_name(folder, stem, job_id, overwrite=opts.overwrite)
         os.replace(tmp, final)  # atomic: the .wav appears complete or not at all
     finally:
         with contextlib.suppress(OSError):

@@ -9,14 +9,17 @@ created. ffprobe reads headers only, so a probe costs tens of milliseconds, not 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
+from typing import Any
 
+from ..client import tasks
 from ..client.protocol import ProtocolError, SubmitRequest
+from ..client.spec import MAX_SECONDS
 from ..model import media
 from ..model.errors import UniMoEError
 
-# A clip may end this far past the probed duration: containers round durations to a frame or a packet.
-END_TOLERANCE_S = 0.1
+END_TOLERANCE_S = media.END_TOLERANCE_S
 
 
 def _media_info(path: str, field: str) -> media.MediaInfo:
@@ -49,6 +52,10 @@ def probe_video(path: str, in_seconds: float, out_seconds: float | None, field: 
         raise ProtocolError("invalid_input", f"{in_seconds:g} s is at or past the end of the video "
                             f"({info.duration:.2f} s)", field="spec.in_seconds",
                             wanted=f"a start before {info.duration:.2f} s")
+    end = info.duration if out_seconds is None else out_seconds
+    if end - in_seconds > MAX_SECONDS:
+        raise ProtocolError("invalid_input", f"a clip of {end - in_seconds:.1f} s is too long", field="spec.out_seconds",
+                            wanted=f"a clip of at most {MAX_SECONDS:g} s (give out_seconds)")
     if out_seconds is not None and out_seconds > info.duration + END_TOLERANCE_S:
         raise ProtocolError("invalid_input", f"{out_seconds:g} s is past the end of the video "
                             f"({info.duration:.2f} s)", field="spec.out_seconds",
@@ -115,16 +122,11 @@ def probe_output_folder(folder: Path, field: str = "output.folder") -> None:
                             wanted="a folder the daemon's user can write")
 
 
-def probe_submit(req: SubmitRequest, output_folder: Path) -> None:
-    """Everything a submit can check about its inputs before it is queued (raises ProtocolError)."""
-    spec = req.spec
-    if spec.task == "speech" and spec.reference_audio:
-        probe_reference_audio(spec.reference_audio)
-    elif spec.task == "video_score":
-        probe_video(spec.video, spec.in_seconds, spec.out_seconds)
-    elif spec.task == "music":
-        if spec.loop:
-            check_loop_length(spec)
-        if spec.continue_audio:
-            probe_continue_audio(spec.continue_audio, spec.continue_from, spec.to_seconds)
+def probe_submit(req: SubmitRequest, output_folder: Path, roots: list[Path], voices: Any) -> None:
+    """Everything a submit can check about its inputs before it is queued (raises ProtocolError): the
+    task's own probe (client/tasks/; it gets this module's probes and the voices), then the output folder."""
+    task = tasks.get(req.spec.task)
+    if task.probe is not None:
+        task.probe(req.spec, tasks.ProbeContext(roots=roots, voices=voices, media=sys.modules[__name__],
+                                                error=ProtocolError))
     probe_output_folder(output_folder)

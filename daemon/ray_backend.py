@@ -31,6 +31,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterator
 
+from ..client import tasks
 from ..client.protocol import ActorInfo, BackendInfo, ErrorReply, SubmitRequest
 from ..client.settings import Settings
 from .logs import get_logger
@@ -223,7 +224,7 @@ def _materialize(job: dict[str, Any], tmp: Path) -> Any:
 def _inputs_of(mreq: Any) -> dict[str, tuple[str, bytes]]:
     """The input files a model request names, as bytes (the actor's node may not see this filesystem)."""
     out: dict[str, tuple[str, bytes]] = {}
-    for name in ("reference_audio", "video"):
+    for name in tasks.input_fields():  # the tasks' input-file fields (client/tasks/)
         path = getattr(mreq, name, None)
         if path:
             out[name] = (Path(path).suffix, Path(path).read_bytes())

@@ -30,10 +30,14 @@ class VoiceStore:
     def __init__(self, root: Path):
         self.root = Path(root)
 
-    def _dir(self, name: str, field: str = "name") -> Path:
+    def check_name(self, name: str, field: str = "name") -> None:
+        """A voice name the store takes (ProtocolError naming ``field`` otherwise)."""
         if not _NAME.match(name or "") or ".." in name:
             raise ProtocolError("invalid_input", f"bad voice name {name!r}", field=field,
                                 wanted="letters, digits, space, _ . - (up to 100)")
+
+    def _dir(self, name: str, field: str = "name") -> Path:
+        self.check_name(name, field)
         return self.root / name
 
     def exists(self, name: str) -> bool:

@@ -27,6 +27,7 @@ from ..client.protocol import (
     ProtocolError,
     SubmitRequest,
 )
+from ..client import tasks
 from ..client.settings import Settings
 from . import outputs
 from .executor import JobExecutor, LocalEngineExecutor
@@ -50,44 +51,35 @@ def batch_key(req: SubmitRequest) -> str:
 
 
 def to_model_request(req: SubmitRequest, voices: VoiceStore) -> Any:
-    from ..model.requests import Length, MusicRequest, SamplingParams, SpeechRequest, VideoScoreRequest
+    """The engine's request for a job: the fields every task shares mapped here, the rest by the task's
+    own ``model_request`` (client/tasks/). A task that brings its own preparation is taught to the engine."""
+    from ..model.requests import Length, SamplingParams
 
     spec = req.spec
+    task = tasks.get(spec.task)
     ls = spec.length
-    length = Length(seconds=ls.seconds, frames=ls.frames, fps=ls.fps_fraction(), min_seconds=ls.min_seconds,
-                    max_seconds=ls.max_seconds)
-    sampling = SamplingParams(**spec.sampling.model_dump())
-    stream_every = PARTIAL_EVERY_SECONDS if req.stream_partial else None
-    if spec.task == "speech":
-        codes, ref_text = None, spec.reference_text
-        if spec.voice is not None:
-            codes, ref_text = voices.load(spec.voice)
-        return SpeechRequest(text=spec.text, reference_audio=spec.reference_audio, reference_text=ref_text,
-                             voice_codes=codes, length=length, sampling=sampling, stream_every=stream_every)
-    if spec.task == "music":
-        return MusicRequest(caption=spec.caption, tempo_bpm=spec.tempo_bpm, key=spec.key, bars=spec.bars,
-                            length=length, sampling=sampling, stream_every=stream_every,
-                            continue_audio=spec.continue_audio, continue_from=spec.continue_from,
-                            to_seconds=spec.to_seconds, loop=spec.loop)
-    return VideoScoreRequest(video=spec.video, caption=spec.caption, in_seconds=spec.in_seconds,
-                             out_seconds=spec.out_seconds, mode=spec.mode, frames_per_second=spec.frames_per_second,
-                             max_frames=spec.max_frames, length=length, sampling=sampling,
-                             stream_every=stream_every)
+    if ls.frames is None and ls.seconds is None:
+        # the task's own length rule (bars at a tempo, a clip's in/out), computed once: client/spec.py
+        length = Length(seconds=spec.target_seconds(), min_seconds=ls.min_seconds, max_seconds=ls.max_seconds)
+    else:
+        length = Length(seconds=ls.seconds, frames=ls.frames, fps=ls.fps_fraction(), min_seconds=ls.min_seconds,
+                        max_seconds=ls.max_seconds)
+    ctx = tasks.ModelContext(length=length, sampling=SamplingParams(**spec.sampling.model_dump()),
+                             stream_every=PARTIAL_EVERY_SECONDS if req.stream_partial else None, voices=voices)
+    if task.model_request is None:
+        raise ProtocolError("internal", f"task {task.name!r} has no model_request hook", field="spec.task")
+    register_model_task(task)
+    return task.model_request(spec, ctx)
 
 
-def target_seconds(req: SubmitRequest) -> float | None:
-    spec = req.spec
-    t = spec.length.target_seconds()
-    if t is None and spec.task == "video_score" and spec.out_seconds is not None:
-        t = spec.out_seconds - spec.in_seconds
-    return t
+def register_model_task(task: tasks.TaskDef) -> None:
+    """Teach the engine a task that brings its own preparation (idempotent; the built-in ones it knows)."""
+    if task.prepare is None or task.request_type is None:
+        return
+    from ..model import tasks as model_tasks
 
-
-def _describe(req: SubmitRequest) -> str:
-    """A one-line description of the request for the BWF Description field."""
-    spec = req.spec
-    text = getattr(spec, "caption", None) or getattr(spec, "text", None) or ""
-    return f"{spec.task}: {text}".strip().rstrip(":")
+    if model_tasks.PREPARE.get(task.name) is not task.prepare:
+        model_tasks.register_task(task.name, task.request_type, task.prepare, task.sampling_defaults)
 
 
 class _Internal(Exception):
@@ -252,13 +244,7 @@ class Worker(threading.Thread):
         try:
             req = SubmitRequest.model_validate_json(row["request"])
             # Inputs may have vanished since the job was queued.
-            spec = req.spec
-            if spec.task == "speech" and spec.reference_audio:
-                outputs.check_input_file(spec.reference_audio, self.roots, "spec.reference_audio")
-            if spec.task == "video_score":
-                outputs.check_input_file(spec.video, self.roots, "spec.video")
-            if spec.task == "music" and spec.continue_audio:
-                outputs.check_input_file(spec.continue_audio, self.roots, "spec.continue_audio")
+            outputs.check_input_files(req.spec, self.roots)
             mreq = to_model_request(req, self.voices)
         except ProtocolError as exc:
             self._fail(row, exc.to_reply())
@@ -385,14 +371,15 @@ class Worker(threading.Thread):
         }
         out = outputs.write_output(res.audio, int(res.sample_rate), job_id=row["id"], task=req.spec.task,
                                    folder=folder, name=req.output.name, opts=req.output, defaults=s,
-                                   target_seconds=target_seconds(req), sidecar=sidecar, spot=req.spot,
-                                   description=_describe(req), version=self.version,
-                                   splice=(res.info or {}).get("splice"),
+                                   target_seconds=req.spec.target_seconds(), sidecar=sidecar, spot=req.spot,
+                                   description=f"{req.spec.task}: {req.spec.describe()}".strip().rstrip(":"),
+                                   version=self.version, splice=(res.info or {}).get("splice"),
                                    new_only=bool(getattr(req.spec, "new_only", False)))
         result = JobResult(seed=int(res.seed), **out)
         self.store.finish(row["id"], "done", result=result)
         log.info("job %s done: %s (%.2f s audio)", row["id"], result.path, result.seconds)
-        self.outbox.event("done", {"job_id": row["id"], "tag": row["tag"], **result.model_dump()})
+        self.outbox.event("done", {"job_id": row["id"], "tag": row["tag"], "task": req.spec.task,
+                                   **result.model_dump()})
         if req.stream_partial:
             import shutil
 

@@ -20,7 +20,6 @@ KEYS = ["", "C major", "G major", "D major", "A major", "E major", "F major", "B
         "A minor", "E minor", "B minor", "D minor", "G minor", "C minor", "F# minor"]
 RATES = [("default", None), ("44100 Hz", 44100), ("48000 Hz", 48000), ("96000 Hz", 96000)]
 CHANNELS = [("default", None), ("stereo", 2), ("mono", 1)]
-TABS = ("music", "speech", "score")
 
 
 class _Row(QWidget):

@@ -13,6 +13,8 @@ from typing import Any
 from PySide6.QtCore import QAbstractTableModel, QMimeData, QModelIndex, QPersistentModelIndex, Qt
 from PySide6.QtGui import QBrush, QColor
 
+from unimoe_audio.client import tasks
+
 from .audio import Peaks
 from .widgets import file_mime
 
@@ -21,7 +23,6 @@ FINAL_STATES = ("done", "failed", "cancelled")
 # Model columns keep their indices (scripts and tests read File at 6); the view shows Take and Wave earlier.
 COLUMNS = ("Task", "Description", "State", "Progress", "Stage", "ETA", "File", "Take", "Wave")
 COL_TASK, COL_DESC, COL_STATE, COL_PROGRESS, COL_STAGE, COL_ETA, COL_FILE, COL_TAKE, COL_WAVE = range(len(COLUMNS))
-_KIND_OF_TASK = {"video_score": "score"}
 
 
 def group_key(kind: str, fields: dict[str, Any]) -> str:
@@ -37,7 +38,8 @@ def flat_fields(request: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
         return "", {}
     spec = dict(request.get("spec") or {})
     task = spec.pop("task", "")
-    kind = _KIND_OF_TASK.get(task, task)
+    known = tasks.find(task)
+    kind = known.kind if known is not None else task
     fields: dict[str, Any] = {}
     length = spec.pop("length", None) or {}
     sampling = spec.pop("sampling", None) or {}
@@ -58,7 +60,12 @@ def flat_fields(request: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
             fields[k] = out[k]
     return kind, fields
 
-_TASK_LABEL = {"music": "Music", "speech": "Speech", "video_score": "Score", "score": "Score"}
+
+
+def task_label(task: str) -> str:
+    """The task's label from its module (client/tasks/), e.g. ``Score`` for video_score."""
+    known = tasks.find(task)
+    return known.label if known is not None and known.label else task
 _STATE_COLOR = {"done": "#2e7d32", "failed": "#c62828", "cancelled": "#757575", "running": "#1565c0",
                 "queued": "#6d4c41"}
 
@@ -135,7 +142,7 @@ class JobsModel(QAbstractTableModel):
         col = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
             if col == COL_TASK:
-                return _TASK_LABEL.get(row.task, row.task)
+                return task_label(row.task)
             if col == COL_DESC:
                 return row.description
             if col == COL_STATE:

@@ -5,7 +5,7 @@
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QKeySequence, QShortcut
@@ -14,12 +14,11 @@ from PySide6.QtWidgets import (
     QToolButton, QVBoxLayout, QWidget,
 )
 
+from unimoe_audio.client import tasks
+
 from .forms import MusicForm, OutputBox, ScoreForm, SpeechForm
 from .jobs_model import COL_DESC, COL_PROGRESS, COL_STAGE, COL_TAKE, COL_TASK, COL_WAVE, COLUMNS, JobsModel
 from .widgets import ProgressDelegate, WaveDelegate, WaveformView
-
-if TYPE_CHECKING:
-    from .panel import Panel
 
 __all__ = ["build", "TABS", "TINY_WARNING", "OFFLINE_HINT", "ERROR_STYLE"]
 
@@ -31,7 +30,7 @@ OFFLINE_HINT = "start one with 'unimoe-audio serve' or press Connect"
 ERROR_STYLE = "border: 1px solid #c62828;"
 
 
-def build(panel: "Panel") -> None:
+def build(panel: Any) -> None:  # the Panel (which imports this module)
     root = QVBoxLayout(panel)
     root.setContentsMargins(10, 10, 10, 10)
     root.setSpacing(8)
@@ -42,7 +41,7 @@ def build(panel: "Panel") -> None:
     panel._sync_buttons()
 
 
-def _status_row(panel: "Panel", root: QVBoxLayout) -> None:
+def _status_row(panel: Any, root: QVBoxLayout) -> None:
     """The daemon's status line, Connect, and the tiny-model warning."""
     top = QHBoxLayout()
     panel.status_label = QLabel("Connecting to the daemon…")
@@ -64,40 +63,47 @@ def _status_row(panel: "Panel", root: QVBoxLayout) -> None:
     root.addWidget(panel.tiny_warning)
 
 
-def _forms(panel: "Panel", root: QVBoxLayout) -> None:
+def _forms(panel: Any, root: QVBoxLayout) -> None:
     """The task forms as tabs, with the History and Presets menus in the tab bar's corner."""
     panel.tabs = QTabWidget()
     panel.music = MusicForm()
     panel.speech = SpeechForm()
     panel.score = ScoreForm()
-    panel.tabs.addTab(panel.music, "Music")
-    panel.tabs.addTab(panel.speech, "Speech")
-    panel.tabs.addTab(panel.score, "Score")
+    for kind in TABS:  # labels and field hints from the tasks' modules (client/tasks/)
+        form, task = getattr(panel, kind), tasks.get(kind)
+        panel.tabs.addTab(form, task.label)
+        for name, hint in task.form.items():
+            w = form.widget_for(name)
+            if w is not None and not w.toolTip():
+                w.setToolTip(hint)
     panel.speech.refresh_voices.connect(lambda: panel._do_voices.emit())
     panel.speech.save_voice.connect(panel.ask_save_voice)
     corner = QWidget()
     lay = QHBoxLayout(corner)
     lay.setContentsMargins(0, 0, 0, 2)
     lay.setSpacing(2)
-    panel.history_button = QToolButton()
-    panel.history_button.setText("History")
-    panel.history_button.setToolTip("Prompts you generated with on this tab (kept between sessions)")
-    panel.history_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
-    panel.history_button.setMenu(QMenu(panel.history_button))
-    panel.history_button.menu().aboutToShow.connect(panel._fill_history_menu)
-    panel.presets_button = QToolButton()
-    panel.presets_button.setText("Presets")
-    panel.presets_button.setToolTip("Saved settings of this tab; 'Save as preset…' keeps the current ones")
-    panel.presets_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
-    panel.presets_button.setMenu(QMenu(panel.presets_button))
-    panel.presets_button.menu().aboutToShow.connect(panel._fill_presets_menu)
+    panel.history_button = _menu_button("History", "Prompts you generated with on this tab (kept between sessions)",
+                                        panel._fill_history_menu)
+    panel.presets_button = _menu_button("Presets", "Saved settings of this tab; 'Save as preset…' keeps the "
+                                        "current ones", panel._fill_presets_menu)
     lay.addWidget(panel.history_button)
     lay.addWidget(panel.presets_button)
     panel.tabs.setCornerWidget(corner, Qt.Corner.TopRightCorner)
     root.addWidget(panel.tabs)
 
 
-def _generate_row(panel: "Panel", root: QVBoxLayout) -> None:
+def _menu_button(text: str, tip: str, fill: Any) -> QToolButton:
+    """A tool button that opens a menu, filled by ``fill`` each time it is about to show."""
+    b = QToolButton()
+    b.setText(text)
+    b.setToolTip(tip)
+    b.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+    b.setMenu(QMenu(b))
+    b.menu().aboutToShow.connect(fill)
+    return b
+
+
+def _generate_row(panel: Any, root: QVBoxLayout) -> None:
     """Output settings, the error and offline lines, and Generate (Ctrl+Return)."""
     panel.output = OutputBox()
     root.addWidget(panel.output)
@@ -133,7 +139,7 @@ def _generate_row(panel: "Panel", root: QVBoxLayout) -> None:
     QShortcut(QKeySequence("Ctrl+Return"), panel, activated=panel.generate)
 
 
-def _takes_list(panel: "Panel", root: QVBoxLayout) -> None:
+def _takes_list(panel: Any, root: QVBoxLayout) -> None:
     """The takes: one row per job, grouped by request, with progress and a waveform column."""
     line = QFrame()
     line.setFrameShape(QFrame.Shape.HLine)
@@ -171,7 +177,7 @@ def _takes_list(panel: "Panel", root: QVBoxLayout) -> None:
     root.addWidget(panel.table, 1)
 
 
-def _transport(panel: "Panel", root: QVBoxLayout) -> None:
+def _transport(panel: Any, root: QVBoxLayout) -> None:
     """The selected take's waveform and transport: play, loop, A/B, keep, regenerate."""
     panel.waveform = WaveformView()
     panel.waveform.seek_requested.connect(panel.seek)
@@ -207,7 +213,7 @@ def _transport(panel: "Panel", root: QVBoxLayout) -> None:
     root.addLayout(transport)
 
 
-def _job_buttons(panel: "Panel", root: QVBoxLayout) -> None:
+def _job_buttons(panel: Any, root: QVBoxLayout) -> None:
     """Cancel, reveal, copy path, clear finished."""
     buttons = QHBoxLayout()
     panel.cancel_button = QPushButton("Cancel")

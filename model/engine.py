@@ -27,7 +27,7 @@ import torch
 
 from . import tasks as T
 from .errors import CheckpointError, InvalidInput, MediaError, UniMoEError
-from .generation import DecodeSession, DecoderBackend, GenItem, GenResult, default_static, generate
+from .generation import DecodeSession, DecoderBackend, default_static
 from .scheduler import JobBatch
 from .requests import AudioResult, MusicRequest, ProgressCallback, SpeechRequest, VideoScoreRequest
 
@@ -282,11 +282,6 @@ class Engine:
     def fit_length(self, audio: np.ndarray, n: int) -> np.ndarray:
 
         return fit_length(audio, n)
-
-    def _generate(self, items: list[GenItem]) -> list[GenResult | BaseException]:
-        with torch.inference_mode():
-            return generate(self.lm, items, placeholder_id=self.placeholder_id, video_token_id=self.video_token_id,
-                            delays=self.delays, static=self.static)
 
     def session(self) -> DecodeSession:
         """A new continuous decode session on this engine's model (generation.DecodeSession)."""

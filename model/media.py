@@ -17,6 +17,14 @@ from .errors import InvalidInput, MediaError
 from .resample import resample
 
 MODEL_RATE = 16000
+# A clip may end this far past the probed duration: containers round durations to a frame or a packet.
+END_TOLERANCE_S = 0.1
+
+
+def ff_time(seconds: float) -> str:
+    """Seconds as ffmpeg's -ss/-t take them: fixed notation (``str(1e-7)`` is '1e-07', which ffmpeg refuses),
+    to the microsecond (ffmpeg's time base)."""
+    return f"{max(0.0, float(seconds)):.6f}"
 
 
 @dataclass
@@ -107,9 +115,9 @@ def load_audio(path: str | Path, sr: int = MODEL_RATE, mono: bool = True, start:
         raise MediaError("the file has no audio stream", field=field, wanted="a file with sound")
     kwargs = {}
     if start:
-        kwargs["ss"] = float(start)
+        kwargs["ss"] = ff_time(start)
     if duration is not None:
-        kwargs["t"] = float(duration)
+        kwargs["t"] = ff_time(duration)
     ff = _ffmpeg()
     channels = max(1, int(info.channels or 1))
     native = int(info.sample_rate or sr)
@@ -205,7 +213,7 @@ def extract_frames(path: str | Path, start: float = 0.0, end: float | None = Non
     ff = _ffmpeg()
     # Decode the stream probe() described (ffmpeg alone would pick the "best" one), and scale to the probed
     # display size: raw RGB has no header, so the frame size must be known for sure to cut the bytes.
-    stream = ff.input(str(path), ss=float(start), t=span)[str(info.video_index)]
+    stream = ff.input(str(path), ss=ff_time(start), t=ff_time(span))[str(info.video_index)]
     stream = stream.filter("fps", fps=rate, round="down").filter("scale", info.width, info.height)
     raw = _run(stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", vframes=max_frames, an=None), field)
     size = info.width * info.height * 3

@@ -26,6 +26,7 @@ import numpy as np
 
 from .errors import Cancelled, InvalidInput
 from .generation import GenItem, GenResult, Sampling, new_seed
+from .media import END_TOLERANCE_S
 from .prompts import Prompt, build_music_prompt, build_speech_prompt, build_video_prompt, music_caption, sanitize
 from .requests import (AudioResult, Length, MusicRequest, Progress, ProgressCallback, SamplingParams,
                        SpeechRequest, VideoScoreRequest)
@@ -176,6 +177,8 @@ def plan_length(length: Length | None, *, default_target_samples: int | None = N
         hi = max(1, int(round(v * FRAMES_PER_SECOND)))
         if length.min_seconds is None:
             lo = min(lo, hi)
+    elif length.min_seconds is not None:
+        hi = max(hi, lo)  # at least min_seconds, though longer than the default maximum
     if lo > hi:
         raise InvalidInput("min_seconds is above max_seconds", field=f"{field}.min_seconds",
                            wanted="min_seconds <= max_seconds")
@@ -289,17 +292,6 @@ class IncrementalDecode:
 
 
 # --- task plans ----------------------------------------------------------------------------------------
-
-@dataclass
-class Window:
-    """One generation of a plan: a prompt, limits, an optional prefix."""
-
-    prompt: Prompt
-    min_frames: int
-    max_frames: int
-    seed: int
-    prefix: np.ndarray | None = None
-
 
 @dataclass
 class TaskPlan:
@@ -499,55 +491,6 @@ class Job:
                            task=self.task, timings=timings, info=info)
 
 
-def run_jobs(generate_fn: Callable[[list[GenItem]], list[GenResult | BaseException]], jobs: Sequence[Job],
-             decode: Callable[[np.ndarray], np.ndarray], fit_length: Callable[..., np.ndarray]
-             ) -> list[AudioResult | BaseException]:
-    """Run jobs together: each round gathers the next items of every live job into one generation."""
-    while True:
-        batch: list[GenItem] = []
-        owners: list[tuple[Job, int]] = []
-        for j in jobs:
-            try:
-                items = j.next_items()
-            except BaseException as exc:  # noqa: BLE001
-                j.error = exc
-                continue
-            if items:
-                owners.append((j, len(items)))
-                batch.extend(items)
-            elif j.error is None:
-                j.done = True
-        if not batch:
-            break
-        t = time.monotonic()
-        try:
-            results = generate_fn(batch)
-        except BaseException as exc:  # noqa: BLE001 - the whole round failed: every job in it fails
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-            for j, _ in owners:
-                j.error = exc
-            break
-        dt = time.monotonic() - t
-        k = 0
-        for j, n in owners:
-            j.gen_seconds += dt
-            j.accept(results[k: k + n])
-            k += n
-    out: list[AudioResult | BaseException] = []
-    for j in jobs:
-        if j.error is not None:
-            out.append(j.error)
-            continue
-        try:
-            out.append(j.assemble(decode, fit_length))
-        except BaseException as exc:  # noqa: BLE001
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-            out.append(exc)
-    return out
-
-
 # --- request preparation -------------------------------------------------------------------------------
 
 def _check_type(req: Any, cls: type, name: str) -> None:
@@ -599,9 +542,9 @@ def prepare_speech(eng: Any, req: SpeechRequest, rep: Reporter) -> TaskPlan:
             alloc = np.floor(budget * weights / weights.sum()).astype(int)
             alloc[: budget - alloc.sum()] += 1
             alloc = np.maximum(alloc, 1)
-            if int(alloc.max()) > window:
-                raise InvalidInput("the text is too short for that length", field="length.seconds",
-                                   wanted="a shorter length or a longer text")
+            # Still longer than a window (a short text for a long length): each chunk gets at most a
+            # window and the exact-length fit pads the rest with silence, so what submit accepted runs.
+            alloc = np.minimum(alloc, window)
         frames = [(int(a), int(a)) for a in alloc]
     else:
         length = req.length or Length()
@@ -716,7 +659,7 @@ def prepare_video(eng: Any, req: VideoScoreRequest, rep: Reporter) -> TaskPlan:
         t_out = _num(req.out_seconds, "out_seconds")
         if t_out <= t_in:
             raise InvalidInput("out_seconds must be after in_seconds", field="out_seconds", wanted="out > in")
-        if t_out > duration + 1e-3:
+        if t_out > duration + END_TOLERANCE_S:  # as the daemon's probe at submit
             raise InvalidInput(f"{t_out} s is past the end of the video ({duration:.3f} s)", field="out_seconds",
                                wanted=f"out_seconds <= {duration:.3f}")
     if t_in >= duration:
@@ -752,4 +695,14 @@ def task_of(req: Any) -> str:
         if isinstance(req, cls):
             return name
     raise InvalidInput(f"unknown request type {type(req).__name__}", field="request",
-                       wanted="SpeechRequest, MusicRequest or VideoScoreRequest")
+                       wanted=", ".join(cls.__name__ for cls in TASK_OF))
+
+
+def register_task(name: str, request_type: type, prepare: Callable[[Any, Any, Reporter], TaskPlan],
+                  sampling_defaults: dict[str, Any] | None = None) -> None:
+    """Teach the engine a task it does not know yet: ``prepare(engine, request, reporter)`` turns a
+    ``request_type`` into a :class:`TaskPlan` (the daemon registers the tasks of client/tasks/ that bring
+    their own preparation). Sampling defaults: the task's, else music's."""
+    PREPARE[name] = prepare
+    TASK_OF[request_type] = name
+    DEFAULTS.setdefault(name, dict(sampling_defaults or DEFAULTS["music"]))

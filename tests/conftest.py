@@ -19,6 +19,30 @@ def model_fixture_dir() -> Path:
     return FIXTURES / "model"
 
 
+@pytest.fixture(scope="session")
+def golden(model_fixture_dir):
+    """The original code's outputs on the golden tiny model (golden.npz), loaded once per run."""
+    import numpy as np
+
+    return np.load(model_fixture_dir / "golden.npz")
+
+
+@pytest.fixture(scope="session")
+def meta(model_fixture_dir):
+    """golden_meta.json: the prompts and settings the golden outputs were made with."""
+    import json
+
+    return json.loads((model_fixture_dir / "golden_meta.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def tok(model_fixture_dir):
+    """The golden model's text tokenizer, loaded once per run."""
+    from unimoe_audio.model.engine import load_text_tokenizer
+
+    return load_text_tokenizer(model_fixture_dir)
+
+
 @pytest.fixture
 def one_thread():
     """Run a test with one torch thread: small convolutions are ~30x slower with 2 OpenMP threads on a

@@ -44,6 +44,21 @@ def test_reserve_name_is_unique_and_reuses_own_placeholder(tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p.startswith(outputs.TMP_PREFIX)]
 
 
+def test_reserve_name_with_overwrite_takes_a_finished_name_but_not_one_being_written(tmp_path):
+    # output.overwrite: the name asked for, even when a finished file holds it (its sidecar is replaced now,
+    # its audio when the new file is complete)
+    (tmp_path / "cue.wav").write_bytes(b"old take")
+    (tmp_path / "cue.json").write_text(json.dumps({"job_id": "old", "seed": 1}))
+    assert outputs.reserve_name(tmp_path, "cue", "job1", overwrite=True) == tmp_path / "cue.wav"
+    assert json.loads((tmp_path / "cue.json").read_text()) == {"job_id": "job1", "state": "writing"}
+    # another job still writing that name keeps it: the next free name is used
+    assert outputs.reserve_name(tmp_path, "cue", "job2", overwrite=True) == tmp_path / "cue-2.wav"
+    # a user's file without a sidecar is replaced too when overwrite is asked for
+    (tmp_path / "mix.wav").write_bytes(b"user file")
+    assert outputs.reserve_name(tmp_path, "mix", "job3", overwrite=True) == tmp_path / "mix.wav"
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(outputs.TMP_PREFIX)]
+
+
 def test_safe_stem():
     assert outputs.safe_stem("cue 1.wav") == "cue 1"
     assert outputs.safe_stem("a*b?c") == "a_b_c"

@@ -20,23 +20,6 @@ PH, VID = 501, 492
 
 
 @pytest.fixture(scope="module")
-def golden():
-    return np.load(FIX / "golden.npz")
-
-
-@pytest.fixture(scope="module")
-def meta():
-    return json.loads((FIX / "golden_meta.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def tok():
-    from unimoe_audio.model.engine import load_text_tokenizer
-
-    return load_text_tokenizer(FIX)
-
-
-@pytest.fixture(scope="module")
 def lm():
     from unimoe_audio.model.decoder import load_model
 

@@ -1,7 +1,6 @@
 """Prompts, delayed voice-prompt codes, video preprocessing and text splitting against the golden fixture."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -13,23 +12,6 @@ from unimoe_audio.model.generation import apply_delay, revert_delay
 from unimoe_audio.model.text_split import sentences, split_text
 
 FIX = Path(__file__).parent / "fixtures" / "model"
-
-
-@pytest.fixture(scope="module")
-def golden():
-    return np.load(FIX / "golden.npz")
-
-
-@pytest.fixture(scope="module")
-def meta():
-    return json.loads((FIX / "golden_meta.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def tok():
-    from unimoe_audio.model.engine import load_text_tokenizer
-
-    return load_text_tokenizer(FIX)
 
 
 def _real(ids, mask):

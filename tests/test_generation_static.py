@@ -25,25 +25,6 @@ from unimoe_audio.model.generation import DecodeSession, GenItem, Sampling, back
 from test_generation_golden import FIX, PH, VID, _check_against, _music_items
 
 
-@pytest.fixture(scope="module")
-def golden():
-    return np.load(FIX / "golden.npz")
-
-
-@pytest.fixture(scope="module")
-def meta():
-    import json
-
-    return json.loads((FIX / "golden_meta.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def tok():
-    from unimoe_audio.model.engine import load_text_tokenizer
-
-    return load_text_tokenizer(FIX)
-
-
 @pytest.fixture
 def lm():
     # a fresh model per test: its StaticDecoder pool starts empty

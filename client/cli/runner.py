@@ -3,7 +3,6 @@ generating verbs, and ``run_jobs`` (submit, progress, results, Ctrl-C cancels wh
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 from pathlib import Path
@@ -51,27 +50,6 @@ def client_for(args: argparse.Namespace, settings: Settings):
         )
     except client_mod.ClientError as exc:
         raise map_error(exc) from None
-
-
-def place_output(args: argparse.Namespace, res: Any, wanted: str | None) -> Any:
-    """``-o FILE`` means FILE: the daemon never overwrites (it writes FILE-2.wav when FILE exists), so
-    move its file (and the JSON sidecar next to it) onto the requested name, replacing the old file."""
-    if not wanted or Path(res.path) == Path(wanted):
-        return res
-    got, want = Path(res.path), Path(wanted)
-    if got.parent.resolve() != want.parent.resolve():
-        return res
-    try:
-        os.replace(got, want)
-        sidecar = res.sidecar
-        if sidecar and Path(sidecar).is_file():
-            new_sidecar = want.with_suffix(".json")
-            os.replace(sidecar, new_sidecar)
-            sidecar = str(new_sidecar)
-    except OSError as exc:
-        note(args, f"could not move {got} to {want}: {exc}; the audio is in {got}")
-        return res
-    return res.model_copy(update={"path": str(want), "sidecar": sidecar})
 
 
 def bars(args: argparse.Namespace):
@@ -138,11 +116,12 @@ def run_jobs(
     from .. import client as client_mod
 
     started: list[Any] = []
-    requested: dict[str, str] = {}
     results: list[dict[str, Any]] = []
     failures = 0
     try:
         for label, kind, fields in submissions:
+            if fields.get("output"):
+                fields = {**fields, "overwrite": True}  # -o FILE means FILE: the daemon replaces an old one
             try:
                 job = client.submit(kind, **fields)
             except client_mod.ClientError as exc:
@@ -153,8 +132,6 @@ def run_jobs(
                 results.append({"label": label, "status": "rejected", "error": str(err), "code": err.code})
                 continue
             started.append((label, job))
-            if fields.get("output"):
-                requested[job.id] = fields["output"]
         if started:
             warn_if_tiny_daemon(args, client)
         if args.no_wait:
@@ -177,7 +154,6 @@ def run_jobs(
                     results.append({"label": label, "job": job.id, "status": "failed", "error": str(exc)})
                     continue
                 jb.update(job.id, 1.0, "done")
-                res = place_output(args, res, requested.get(job.id))
                 results.append({"label": label, **jsonable(res)})
     except KeyboardInterrupt:
         cancel_started(args, client, started)
