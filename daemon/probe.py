@@ -63,48 +63,29 @@ def probe_video(path: str, in_seconds: float, out_seconds: float | None, field: 
     return info
 
 
-def probe_continue_audio(path: str, continue_from: float | None, to_seconds: float | None,
-                         field: str = "spec.continue_audio") -> media.MediaInfo:
-    """A clip to continue (music ``continue_audio``): audio, at least 1 s, long enough for the join;
-    the model checks the rest (bar lines, loop lengths) when it plans the job."""
-    from ..model.continuation import MIN_CLIP_SECONDS
+def probe_music_splice(spec: Any, field: str = "spec.continue_audio") -> None:
+    """A music continuation or loop (model/continuation.py): the clip is audio and at least 1 s long, and
+    the lengths work out (the join inside the clip, an end after it, a loop of at least a bar): the same
+    rules the engine applies when it plans the job, so what passes here does not fail there."""
+    from ..model.continuation import plan_times
 
-    name = Path(path).name
+    duration = None
+    if spec.continue_audio:
+        name = Path(spec.continue_audio).name
+        try:
+            info = _media_info(spec.continue_audio, field)
+        except ProtocolError as exc:
+            raise ProtocolError("media_error", f"{name} is not audio ({exc.message})", field=field,
+                                wanted="an audio file (wav, flac, aiff, mp3, ...)") from None
+        if not info.has_audio:
+            raise ProtocolError("media_error", f"{name} is not audio: it has no audio stream", field=field,
+                                wanted="an audio file (wav, flac, aiff, mp3, ...)")
+        duration = info.duration
     try:
-        info = _media_info(path, field)
-    except ProtocolError as exc:
-        raise ProtocolError("media_error", f"{name} is not audio ({exc.message})", field=field,
-                            wanted="an audio file (wav, flac, aiff, mp3, ...)") from None
-    if not info.has_audio:
-        raise ProtocolError("media_error", f"{name} is not audio: it has no audio stream", field=field,
-                            wanted="an audio file (wav, flac, aiff, mp3, ...)")
-    if info.duration < MIN_CLIP_SECONDS - 1e-6:
-        raise ProtocolError("invalid_input", f"the clip is {info.duration:.2f} s long, shorter than "
-                            f"{MIN_CLIP_SECONDS:g} s", field=field, wanted=f"a clip of at least {MIN_CLIP_SECONDS:g} s")
-    if continue_from is not None and continue_from > info.duration + 1e-6:
-        raise ProtocolError("invalid_input", f"{continue_from:g} s is past the end of the clip "
-                            f"({info.duration:.3f} s)", field="spec.continue_from",
-                            wanted=f"continue_from <= {info.duration:.3f}")
-    join = info.duration if continue_from is None else continue_from
-    if to_seconds is not None and to_seconds <= join:
-        raise ProtocolError("invalid_input", f"{to_seconds:g} s is not after the join ({join:.3f} s)",
-                            field="spec.to_seconds", wanted=f"to_seconds > {join:.3f}")
-    return info
-
-
-def check_loop_length(spec: object) -> None:
-    """A music loop lasts at least one bar (4/4 at ``tempo_bpm``, 120 BPM when none is given)."""
-    from ..model.continuation import DEFAULT_TEMPO, bar_seconds
-
-    bar = float(bar_seconds(spec.tempo_bpm))
-    seconds = spec.length.target_seconds()
-    field = "spec.length.seconds"
-    if seconds is None and spec.bars is not None:
-        seconds, field = spec.bars * bar, "spec.bars"
-    if seconds is not None and seconds < bar - 1e-6:
-        raise ProtocolError("invalid_input", f"a loop of {seconds:.2f} s is shorter than one bar ({bar:.2f} s at "
-                            f"{spec.tempo_bpm or DEFAULT_TEMPO:g} BPM)", field=field,
-                            wanted=f"at least one bar ({bar:.2f} s)")
+        plan_times(spec, duration)
+    except UniMoEError as exc:
+        raise ProtocolError(exc.code, exc.detail, field=f"spec.{exc.field}" if exc.field else field,
+                            wanted=exc.wanted) from None
 
 
 def probe_output_folder(folder: Path, field: str = "output.folder") -> None:

@@ -196,8 +196,18 @@ def _exact_seconds(length: Any, field: str = "length") -> Fraction | None:
     return check_length_field(length.seconds, f"{field}.seconds")
 
 
-def plan_splice(eng: Any, req: Any, window_frames: int, rep: Any = None) -> SpliceSetup:
-    """Validate a continue / loop music request and plan what the model makes (see the module doc)."""
+@dataclass
+class SpliceTimes:
+    join: Fraction  # 0 for a plain loop
+    end: Fraction  # the output's end (continue) or the loop's length
+    need_to: Fraction  # how far the model audio must reach (a loop: past its end, for the wrap)
+    beat: Fraction
+
+
+def plan_times(req: Any, duration: float | None) -> SpliceTimes:
+    """Validate a continue / loop request's lengths against the clip's ``duration`` (None: no clip) and
+    say where the join and the end fall. Pure (no audio read): the daemon runs it at submit
+    (daemon/probe.py) and the engine again when it plans the job, so both refuse the same requests."""
     from .tasks import MAX_SECONDS
 
     field = "continue_audio"
@@ -210,6 +220,7 @@ def plan_splice(eng: Any, req: Any, window_frames: int, rep: Any = None) -> Spli
     if len(given) > 1:
         raise InvalidInput(f"give one of {', '.join(given)}", field=given[1], wanted="one length")
     beat = bar_seconds(req.tempo_bpm) / BEATS_PER_BAR
+    end = need_to = Fraction(0)
     if req.loop:
         if to_seconds is not None:
             raise InvalidInput("a loop's length is --seconds or --bars", field="to_seconds",
@@ -228,15 +239,9 @@ def plan_splice(eng: Any, req: Any, window_frames: int, rep: Any = None) -> Spli
                                wanted=f"at most {MAX_SECONDS:g} s")
         end = loop_len
         need_to = loop_len + Fraction(str(LOOP_WRAP_SECONDS))
-    if req.continue_audio is None:  # a plain loop: from nothing
-        frames = frames_to_cover(Fraction(0), need_to)
-        plan = SplicePlan(kind="loop", clip=None, join=0.0, join_fraction="0", end=str(end), c_start=0.0,
-                          beat_seconds=float(beat), new_frames=frames)
-        return SpliceSetup(prefix=None, frames=frames, plan=plan)
-
-    duration, _ = clip_duration(req.continue_audio, field)
-    join = resolve_join(duration, req.continue_from, req.tempo_bpm, field=field,
-                        limit=end if req.loop else None)
+    if duration is None:
+        return SpliceTimes(join=Fraction(0), end=end, need_to=need_to, beat=beat)
+    join = resolve_join(duration, req.continue_from, req.tempo_bpm, field=field, limit=end if req.loop else None)
     if not req.loop:
         if to_seconds is not None:
             if to_seconds <= join:
@@ -252,12 +257,26 @@ def plan_splice(eng: Any, req: Any, window_frames: int, rep: Any = None) -> Spli
             raise InvalidInput(f"{float(end):.1f} s is too long", field="to_seconds" if to_seconds else "length.seconds",
                                wanted=f"at most {MAX_SECONDS:g} s in all")
         need_to = end
+    return SpliceTimes(join=join, end=end, need_to=need_to, beat=beat)
+
+
+def plan_splice(eng: Any, req: Any, window_frames: int, rep: Any = None) -> SpliceSetup:
+    """Validate a continue / loop music request and plan what the model makes (see the module doc)."""
+    field = "continue_audio"
+    if req.continue_audio is None:  # a plain loop: from nothing
+        t = plan_times(req, None)
+        frames = frames_to_cover(Fraction(0), t.need_to)
+        plan = SplicePlan(kind="loop", clip=None, join=0.0, join_fraction="0", end=str(t.end), c_start=0.0,
+                          beat_seconds=float(t.beat), new_frames=frames)
+        return SpliceSetup(prefix=None, frames=frames, plan=plan)
+    duration, _ = clip_duration(req.continue_audio, field)
+    t = plan_times(req, duration)
     if rep is not None:
         rep("encode", 0.0)
-    pre = load_prefix(eng, req.continue_audio, join, window_frames, field=field)
-    frames = max(pre.codes.shape[0] + 1, frames_to_cover(pre.c_start, need_to))
-    plan = SplicePlan(kind="loop" if req.loop else "continue", clip=str(req.continue_audio), join=float(join),
-                      join_fraction=str(join), end=str(end), c_start=float(pre.c_start), beat_seconds=float(beat),
+    pre = load_prefix(eng, req.continue_audio, t.join, window_frames, field=field)
+    frames = max(pre.codes.shape[0] + 1, frames_to_cover(pre.c_start, t.need_to))
+    plan = SplicePlan(kind="loop" if req.loop else "continue", clip=str(req.continue_audio), join=float(t.join),
+                      join_fraction=str(t.join), end=str(t.end), c_start=float(pre.c_start), beat_seconds=float(t.beat),
                       prefix_frames=int(pre.codes.shape[0]), clip_frames=pre.clip_frames,
                       new_frames=frames - int(pre.codes.shape[0]))
     return SpliceSetup(prefix=pre.codes, frames=frames, plan=plan)

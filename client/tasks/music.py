@@ -76,11 +76,9 @@ class MusicTask(TaskSpecBase):
 
 
 def probe(spec: MusicTask, ctx: ProbeContext) -> None:
-    """At submit: a loop lasts at least a bar; a clip to continue is audio, >= 1 s, long enough for the join."""
-    if spec.loop:
-        ctx.media.check_loop_length(spec)
-    if spec.continue_audio:
-        ctx.media.probe_continue_audio(spec.continue_audio, spec.continue_from, spec.to_seconds)
+    """At submit: a clip to continue is audio, >= 1 s, long enough for the join; a loop lasts a bar or more."""
+    if spec.loop or spec.continue_audio:
+        ctx.media.probe_music_splice(spec)
 
 
 def model_request(spec: MusicTask, ctx: ModelContext) -> Any:
