@@ -108,7 +108,11 @@ for _t in tasks.all_tasks():
             _FLOAT.append(_key)
         elif _kind is int and _key not in _INT:
             _INT.append(_key)
-_FLAG = ("normalize", "fit_length", "overwrite", "progress")
+_FLAG = ["normalize", "fit_length", "overwrite", "progress"]
+for _t in tasks.all_tasks():  # a task's own yes/no fields (music's loop, new_only) are flags too
+    for _key, _field in _t.osc_keys().items():
+        if _t.spec.model_fields[_field].annotation in (bool, bool | None) and _key not in _FLAG:
+            _FLAG.append(_key)
 _NUMBER_OR_STRING = ("fps", "record_fps")  # 25, 29.97 or "24000/1001"
 _REPLY_KEYS = ("reply_port", "reply_host", "tag", "progress")
 _FIELD_TO_KEY = {".".join(v): k for k, v in _KEYS.items()}

@@ -310,6 +310,20 @@ def render(audio: np.ndarray, sample_rate: int, *, out_rate: int, channels: int,
     return np.ascontiguousarray(x, dtype=np.float32), info
 
 
+def render_splice(audio: np.ndarray, plan: dict[str, Any], *, out_rate: int, channels: int, normalize: bool,
+                  loudness_lufs: float | None, true_peak_db: float, new_only: bool) -> tuple[np.ndarray, dict]:
+    """A continued clip or a loop (model/splice.py). Loops made from nothing are normalized like any
+    music (one gain for the whole loop keeps the wrap seamless); anything holding the editor's clip is not."""
+    from ..model import audio_out
+    from ..model import splice as splice_mod
+
+    x, sinfo = splice_mod.render(audio, plan, out_rate=out_rate, channels=channels, new_only=new_only)
+    info: dict[str, Any] = {"splice": sinfo}
+    if normalize and loudness_lufs is not None and plan.get("clip") is None:
+        x, info["loudness"] = audio_out.normalize_loudness(x, out_rate, loudness_lufs, true_peak_db)
+    return np.ascontiguousarray(x, dtype=np.float32), info
+
+
 def write_output(
     audio: np.ndarray,
     sample_rate: int,
@@ -325,9 +339,13 @@ def write_output(
     spot: SpotInfo | None = None,
     description: str = "",
     version: str = "",
+    splice: dict[str, Any] | None = None,
+    new_only: bool = False,
 ) -> dict[str, Any]:
     """Render and write the job's WAV and sidecar; returns the result fields. With ``spot``, the WAV
-    carries a BWF ``bext`` time reference and an iXML chunk (see :func:`spot_chunks`)."""
+    carries a BWF ``bext`` time reference and an iXML chunk (see :func:`spot_chunks`). With ``splice``
+    (a continued clip or a loop, model/continuation.py) the audio is built by model/splice.py at the
+    output's rate; a continuation gets no loudness normalization (the original keeps its level)."""
     from ..model import audio_out
 
     folder = Path(folder)
@@ -341,8 +359,13 @@ def write_output(
     target = None
     if opts.fit_length and target_seconds is not None:
         target = int(round(target_seconds * out_rate))
-    x, info = render(audio, sample_rate, out_rate=out_rate, channels=channels, normalize=opts.normalize,
-                     loudness_lufs=lufs, true_peak_db=tp, target_samples=target)
+    if splice is not None:
+        x, info = render_splice(audio, splice, out_rate=out_rate, channels=channels, normalize=opts.normalize,
+                                loudness_lufs=lufs, true_peak_db=tp, new_only=new_only)
+        target = None
+    else:
+        x, info = render(audio, sample_rate, out_rate=out_rate, channels=channels, normalize=opts.normalize,
+                         loudness_lufs=lufs, true_peak_db=tp, target_samples=target)
     stem = safe_stem(name) if name else f"{task}-{job_id[:8]}"
     tmp = folder / f"{TMP_PREFIX}{job_id}.tmp.wav"
     needed = wav_bytes(x.shape[-1], channels, bit_depth) + SIDECAR_RESERVE
@@ -359,9 +382,11 @@ def write_output(
                   "sample_rate": out_rate, "channels": channels, "bit_depth": bit_depth,
                   "loudness_lufs": _output_lufs(info)}
         side = dict(sidecar)
-        side["output"] = {**result, "normalize": opts.normalize, "loudness_lufs": lufs if opts.normalize else None,
+        normalized = opts.normalize and not (splice and splice.get("clip"))  # the editor's audio keeps its level
+        side["output"] = {**result, "normalize": normalized, "loudness_lufs": lufs if normalized else None,
                           "true_peak_db": tp, "samples": int(x.shape[-1]), "fit_length": target is not None,
-                          **({"loudness": info["loudness"]} if "loudness" in info else {})}
+                          **({"loudness": info["loudness"]} if "loudness" in info else {}),
+                          **({"splice": info["splice"]} if "splice" in info else {})}
         if spot is not None:
             side["output"]["time_reference"] = time_reference(spot, out_rate)
         side.setdefault("protocol_version", PROTOCOL_VERSION)

@@ -63,6 +63,31 @@ def probe_video(path: str, in_seconds: float, out_seconds: float | None, field: 
     return info
 
 
+def probe_music_splice(spec: Any, field: str = "spec.continue_audio") -> None:
+    """A music continuation or loop (model/continuation.py): the clip is audio and at least 1 s long, and
+    the lengths work out (the join inside the clip, an end after it, a loop of at least a bar): the same
+    rules the engine applies when it plans the job, so what passes here does not fail there."""
+    from ..model.continuation import plan_times
+
+    duration = None
+    if spec.continue_audio:
+        name = Path(spec.continue_audio).name
+        try:
+            info = _media_info(spec.continue_audio, field)
+        except ProtocolError as exc:
+            raise ProtocolError("media_error", f"{name} is not audio ({exc.message})", field=field,
+                                wanted="an audio file (wav, flac, aiff, mp3, ...)") from None
+        if not info.has_audio:
+            raise ProtocolError("media_error", f"{name} is not audio: it has no audio stream", field=field,
+                                wanted="an audio file (wav, flac, aiff, mp3, ...)")
+        duration = info.duration
+    try:
+        plan_times(spec, duration)
+    except UniMoEError as exc:
+        raise ProtocolError(exc.code, exc.detail, field=f"spec.{exc.field}" if exc.field else field,
+                            wanted=exc.wanted) from None
+
+
 def probe_output_folder(folder: Path, field: str = "output.folder") -> None:
     """The folder exists and is writable, or its nearest existing parent is a writable folder (the
     worker creates the rest when it writes the file)."""

@@ -375,7 +375,8 @@ class Worker(threading.Thread):
                                    folder=folder, name=req.output.name, opts=req.output, defaults=s,
                                    target_seconds=req.spec.target_seconds(), sidecar=sidecar, spot=req.spot,
                                    description=f"{req.spec.task}: {req.spec.describe()}".strip().rstrip(":"),
-                                   version=self.version)
+                                   version=self.version, splice=(res.info or {}).get("splice"),
+                                   new_only=bool(getattr(req.spec, "new_only", False)))
         result = JobResult(seed=int(res.seed), **out)
         self.store.finish(row["id"], "done", result=result)
         log.info("job %s done: %s (%.2f s audio)", row["id"], result.path, result.seconds)

@@ -21,6 +21,7 @@ from unimoe_audio.client.settings import Settings, load_settings
 
 from . import panel_layout, script_tab
 from .audio import Player
+from .continue_actions import ContinueMixin
 from .backend import Backend, short_field, wait_thread
 from .forms import FormError, MusicForm, OutputBox, ScoreForm, SpeechForm  # noqa: F401 - re-exported
 from .jobs_model import JobRow, flat_fields, group_key
@@ -31,7 +32,7 @@ from .takes import TakesMixin, reveal
 from .watcher import JobWatcher
 
 
-class Panel(TakesMixin, PresetsMixin, QWidget):
+class Panel(TakesMixin, ContinueMixin, PresetsMixin, QWidget):
     """The whole panel. ``settings`` picks the daemon (its UNIMOE_AUDIO_HOME); ``auto_start`` starts one
     in the background when none answers (on the first connect and on Connect, not on quiet retries)."""
 

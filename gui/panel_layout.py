@@ -34,7 +34,9 @@ def build(panel: Any) -> None:  # the Panel (which imports this module)
     root = QVBoxLayout(panel)
     root.setContentsMargins(10, 10, 10, 10)
     root.setSpacing(8)
-    for part in (_status_row, _forms, _generate_row, _takes_list, _transport, _job_buttons):
+    from .continue_actions import build_row as _continue_row
+
+    for part in (_status_row, _forms, _generate_row, _takes_list, _transport, _continue_row, _job_buttons):
         part(panel, root)
     panel._sync_buttons()
 

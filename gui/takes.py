@@ -91,6 +91,7 @@ class TakesMixin:
             self.table.selectRow(i)
 
     def _on_selection(self) -> None:
+        self.dropped_file = None  # a take chosen after a drop is what Continue / Extend / Make loop use
         row = self.selected_row()
         prev = self.jobs.get(self._shown_job) if self._shown_job else None
         if row is not None and prev is not None and prev is not row and prev.group == row.group and prev.audio_path:
@@ -197,6 +198,8 @@ class TakesMixin:
         can_again = row is not None and bool(row.kind)
         self.new_seed_button.setEnabled(can_again)
         self.same_seed_button.setEnabled(can_again and (row.seed is not None or "seed" in row.fields))
+        if hasattr(self, "continue_button"):
+            self._sync_continue_buttons()
 
     # -- job actions ----------------------------------------------------------------------------------
     def cancel_selected(self) -> None:

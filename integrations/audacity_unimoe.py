@@ -5,6 +5,11 @@ mod-script-pipe: Enabled, then restart Audacity. Select a time range in Audacity
 
     python -m unimoe_audio.integrations.audacity_unimoe music "warm pads, slow"
     python -m unimoe_audio.integrations.audacity_unimoe speech "Welcome back." --voice narrator
+    python -m unimoe_audio.integrations.audacity_unimoe continue "same groove, brighter" --seconds 8
+
+``continue`` (Continue selection) exports the selected audio, has the daemon continue that music (the
+model hears it as the start of its own) and imports only the new part, on a new track, butted to the
+selection's end: played together they are the selection followed by ``--seconds`` of new music.
 
 It reads the selection over the pipe, asks the running daemon (``unimoe-audio serve``) for exactly the
 selection's length at the project's default sample rate, waits with a progress line, imports the WAV
@@ -19,6 +24,7 @@ over it, reads the label back and undoes the label.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import os
@@ -246,11 +252,59 @@ def fill_selection(pipe: AudacityPipe, client: Any, kind: str, prompt: str, *, v
             "track": index, "track_name": tracks(pipe)[index]["name"], "job_id": job.id}
 
 
+def plan_continue(start: float, end: float, caption: str, seconds: float, *, sample_rate: int = DEFAULT_RATE,
+                  clip: str, folder: str | None = None, seed: int | None = None) -> Plan:
+    """The job continuing the selection ``start..end`` (exported to ``clip``) by ``seconds`` of new music
+    that starts at the selection's end: the new part only (``new_only``), at the project rate."""
+    if end - start < 1.0:
+        raise ValueError("the selection is shorter than 1 s: select at least a second of music to continue")
+    caption = caption.strip()
+    if not caption:
+        raise ValueError("caption: empty")
+    if not seconds > 0:
+        raise ValueError("seconds: wanted the length of new music, > 0")
+    samples = int(round((end + seconds) * sample_rate)) - int(round(end * sample_rate))
+    name = track_name("continue", caption)
+    fields: dict[str, Any] = {"caption": caption, "continue_audio": clip, "seconds": samples / sample_rate,
+                              "new_only": True, "sample_rate": sample_rate, "name": name}
+    if folder:
+        fields["folder"] = folder
+    if seed is not None:
+        fields["seed"] = seed
+    return Plan("music", fields, float(end), samples, sample_rate, name)
+
+
+def continue_selection(pipe: AudacityPipe, client: Any, caption: str, seconds: float, *, folder: str,
+                       seed: int | None = None, timeout: float | None = None,
+                       on_progress: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """Continue the selected audio: export it (into ``folder``, which the daemon may read), generate the
+    continuation, import the new part at the selection's end on a new track. Returns a report."""
+    sel = selection(pipe)
+    rate = default_rate(pipe)
+    os.makedirs(folder, exist_ok=True)
+    clip = os.path.join(folder, f".audacity-selection-{os.getpid()}-{time.monotonic_ns()}.wav")
+    n_channels = max([int(t.get("channels", 1)) for t in tracks(pipe) if t.get("selected")] or [1])
+    pipe.command(f"Export2: Filename={_quote(clip)} NumChannels={min(2, n_channels)}", timeout=120)
+    pipe.command(f"SelectTime: Start={sel[0]!r} End={sel[1]!r}")  # Export2 leaves it, but be sure
+    try:
+        plan = plan_continue(sel[0], sel[1], caption, seconds, sample_rate=rate, clip=clip, folder=folder, seed=seed)
+        job = client.submit(plan.kind, **plan.fields)
+        result = job.wait(timeout=timeout, on_progress=on_progress)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(clip)
+    index = import_at(pipe, result.path, plan.start, sel)
+    return {"selection": list(sel), "samples": plan.samples, "sample_rate": plan.sample_rate, "path": result.path,
+            "track": index, "track_name": tracks(pipe)[index]["name"], "job_id": job.id}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m unimoe_audio.integrations.audacity_unimoe",
                                  description="Fill Audacity's selection with generated music or speech.")
-    ap.add_argument("kind", choices=["music", "speech"])
-    ap.add_argument("prompt", help="the caption (music) or the text (speech)")
+    ap.add_argument("kind", choices=["music", "speech", "continue"],
+                    help="continue: Continue selection (new music after the selected audio)")
+    ap.add_argument("prompt", help="the caption (music, continue) or the text (speech)")
+    ap.add_argument("--seconds", type=float, default=10.0, help="continue: seconds of new music (default 10)")
     ap.add_argument("--voice", help="a saved voice (speech; see 'unimoe-audio voices ls')")
     ap.add_argument("--folder", help="where the daemon writes the WAV (default: its output folder)")
     ap.add_argument("--seed", type=int)
@@ -264,8 +318,13 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         with AudacityPipe(connect_timeout=args.connect_timeout) as pipe, Client() as client:
-            report = fill_selection(pipe, client, args.kind, args.prompt, voice=args.voice, folder=args.folder,
-                                    seed=args.seed, timeout=args.timeout, on_progress=progress)
+            if args.kind == "continue":
+                folder = args.folder or str(client.settings.output_path)
+                report = continue_selection(pipe, client, args.prompt, args.seconds, folder=folder, seed=args.seed,
+                                            timeout=args.timeout, on_progress=progress)
+            else:
+                report = fill_selection(pipe, client, args.kind, args.prompt, voice=args.voice, folder=args.folder,
+                                        seed=args.seed, timeout=args.timeout, on_progress=progress)
     except (PipeError, ClientError, ValueError, TimeoutError) as exc:
         print(f"\nunimoe-audio: {exc}", file=sys.stderr)
         return 1

@@ -35,7 +35,8 @@ if os.path.isdir(os.path.join(_VENDOR, "unimoe_audio")) and _VENDOR not in sys.p
 try:
     from unimoe_audio.client.voiceover import Voiceover, VoiceoverOptions, parse_voice_map, read_script
     from unimoe_audio.integrations.blender_voiceover import cue_frame, output_for, scene_rate, script_from_strips
-    from unimoe_audio.integrations.blender_vse_score import pick_channel, strip_request, text_request
+    from unimoe_audio.integrations.blender_vse_score import (extend_request, movie_for_sound, pick_channel,
+                                                             strip_request, text_request)
     from unimoe_audio.integrations.hostjob import HostJob, connect, copy_into, describe_error, submit_with_fallback
 except ImportError as _exc:  # only inside a Blender whose Python cannot see the client
     _IMPORT_ERROR: Optional[Exception] = _exc
@@ -99,16 +100,19 @@ class Run:
         self.error = ""
 
     @classmethod
-    def submit(cls, scene: Any, strip: Any, kind: str, fields: dict, start_frame: int, frames: int) -> "Run":
+    def submit(cls, scene: Any, strip: Any, kind: str, fields: dict, start_frame: int, frames: int,
+               above: Optional[int] = None) -> "Run":
+        """``above``: the new strip goes on the first free channel above this one (default: ``strip``'s)."""
         client = connect()
         try:
             job, copy_to = submit_with_fallback(client, kind, fields)
         except Exception:
             client.close()
             raise
-        run = cls(scene, strip.name, strip.channel, start_frame, frames, client, job, copy_to)
+        channel = strip.channel if above is None else above
+        run = cls(scene, strip.name, channel, start_frame, frames, client, job, copy_to)
         item = scene.unimoe.pending.add()
-        item.job_id, item.kind, item.strip_name, item.channel_above = run.job_id, kind, strip.name, strip.channel
+        item.job_id, item.kind, item.strip_name, item.channel_above = run.job_id, kind, strip.name, channel
         item.start_frame, item.frames, item.copy_to = start_frame, frames, copy_to or ""
         return run
 
@@ -545,6 +549,46 @@ class SEQUENCER_OT_unimoe_voiceover(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class SEQUENCER_OT_unimoe_extend(bpy.types.Operator):
+    """Continue the active sound strip's music to the end of its movie strip with unimoe-audio"""
+
+    bl_idname = "sequencer.unimoe_extend"
+    bl_label = "Extend Sound to Movie End"
+    bl_options = {"REGISTER"}
+
+    caption: bpy.props.StringProperty(name="Caption", default="")
+
+    @classmethod
+    def poll(cls, context: Any) -> bool:
+        se = context.scene.sequence_editor if context.scene else None
+        strip = se.active_strip if se else None
+        return strip is not None and strip.type == "SOUND"
+
+    def invoke(self, context: Any, event: Any) -> Any:
+        self.caption = context.scene.unimoe.caption
+        return self.execute(context)
+
+    def execute(self, context: Any) -> Any:
+        if not _check_client(self):
+            return {"CANCELLED"}
+        scene = context.scene
+        se = scene.sequence_editor
+        strip = se.active_strip
+        r = scene.render
+
+        def build() -> tuple[Run, str | None]:
+            movie = movie_for_sound(all_strips(se), strip)
+            req = extend_request(bpy.path.abspath(strip.sound.filepath), strip.frame_start, strip.frame_final_start,
+                                 strip.frame_final_end, movie.frame_final_end, r.fps, r.fps_base)
+            fields = req.fields(caption=self.caption or "continue the music", folder=blend_folder(),
+                                name=bpy.path.clean_name(f"{strip.name}-extended"))
+            # butted: on the sound strip's own channel when it is free after the strip
+            return Run.submit(scene, strip, "music", fields, req.start_frame, req.frames,
+                              above=strip.channel - 1), None
+
+        return _queue(self, scene, build)
+
+
 class SEQUENCER_OT_unimoe_cancel(bpy.types.Operator):
     """Cancel this scene's unimoe-audio jobs"""
 
@@ -594,6 +638,7 @@ class SEQUENCER_PT_unimoe(bpy.types.Panel):
         layout.prop(s, "caption")
         layout.prop(s, "mode")
         layout.operator(SEQUENCER_OT_unimoe_score.bl_idname, icon="SOUND")
+        layout.operator(SEQUENCER_OT_unimoe_extend.bl_idname, icon="FORWARD")
         layout.prop(s, "voice")
         layout.operator(SEQUENCER_OT_unimoe_speech.bl_idname, icon="SPEAKER")
         box = layout.box()
@@ -622,11 +667,12 @@ class SEQUENCER_PT_unimoe(bpy.types.Panel):
 def _menu(self: Any, context: Any) -> None:
     self.layout.operator(SEQUENCER_OT_unimoe_score.bl_idname)
     self.layout.operator(SEQUENCER_OT_unimoe_speech.bl_idname)
+    self.layout.operator(SEQUENCER_OT_unimoe_extend.bl_idname)
     self.layout.operator(SEQUENCER_OT_unimoe_voiceover.bl_idname)
 
 
 CLASSES = (UnimoePending, UnimoeSettings, SEQUENCER_OT_unimoe_score, SEQUENCER_OT_unimoe_speech,
-           SEQUENCER_OT_unimoe_voiceover, SEQUENCER_OT_unimoe_cancel, SEQUENCER_OT_unimoe_resume, SEQUENCER_PT_unimoe)
+           SEQUENCER_OT_unimoe_extend, SEQUENCER_OT_unimoe_voiceover, SEQUENCER_OT_unimoe_cancel, SEQUENCER_OT_unimoe_resume, SEQUENCER_PT_unimoe)
 
 
 def register() -> None:

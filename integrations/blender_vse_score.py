@@ -128,3 +128,59 @@ def text_request(text: str, frame_final_start: int, frame_final_end: int, fps: i
     n = int(frame_final_end - frame_final_start)
     return TextRequest(text=text, frames=n, fps=rate_string(rate), start_frame=int(frame_final_start),
                        samples=samples_for_frames(n, rate, sample_rate))
+
+
+@dataclass
+class ExtendRequest:
+    """Music continuing a sound strip's file from where the strip ends to the end of its movie strip."""
+
+    sound: str
+    continue_from: float  # seconds into the sound file where the strip stops
+    frames: int  # new frames (the gap to the movie strip's end)
+    fps: str
+    start_frame: int  # where the new sound strip goes: the sound strip's end
+    samples: int
+
+    def fields(self, *, caption: str, folder: str | None = None, sample_rate: int = 48000,
+               seed: int | None = None, name: str | None = None) -> dict[str, Any]:
+        f: dict[str, Any] = {"caption": caption, "continue_audio": self.sound, "continue_from": self.continue_from,
+                             "frames": self.frames, "fps": self.fps, "new_only": True, "sample_rate": sample_rate}
+        if folder:
+            f["folder"] = folder
+        if seed is not None:
+            f["seed"] = seed
+        if name:
+            f["name"] = name
+        return f
+
+
+def extend_request(sound: str, frame_start: float, frame_final_start: int, frame_final_end: int,
+                   movie_final_end: int, fps: int, fps_base: float, *, sample_rate: int = 48000) -> ExtendRequest:
+    """The request extending a sound strip (its file starts at ``frame_start``; visible
+    ``frame_final_start..frame_final_end``) to ``movie_final_end``: the new part is butted to the strip."""
+    if frame_final_end <= frame_final_start:
+        raise ValueError("the sound strip has no length")
+    n = int(movie_final_end - frame_final_end)
+    if n <= 0:
+        raise ValueError("the sound strip already reaches the end of its movie strip")
+    rate = scene_rate(fps, fps_base)
+    join = frames_to_seconds(int(round(frame_final_end - frame_start)), rate)
+    return ExtendRequest(sound=sound, continue_from=float(join), frames=n, fps=rate_string(rate),
+                         start_frame=int(frame_final_end), samples=samples_for_frames(n, rate, sample_rate))
+
+
+def movie_for_sound(strips: Iterable[Any], sound: Any) -> Any:
+    """The movie strip a sound strip belongs to: the one overlapping it most (ties: the lowest channel)."""
+    best, best_key = None, None
+    for s in strips:
+        if getattr(s, "type", "") != "MOVIE":
+            continue
+        overlap = min(s.frame_final_end, sound.frame_final_end) - max(s.frame_final_start, sound.frame_final_start)
+        if overlap <= 0:
+            continue
+        key = (overlap, -s.channel)
+        if best_key is None or key > best_key:
+            best, best_key = s, key
+    if best is None:
+        raise ValueError("no movie strip under the sound strip: place the sound over its picture")
+    return best

@@ -65,6 +65,12 @@ class MusicRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     # Seconds of new audio between streamed previews (Progress.partial_audio); None: no previews.
     stream_every: float | None = None
+    # Continue the editor's clip (model/continuation.py): its codes start the music segment. ``length``
+    # (or ``bars``) is then the new music's length, ``to_seconds`` the whole output's.
+    continue_audio: str | None = None
+    continue_from: float | None = None  # the join, seconds into the clip (default: its end)
+    to_seconds: float | None = None
+    loop: bool = False  # a seamless loop of ``length`` / ``bars`` (from the clip when continue_audio is set)
 
 
 @dataclass

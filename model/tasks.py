@@ -305,6 +305,9 @@ class TaskPlan:
     prompts: list[Prompt] = field(default_factory=list)  # chunks: one per chunk; windows: one prompt
     chunk_frames: list[tuple[int, int]] = field(default_factory=list)  # (min, max) per chunk
     info: dict[str, Any] = field(default_factory=dict)
+    # windows: frames that start the segment (a continued clip's codes, model/continuation.py); counted in
+    # the length plan, returned with the new frames.
+    prefix: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -350,13 +353,18 @@ class Job:
             self.total_max = sum(mx for _, mx in plan.chunk_frames)
             self.total_min = 0
         self._frames_before = 0
+        self.base = 0  # frames given, not generated (a continued clip's prefix)
+        if plan.kind == "windows" and plan.prefix is not None:
+            self.codes = np.asarray(plan.prefix, dtype=np.int64)
+            self.base = int(self.codes.shape[0])
 
     # progress -------------------------------------------------------------------------------------
     def _callback(self, share: list[int], slot: int) -> Callable[[int, int], bool | None]:
         def cb(done: int, total: int) -> bool | None:
             share[slot] = done
-            frames = self._frames_before + sum(share)
-            self.rep("generate", frames / max(1, self.total_max), frames, self.total_max)
+            frames = self._frames_before - self.base + sum(share)
+            total = self.total_max - self.base
+            self.rep("generate", frames / max(1, total), frames, total)
             return True
 
         return cb
@@ -372,8 +380,9 @@ class Job:
                 return
             self._previewed = frames.shape[0]
             audio = self.preview_decode(frames)
-            done = self._frames_before + max(0, codes.shape[0] - prefix_len)
-            self.rep("generate", done / max(1, self.total_max), done, self.total_max, partial=audio)
+            done = self._frames_before - self.base + max(0, codes.shape[0] - prefix_len)
+            total = self.total_max - self.base
+            self.rep("generate", done / max(1, total), done, total, partial=audio)
 
         return on_codes
 
@@ -397,7 +406,8 @@ class Job:
         prefix = None
         room = self.window
         if have > 0:
-            k = min(self.context, have)
+            # The first window after a given prefix takes all of it (continuation.prefix_frames sized it).
+            k = have if self.round == 0 else min(self.context, have)
             prefix = self.codes[have - k:]
             room = self.window - k
         new_max = min(room, remaining)
@@ -462,7 +472,7 @@ class Job:
                     head = audio[: cut_total]
                     tail = a[seam - back - xf:]
                     audio = crossfade_join(head, tail, xf)
-                have += r.new_codes.shape[0]
+                have += (r.codes if i == 0 else r.new_codes).shape[0]
                 self.rep("decode", (i + 1) / len(self.results))
             codes = self.codes
         t_fit = time.monotonic()
@@ -615,12 +625,22 @@ def prepare_music(eng: Any, req: MusicRequest, rep: Reporter) -> TaskPlan:
     if not caption and req.tempo_bpm is None and key is None:
         raise InvalidInput("is empty", field="caption", wanted="non-empty text")
     sampling, seed = resolve_sampling(req.sampling, "music")
-    lp = plan_length(req.length, default_target_samples=music_target_samples(req),
-                     default_max_frames=eng.window_frames)
+    splice = None
+    if getattr(req, "continue_audio", None) is not None or getattr(req, "loop", False):
+        from .continuation import plan_splice
+
+        splice = plan_splice(eng, req, eng.window_frames, rep)  # validates; the model makes splice.frames
+        lp = LengthPlan(splice.frames * HOP, splice.frames, splice.frames)
+    else:
+        lp = plan_length(req.length, default_target_samples=music_target_samples(req),
+                         default_max_frames=eng.window_frames)
     text = music_caption(caption, req.tempo_bpm, key, req.bars)
     prompt = build_music_prompt(eng.tok, text)
     plan = TaskPlan(task="music", sampling=sampling, seed=seed, length=lp, kind="windows", prompts=[prompt],
                     info={"caption": text})
+    if splice is not None:
+        plan.prefix = splice.prefix
+        plan.info["splice"] = splice.plan.to_dict()
     plan.timings["prepare"] = time.monotonic() - t0
     rep("prepare", 1.0)
     return plan

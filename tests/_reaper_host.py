@@ -30,6 +30,7 @@ class Item:
     position: float = 0.0
     length: float = 0.0
     takes: list[str] = field(default_factory=list)
+    selected: bool = False
 
 
 @dataclass
@@ -37,6 +38,8 @@ class Take:
     item: str
     source: str = ""
     name: str = ""
+    offset: float = 0.0  # D_STARTOFFS: seconds into the source where the item starts
+    playrate: float = 1.0  # D_PLAYRATE
 
 
 class FakeReaper:
@@ -196,6 +199,42 @@ class FakeReaper:
         it = self._get(item, Item)
         setattr(it, {"D_POSITION": "position", "D_LENGTH": "length"}[parmname], float(newvalue))
         return True
+
+    def RPR_GetMediaItemInfo_Value(self, item, parmname):
+        it = self._get(item, Item)
+        return float({"D_POSITION": it.position, "D_LENGTH": it.length, "B_UISEL": float(it.selected)}[parmname])
+
+    def RPR_GetMediaItemTakeInfo_Value(self, take, parmname):
+        tk = self._get(take, Take)
+        return float({"D_STARTOFFS": tk.offset, "D_PLAYRATE": tk.playrate}[parmname])
+
+    def RPR_CountSelectedMediaItems(self, proj):
+        return len(self._selected())
+
+    def RPR_GetSelectedMediaItem(self, proj, selitem):
+        sel = self._selected()
+        return sel[int(selitem)] if int(selitem) < len(sel) else "(MediaItem*)0x0000000000000000"
+
+    def _selected(self) -> list[str]:
+        # REAPER orders selected items by track, then position
+        return [h for tr in self.tracks for h in sorted(self._get(tr, Track).items,
+                                                         key=lambda i: self._get(i, Item).position)
+                if self._get(h, Item).selected]
+
+    def RPR_GetActiveTake(self, item):
+        takes = self._get(item, Item).takes
+        return takes[0] if takes else "(MediaItem_Take*)0x0000000000000000"
+
+    def RPR_GetMediaItemTake_Source(self, take):
+        path = self._get(take, Take).source
+        return next(h for h, p in self.sources.items() if p == path)
+
+    def RPR_GetMediaSourceFileName(self, source, filenamebuf, filenamebuf_sz):
+        # void GetMediaSourceFileName(PCM_source*, char* filenamebuf, int sz): Python gets the out params
+        return [source, self._get(source, str), filenamebuf_sz]
+
+    def RPR_GetMediaItem_Track(self, item):
+        return self._get(item, Item).track
 
     def RPR_UpdateItemInProject(self, item):
         self._get(item, Item)

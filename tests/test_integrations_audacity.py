@@ -126,3 +126,38 @@ def test_fills_the_selection_in_audacity(audacity, daemon, tmp_path):
     assert shot.stat().st_size > 10_000
     if os.environ.get("UNIMOE_SCREENSHOT_DIR"):  # how docs/img/audacity.png was taken
         shutil.copy(shot, Path(os.environ["UNIMOE_SCREENSHOT_DIR"]) / "audacity.png")
+
+
+def test_continue_selection_in_audacity(audacity, daemon, tmp_path):
+    """Continue selection: the selected audio goes to the daemon, the new part comes back on a new track
+    butted to the selection's end, and it is the continuation of exactly what was selected."""
+    import numpy as np
+    import soundfile as sf
+
+    from test_music_continue import music_clip
+
+    pipe = audacity.pipe
+    take = daemon.home / "take.wav"
+    music_clip(take, 3.0, au.default_rate(pipe), 1, "PCM_16")
+    n_before = len(au.tracks(pipe))
+    pipe.command(f'Import2: Filename="{take}"', timeout=120)
+    pipe.command(f"SelectTracks: Track={n_before} TrackCount=1 Mode=Set")
+    pipe.command("SelectTime: Start=0.5 End=2.5")
+    rate = au.default_rate(pipe)
+    folder = str(daemon.home / "audacity-out")
+    with Client(daemon.settings, auto_start=False) as client:
+        report = au.continue_selection(pipe, client, "same groove", 1.0, folder=folder, seed=11, timeout=600)
+    assert report["selection"] == [0.5, 2.5] and report["samples"] == rate
+    assert report["track"] == n_before + 1 and report["track_name"] == "continue-same-groove"
+    (clip,) = [c for c in clips(pipe) if c["track"] == report["track"]]
+    assert clip["start"] == pytest.approx(2.5, abs=1e-9) and clip["end"] == pytest.approx(3.5, abs=1e-9)
+    assert au.selection(pipe) == (0.5, 2.5)  # the user's selection is back
+    assert not list(Path(folder).glob(".audacity-selection-*"))  # the exported selection is cleaned up
+    new = sf.read(report["path"], dtype="int16", always_2d=True)[0]
+    assert new.shape[0] == rate
+    # the new part starts where the selection's audio leaves off: no step bigger than the music's own
+    src = sf.read(str(take), dtype="float32", always_2d=True)[0][:, 0]
+    end = src[int(2.5 * rate) - 1]
+    first = new[0].astype(np.float32).mean() / 32768
+    steps = np.abs(np.diff(src[int(0.5 * rate):int(2.5 * rate)]))
+    assert abs(first - end) <= np.percentile(steps, 99.9) + 2 / 32768

@@ -253,3 +253,56 @@ def test_zip_with_client_needs_no_unimoe_install_in_blender(tmp_path):
     assert out["before"] == "missing" and out["import_error"] == ""
     vendor = Path(out["addon"]).parent / "vendor"
     assert Path(out["client"]).is_relative_to(vendor), out
+
+
+def test_addon_extends_a_sound_strip_to_its_movie_strips_end(daemon, tmp_path):
+    """Inside Blender 5.0 (4.2's PyPI wheel has no Audaspace, so no sound strips): the new part of the
+    music goes on the sound strip's channel, butted to it, ending with the movie strip."""
+    import numpy as np
+    import soundfile as sf
+
+    from test_music_continue import music_clip
+
+    py = bpy_python(*BLENDERS[0])
+    film = daemon.home / "film-extend"
+    film.mkdir(exist_ok=True)
+    video = film / "clip.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=duration=4:size=96x64:rate=25",
+                    "-pix_fmt", "yuv420p", str(video)], check=True, capture_output=True)
+    sound = film / "temp-cue.wav"
+    original = music_clip(sound, 3.0, 48000, 2, "PCM_24")
+    cfg = {"zip": str(build_zip(tmp_path / "unimoe_audio_vse.zip")), "video": str(video), "sound": str(sound),
+           "blend": str(film / "cut.blend"), "fps": 25, "scene_end": 120, "movie_at": 1, "sound_trim_end": 25,
+           "caption": "same cue, building", "deadline": 600, "mixdown": str(tmp_path / "mix.wav")}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("UNIMOE_AUDIO_", "PYTHON", "BLENDER_"))}
+    env.update({k: v for k, v in daemon.env.items() if k.startswith("UNIMOE_AUDIO_")})
+    user = tmp_path / "blender-user"
+    env.update(BLENDER_USER_RESOURCES=str(user), BLENDER_USER_CONFIG=str(user / "config"),
+               BLENDER_USER_SCRIPTS=str(user / "scripts"), BLENDER_USER_EXTENSIONS=str(user / "extensions"),
+               OMP_NUM_THREADS="1")
+    proc = subprocess.run([str(py), str(HERE / "_blender_extend_session.py"), str(tmp_path / "cfg.json"),
+                           str(tmp_path / "out.json")], env=env, capture_output=True, text=True, timeout=900)
+    assert (tmp_path / "out.json").exists(), f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert "error" not in out, out.get("error", "") + proc.stderr[-3000:]
+    assert "caption" in out["extend_props"] and out["call"] == ["FINISHED"]
+    assert (out["sound"]["frame_final_start"], out["sound"]["frame_final_end"]) == (1, 51)  # 2 s of the 3 s file
+    assert out["movie"]["frame_final_end"] == 101
+    (run,) = out["runs"]
+    assert run["state"] == "done", run
+    s = run["strip"]
+    # butted on the sound strip's own channel, from its end to the movie's end
+    assert (s["channel"], s["frame_final_start"], s["frame_final_end"]) == (2, 51, 101)
+    new = sf.read(run["path"], dtype="int32", always_2d=True)[0]
+    assert new.shape == (2 * 48000, 2)  # 50 frames at 25 fps
+    side = json.loads(Path(run["path"]).with_suffix(".json").read_text())
+    assert side["request"]["spec"]["continue_from"] == 2.0 and side["request"]["spec"]["new_only"] is True
+    # what Blender plays: the cue, then the new part, with no gap
+    with wave.open(cfg["mixdown"]) as w:
+        rate, ch, data = w.getframerate(), w.getnchannels(), w.readframes(w.getnframes())
+    mix = np.frombuffer(data, dtype="<i2").reshape(-1, ch)
+    cue_end, movie_end = int(51 / 25 * rate), int(101 / 25 * rate)
+    assert np.abs(mix[cue_end - 2400:cue_end]).max() > 100 and np.abs(mix[cue_end:cue_end + 2400]).max() > 100
+    assert np.abs(mix[movie_end + 2400:]).max(initial=0) == 0
+    assert original.shape[0] == 3 * 48000

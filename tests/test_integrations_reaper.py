@@ -155,3 +155,87 @@ def test_a_job_outlives_the_reaper_session_that_asked(as_daemon_user, tmp_path):
     s3 = gone.run_script(SCRIPT)["_SESSION"]
     assert any("dropped" in line for line in gone.console) and gone.ext_state[rs.EXT_SECTION] == {}
     assert s3.state in ("failed", "cancelled")  # then the usual path: no time selection here
+
+
+EXTEND = Path(rs.__file__).with_name("reaper_extend.py")
+
+
+def test_extend_selected_item_butts_the_new_part_on_its_track(as_daemon_user):
+    """'Extend selected item': the item's source continues from where the item ends in it to the end of
+    the time selection; the new item sits right after it on the same track."""
+    import numpy as np
+    import soundfile as sf
+
+    from test_music_continue import music_clip
+
+    daemon = as_daemon_user
+    media = daemon.home / "song2" / "Media"
+    media.mkdir(parents=True)
+    source = media / "take.wav"
+    original = music_clip(source, 3.0, 48000, 2, "PCM_24")
+    host = FakeReaper(selection=(2.0, 5.0), srate=48000.0, media_folder=str(media), answers="same groove, brighter")
+    host.RPR_InsertTrackAtIndex(0, True)
+    track = host.tracks[0]
+    item = host.RPR_AddMediaItemToTrack(track)
+    take = host.RPR_AddTakeToMediaItem(item)
+    host.RPR_SetMediaItemTake_Source(take, host.RPR_PCM_Source_CreateFromFile(str(source)))
+    host.take(take).offset = 0.5  # the item plays 0.5 .. 3.0 s of its source
+    host.RPR_SetMediaItemInfo_Value(item, "D_POSITION", 1.5)
+    host.RPR_SetMediaItemInfo_Value(item, "D_LENGTH", 2.5)
+    host.item(item).selected = True
+    host.tempo_map = [(0.0, 0.0)]  # no tempo: the join stays where the item ends
+
+    s = host.run_script(EXTEND)["_SESSION"]
+    assert s.state == "running", host.console
+    assert s.plan.fields["continue_from"] == 3.0 and s.plan.fields["new_only"] is True
+    host.run_deferred(timeout=600)
+    assert s.state == "inserted", "".join(host.console)
+
+    _, new_item = s.inserted
+    assert host.tracks == [track] and host.track(track).items == [item, new_item]  # same track, no new one
+    it = host.item(new_item)
+    assert (it.position, it.length) == (4.0, 1.0)  # butted: the old item ends at 4.0, the selection at 5.0
+    src = host.take(it.takes[0]).source
+    new = sf.read(src, dtype="int32", always_2d=True)[0]
+    assert new.shape == (48000, 2)
+    assert host.undo[-1].startswith("unimoe-audio: extend with") and host.undo_depth == 0
+    # What REAPER plays over the seam: the source up to 3.0 s, then the new part: the daemon's own full
+    # continuation, made with the same seed, is exactly that.
+    full = daemon.home / "song2" / "full.wav"
+    from unimoe_audio.client.client import Client
+
+    fields = {k: v for k, v in s.plan.fields.items() if k not in ("new_only", "folder")}
+    with Client(daemon.settings, auto_start=False) as c:
+        seed = json_seed(src)
+        res = c.submit("music", **fields, seed=seed, output=str(full)).wait(timeout=600)
+    both = sf.read(res.path, dtype="int32", always_2d=True)[0]
+    np.testing.assert_array_equal(both[:144000], original[:144000])
+    np.testing.assert_array_equal(both[144000:], new)
+
+
+def json_seed(wav: str) -> int:
+    import json
+
+    return int(json.loads(Path(wav).with_suffix(".json").read_text())["seed"])
+
+
+def test_extend_plans_a_bar_line_join_and_refuses_what_it_cannot_do(tmp_path):
+    import soundfile as sf
+
+    src = tmp_path / "a.wav"
+    sf.write(str(src), [[0.0, 0.0]] * 48000 * 4, 48000)
+    p = rs_extend().plan_extend(source=str(src), item_pos=10.0, item_len=2.9, take_offset=0.0, playrate=1.0,
+                                sel_end=16.0, caption="x", rate=48000, tempo=120.0)
+    assert p.trim_to == 2.0 and p.position == 12.0 and p.samples == 4 * 48000  # the join on the bar at 2 s
+    with pytest.raises(ValueError, match="must end after"):
+        rs_extend().plan_extend(source=str(src), item_pos=10.0, item_len=2.0, take_offset=0.0, playrate=1.0,
+                                sel_end=11.0, caption="x", rate=48000)
+    with pytest.raises(ValueError, match="playrate"):
+        rs_extend().plan_extend(source=str(src), item_pos=0.0, item_len=2.0, take_offset=0.0, playrate=2.0,
+                                sel_end=5.0, caption="x", rate=48000)
+
+
+def rs_extend():
+    from unimoe_audio.integrations import reaper_extend
+
+    return reaper_extend

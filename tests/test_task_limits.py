@@ -91,7 +91,7 @@ def media(tmp_path_factory):
     video = d / "clip.mp4"
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=duration=4:size=96x64:rate=10",
                     "-pix_fmt", "yuv420p", str(video)], check=True, timeout=120)
-    FILES.update(reference_audio=str(wav), video=str(video))
+    FILES.update(reference_audio=str(wav), video=str(video), continue_audio=str(wav))
     return d
 
 

@@ -49,11 +49,26 @@ def cmd_music(args: argparse.Namespace) -> int:
         raise CLIError("music: give --seconds or --bars, not both", EXIT_BAD_INPUT)
     if args.variations < 1:
         raise CLIError("music: --variations must be at least 1", EXIT_BAD_INPUT)
+    if args.continue_ is None:
+        for flag, value in (("--from", args.from_), ("--to-seconds", args.to_seconds), ("--new-only", args.new_only)):
+            if value not in (None, False):
+                raise CLIError(f"music: {flag} goes with --continue FILE", EXIT_BAD_INPUT)
+    else:
+        if not Path(args.continue_).expanduser().is_file():
+            raise CLIError(f"music: --continue: {args.continue_} not found", EXIT_BAD_INPUT)
+        if args.to_seconds is not None and (args.seconds is not None or args.bars is not None):
+            raise CLIError("music: give --seconds (new music) or --to-seconds (whole output), not both", EXIT_BAD_INPUT)
+    if args.loop and args.to_seconds is not None:
+        raise CLIError("music: a loop's length is --seconds or --bars", EXIT_BAD_INPUT)
     base: dict[str, Any] = {"caption": args.caption, **audio_options(args)}
-    for name, key in (("seconds", "seconds"), ("bars", "bars"), ("tempo", "tempo_bpm"), ("key", "key")):
+    for name, key in (("seconds", "seconds"), ("bars", "bars"), ("tempo", "tempo_bpm"), ("key", "key"),
+                      ("continue_", "continue_audio"), ("from_", "continue_from"), ("to_seconds", "to_seconds")):
         v = getattr(args, name)
         if v is not None:
             base[key] = v
+    for name in ("loop", "new_only"):
+        if getattr(args, name):
+            base[name] = True
     output = abs_output(args.output)
     subs = []
     for i in range(args.variations):
@@ -159,6 +174,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bars", type=int, help="length in bars (needs --tempo)")
     p.add_argument("--tempo", type=float, metavar="BPM")
     p.add_argument("--key", help="e.g. 'A minor'")
+    p.add_argument("--continue", dest="continue_", metavar="FILE",
+                   help="continue this clip: FILE up to the join, then new music (--seconds of it, or --to-seconds)")
+    p.add_argument("--from", dest="from_", type=float, metavar="S",
+                   help="with --continue: join at S seconds into FILE (default: its end; a bar line with --tempo)")
+    p.add_argument("--to-seconds", type=float, metavar="T", help="with --continue: the whole output is T seconds")
+    p.add_argument("--new-only", action="store_true",
+                   help="with --continue: write only the new part (butted after FILE it plays as the full output)")
+    p.add_argument("--loop", action="store_true",
+                   help="a seamless loop of --bars N --tempo BPM (or --seconds); from FILE with --continue")
     p.add_argument("--variations", type=int, default=1, metavar="N", help="N takes (seeds seed, seed+1, ...)")
     p.add_argument("-o", "--output", metavar="FILE.wav", help="output file (variations get -1, -2, ...)")
     add_gen_options(p)
