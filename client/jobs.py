@@ -99,6 +99,8 @@ class JobWatch:
             if upd is not None:
                 self._seq = max(self._seq, seq)
                 newest = upd
+                if upd.kind == "partial":
+                    break  # a preview is never folded into a later update: the rest waits for the next poll
         if newest is None and not self.last.final and time.monotonic() - self._quiet_since >= self.resync_s:
             self._quiet_since = time.monotonic()
             newest = self._resync()

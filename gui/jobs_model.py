@@ -43,8 +43,10 @@ def flat_fields(request: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
     fields: dict[str, Any] = {}
     length = spec.pop("length", None) or {}
     sampling = spec.pop("sampling", None) or {}
+    defaults = {name: f.default for name, f in known.spec.model_fields.items()} if known is not None else {}
     for k, v in spec.items():
-        if v not in (None, "", [], {}):
+        # a field left at its default (continue's loop/new_only: false) is one the form would not send either
+        if v not in (None, "", [], {}) and not (k in defaults and v is defaults[k] and isinstance(v, bool)):
             fields[k] = v
     if task == "music" and "bars" in fields and fields.get("tempo_bpm"):
         pass  # the client turns bars at a tempo into the length again

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -306,9 +306,14 @@ class StaticBatch:
             g = torch.cuda.CUDAGraph()
             with torch.cuda.graph(g, pool=self._pool, stream=torch.cuda.Stream(device=dev)):
                 self._body()
-        self.graph = g
+        self._captured(g)
+
+    def _captured(self, graph: Any) -> None:
+        """Record a capture: the graph, the weights it replays (raw pointers) and the decode mode whose
+        kernels it holds; :meth:`run` captures again when either changes."""
+        self.graph = graph
         self._weights = _weight_ptrs(self.model)
-        self._invariant = invariant.enabled()  # the graph holds the kernels of the mode it was captured in
+        self._invariant = invariant.enabled()
         self.captures += 1
 
     def run(self) -> torch.Tensor:

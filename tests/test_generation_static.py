@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from unimoe_audio.model import invariant, prompts
-from unimoe_audio.model.decoder import StaticBatch, _weight_ptrs, length_bucket, load_model, row_bucket
+from unimoe_audio.model import prompts
+from unimoe_audio.model.decoder import StaticBatch, length_bucket, load_model, row_bucket
 from unimoe_audio.model.errors import Cancelled
 from unimoe_audio.model.generation import DecodeSession, GenItem, Sampling, backend_for, generate
 
@@ -102,10 +102,7 @@ def test_finished_rows_are_masked_and_batches_reused(lm, tok, meta, monkeypatch)
 
     def fake_capture(self):  # what a CUDA graph would replay: the static body
         self._body()
-        self.graph = types.SimpleNamespace(replay=self._body)
-        self._weights = _weight_ptrs(self.model)
-        self._invariant = invariant.enabled()  # as the real capture records the decode mode it holds
-        self.captures += 1
+        self._captured(types.SimpleNamespace(replay=self._body))
 
     monkeypatch.setattr(StaticBatch, "capture", fake_capture)
     dec = lm.static_decoder()

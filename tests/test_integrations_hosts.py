@@ -140,7 +140,7 @@ def test_jobwatch_reads_events_and_notices_a_dead_daemon(tmp_path):
                     final = upd
                 time.sleep(0.05)
             assert final is not None and final.kind == "failed"
-            assert final.event.error.code == "not_running" and "gone" in final.event.error.message
+            assert final.event.error.code == "not_running" and "crashed or was killed" in final.event.error.message
             assert watch.poll() is None  # nothing new after the end
     finally:
         d.close()

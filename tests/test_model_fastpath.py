@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from unimoe_audio.model.decode_rows import StaticRows
-from unimoe_audio.model.decoder import StaticBatch, StaticDecoder, _weight_ptrs, load_model
+from unimoe_audio.model.decoder import StaticBatch, StaticDecoder, load_model
 from unimoe_audio.model.generation import backend_for
 from unimoe_audio.model.moe import SparseMoE, moe_path, route, set_moe_path
 from unimoe_audio.model.rope_index import positions_from_mask
@@ -270,9 +270,7 @@ def _fake_capture(self):
     """A StaticBatch "capture" without CUDA: warm-up, and a replay that reruns the static body
     (what a real graph replays)."""
     self._body()
-    self.graph = types.SimpleNamespace(replay=self._body)
-    self._weights = _weight_ptrs(self.model)
-    self.captures += 1
+    self._captured(types.SimpleNamespace(replay=self._body))
 
 
 def test_static_batch_captures_once_and_again_after_weight_moves(monkeypatch):
