@@ -113,14 +113,14 @@ def test_submit_names_an_upload(daemon, tmp_path):
 
 def test_quota_is_per_client_and_named(daemon, tmp_path):
     ch = daemon.channel(timeout=60)
-    # two 117 KB files under a 204.8 KB quota (uploads of this client used just now are kept): refused,
-    # naming the file, its size, what is in use and the quota
+    # two 120 kB files under a 209.7 kB quota (0.2 MiB; uploads of this client used just now are kept): refused,
+    # naming the file, its size, what is in use and the quota (sizes in the project's one unit, kB = 1000 bytes)
     with pytest.raises(wire.RemoteError) as ei:
         for i in (1, 2):
             uploads.upload_file(Sender(ch), _file(tmp_path / f"{i}.bin", 120_000, i))
     assert ei.value.code == "quota_exceeded" and "upload_quota_mb" in ei.value.wanted
-    assert re.search(r"\d\.bin \(117\.2 KB\) does not fit this workstation's upload quota on the host: "
-                     r"[\d.]+ KB of 204\.8 KB in use", ei.value.message), ei.value.message
+    assert re.search(r"\d\.bin \(120\.0 kB\) does not fit this workstation's upload quota on the host: "
+                     r"[\d.]+ kB of 209\.7 kB in use", ei.value.message), ei.value.message
 
 
 def test_expiry_and_eviction(tmp_path):
