@@ -275,14 +275,8 @@ def test_addon_extends_a_sound_strip_to_its_movie_strips_end(daemon, tmp_path):
            "blend": str(film / "cut.blend"), "fps": 25, "scene_end": 120, "movie_at": 1, "sound_trim_end": 25,
            "caption": "same cue, building", "deadline": 600, "mixdown": str(tmp_path / "mix.wav")}
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("UNIMOE_AUDIO_", "PYTHON", "BLENDER_"))}
-    env.update({k: v for k, v in daemon.env.items() if k.startswith("UNIMOE_AUDIO_")})
-    user = tmp_path / "blender-user"
-    env.update(BLENDER_USER_RESOURCES=str(user), BLENDER_USER_CONFIG=str(user / "config"),
-               BLENDER_USER_SCRIPTS=str(user / "scripts"), BLENDER_USER_EXTENSIONS=str(user / "extensions"),
-               OMP_NUM_THREADS="1")
-    proc = subprocess.run([str(py), str(HERE / "_blender_extend_session.py"), str(tmp_path / "cfg.json"),
-                           str(tmp_path / "out.json")], env=env, capture_output=True, text=True, timeout=900)
+    proc = _blender(py, "_blender_extend_session.py", str(tmp_path / "cfg.json"), str(tmp_path / "out.json"),
+                    env=_blender_env(daemon, tmp_path))
     assert (tmp_path / "out.json").exists(), f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     out = json.loads((tmp_path / "out.json").read_text())
     assert "error" not in out, out.get("error", "") + proc.stderr[-3000:]
