@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -324,8 +325,7 @@ def import_model(
             proc = subprocess.run([sys.executable, "-m", "unimoe_audio.model.quant", str(src_path), str(tmp),
                                    "--method", quant], text=True, capture_output=True)
             if proc.returncode != 0:
-                tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-                raise ModelStoreError(f"quantizing {src_path} to {quant} failed: {tail[0]}")
+                raise ModelStoreError(f"quantizing {src_path} to {quant} failed: {_child_failure(proc)}")
         elif not link:
             shutil.copytree(src_path, tmp, ignore=shutil.ignore_patterns(".cache", ".git"))
         if dac and not link:
@@ -352,6 +352,16 @@ def import_model(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return dest, validate_model_dir(dest, dac=settings.dac)
+
+
+def _child_failure(proc: subprocess.CompletedProcess) -> str:
+    """Why a child process failed, in words: its last line of output, or the signal that ended it."""
+    tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-1:]
+    if proc.returncode < 0:
+        sig = signal.Signals(-proc.returncode).name if -proc.returncode in signal.valid_signals() else str(-proc.returncode)
+        hint = " (the system ran out of memory?)" if sig == "SIGKILL" else ""
+        return f"the quantizer was killed by {sig}{hint}" + (f"; last output: {tail[0]}" if tail else "")
+    return tail[0] if tail else f"exit code {proc.returncode}, no output"
 
 
 def remove_model(settings: Settings, name: str) -> Path:

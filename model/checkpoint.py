@@ -123,8 +123,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     loading (never holding the full-precision model), or load a folder stored that way. ``prepare``
     builds the quantized kernels now (int4 then keeps only the kernel's packed copy; False to save)."""
     from . import quant as Q
+    from .allocator import fix_mmap_threshold, malloc_trim
     from .kernels import aligned
 
+    fix_mmap_threshold()  # else the streamed tensors fragment the heap (allocator.py: 24 GB for 7 GB)
     folder, _ = weight_files(path)
     cfg = config or load_config(folder)
     device = torch.device(device)
@@ -205,6 +207,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     if missing:
         raise _fail(f"missing tensors in {folder}: {_listing([to_disk_key(m) for m in missing])}")
     model.eval()
+    malloc_trim()
     model.aligned_copies = aligned_copies  # type: ignore[assignment]  (kernels.report)
     if method != "none" and prepare:
         Q.prepare_kernels(model, dtype)
