@@ -249,10 +249,7 @@ def test_unload_then_next_job_reloads(daemon, ch, sub):
     final, _ = wait_final(sub, job)
     assert final.msg_type == "done"
     # "done" is published as soon as the file is in place; the worker turns "ready" right after.
-    deadline = time.monotonic() + 15
-    while ch.request("status")["state"] != "ready" and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert ch.request("status")["state"] == "ready"
+    wait_jobs(daemon, lambda: ch.request("status")["state"] == "ready", "the daemon to be ready again")
 
 
 def test_jobs_listing_filters(daemon, ch):
