@@ -6,6 +6,7 @@ import contextlib
 import socket
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -259,8 +260,17 @@ class Channel:
             raise RemoteError.from_reply(msg.content)
         return parse_reply(msg.msg_type, msg.content)
 
-    def subscribe(self, topics: Iterable[str] = ("",)) -> "Subscription":
-        return Subscription(self, topics)
+    def subscribe(self, topics: Iterable[str] = ("",), *, confirm: float | None = None) -> "Subscription":
+        """Events on ``topics``. ``confirm``: wait up to that many seconds until the subscription is known
+        to have reached the daemon (:meth:`Subscription.confirm`), so no event published afterwards is lost."""
+        sub = Subscription(self, topics)
+        if confirm is not None:
+            try:
+                sub.confirm(confirm)
+            except BaseException:
+                sub.close()
+                raise
+        return sub
 
     def close(self) -> None:
         self._closed = True
@@ -277,12 +287,15 @@ class Channel:
 class Subscription:
     """Signed events from the daemon's PUB socket. ``""`` subscribes to everything; ``job.<id>`` to one job.
 
-    ZeroMQ subscriptions take a moment to reach the publisher: subscribe *before* submitting, or use the
+    ZeroMQ subscriptions take a moment to reach the publisher, and events sent before that are dropped:
+    :meth:`confirm` waits until they have arrived (before submitting work whose events matter), or use the
     ``snapshot`` request to catch up on a job whose events you may have missed.
     """
 
     def __init__(self, channel: Channel, topics: Iterable[str] = ("",)):
+        self._channel = channel
         self._key = channel.key
+        self._held: deque[Message] = deque()  # events read while confirming, handed out by recv() first
         self._sock = channel._ctx.socket(zmq.SUB)
         self._sock.linger = 0
         channel._apply_curve(self._sock)
@@ -296,8 +309,43 @@ class Subscription:
     def remove(self, topic: str) -> None:
         self._sock.setsockopt(zmq.UNSUBSCRIBE, topic.encode("utf-8"))
 
-    def recv(self, timeout: float | None = None) -> Message | None:
-        """The next verified event (``msg.topic``, ``msg.msg_type``, ``msg.content``), or None on timeout."""
+    def confirm(self, timeout: float = 30.0) -> "Subscription":
+        """Return once the daemon's publisher has every topic subscribed so far (the subscription handshake).
+
+        Subscribes to a fresh ``echo.<token>`` topic and asks the daemon (``ping{echo: token}`` on the control
+        socket, which stays responsive under load) to publish an ``echo`` event there, again and again with
+        a growing pause, until one arrives. ZeroMQ sends a socket's subscriptions to the publisher in order
+        on one connection, so when the echo topic has arrived the earlier ones have too. Events of other
+        topics read meanwhile are kept for :meth:`recv`. Raises :class:`ReplyTimeout` when no echo came
+        within ``timeout`` s (the events port unreachable, e.g. a firewall), and the daemon's error for a
+        daemon that predates the ``echo`` field.
+        """
+        from .protocol import PingRequest, echo_topic
+
+        token = new_id()
+        topic = echo_topic(token)
+        self.add(topic)
+        deadline = time.monotonic() + timeout
+        pause = 0.02
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ReplyTimeout(f"no event from {self._channel.info.endpoint('events')} within {timeout:g} s: "
+                                       "is the daemon's events port reachable from here?")
+                self._channel.request("ping", PingRequest(echo=token), timeout=left, control=True)
+                until = min(deadline, time.monotonic() + pause)
+                while (msg := self._next(max(0.0, until - time.monotonic()))) is not None:
+                    if msg.msg_type == "echo" and msg.topic == topic:
+                        return self
+                    if not msg.topic.startswith("echo."):
+                        self._held.append(msg)
+                pause = min(pause * 2, 1.0)
+        finally:
+            self.remove(topic)
+
+    def _next(self, timeout: float | None) -> Message | None:
+        """The next verified message off the socket (not the held ones), or None on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             wait = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
@@ -308,6 +356,12 @@ class Subscription:
                 return deserialize(frames, key=self._key)
             except ProtocolError:
                 continue
+
+    def recv(self, timeout: float | None = None) -> Message | None:
+        """The next verified event (``msg.topic``, ``msg.msg_type``, ``msg.content``), or None on timeout."""
+        if self._held:
+            return self._held.popleft()
+        return self._next(timeout)
 
     def __iter__(self) -> Iterator[Message]:
         while True:

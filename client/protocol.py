@@ -204,7 +204,10 @@ class SpotInfo(_Strict):
 # Requests
 # ---------------------------------------------------------------------------------------------------
 class PingRequest(_Strict):
-    pass
+    echo: str | None = Field(
+        None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="When given, the daemon also publishes an `echo` event on topic `echo.<echo>` after the reply: "
+                    "a subscriber that receives it knows its subscriptions have reached the daemon's publisher.")
 
 
 class SubmitRequest(_Strict):
@@ -622,6 +625,13 @@ class DaemonEvent(_Loose):
     queue_length: int = 0
 
 
+class EchoEvent(_Loose):
+    """Topic ``echo.<token>``: the answer to ``ping{echo: token}`` on the event socket (the subscription
+    handshake, :meth:`~.channel.Subscription.confirm`)."""
+
+    echo: str
+
+
 REQUESTS: dict[str, type[BaseModel]] = {
     "ping": PingRequest,
     "submit": SubmitRequest,
@@ -667,6 +677,7 @@ EVENTS: dict[str, type[BaseModel]] = {
     "cancelled": CancelledEvent,
     "requeued": RequeuedEvent,
     "daemon": DaemonEvent,
+    "echo": EchoEvent,
 }
 FINAL_EVENTS: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 
@@ -680,6 +691,11 @@ def job_topic(job_id: str) -> str:
 
 
 DAEMON_TOPIC = "daemon"
+
+
+def echo_topic(token: str) -> str:
+    """The topic of the ``echo`` event that answers ``ping{echo: token}``."""
+    return f"echo.{token}"
 
 
 class ProtocolError(Exception):

@@ -88,7 +88,9 @@ class Publisher:
     def seq(self, job_id: str, default: int) -> int:
         return self.seqs.get(job_id, default)
 
-    def publish(self, etype: str, content: dict[str, Any]) -> None:
+    def publish(self, etype: str, content: dict[str, Any], topic: str | None = None) -> None:
+        """Send one event: a job's (numbered, recorded) when ``content`` names a job, else on ``topic``
+        (default ``daemon``)."""
         job_id = content.get("job_id")
         if job_id:
             seq = self.seqs.get(job_id)
@@ -106,7 +108,7 @@ class Publisher:
             except Exception:  # noqa: BLE001
                 log.exception("recording event failed")
         else:
-            topic = DAEMON_TOPIC
+            topic = topic or DAEMON_TOPIC
         frames, _ = wire.serialize(etype, content, key=self.key, session=self.session)
         try:
             self.pub_sock.send_multipart([topic.encode()] + frames, flags=zmq.NOBLOCK)

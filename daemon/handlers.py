@@ -40,6 +40,7 @@ from ..client.protocol import (
     VoicesReply,
     VoicesRequest,
     dump,
+    echo_topic,
 )
 from . import outputs, probe
 from .logs import get_logger
@@ -115,7 +116,15 @@ class Handlers:
         return WithBuffers(reply, [data]), None
 
     def on_ping(self, req: Any, **_: Any) -> Any:
-        return PingReply(version=self.d.version, pid=os.getpid(), time=time.time()), None
+        reply = PingReply(version=self.d.version, pid=os.getpid(), time=time.time())
+        token = getattr(req, "echo", None)
+        if not token:
+            return reply, None
+
+        def echo() -> None:  # the subscription handshake: a subscriber of echo.<token> hears this one
+            self.d.publisher.publish("echo", {"echo": token}, topic=echo_topic(token))
+
+        return reply, echo
 
     def on_status(self, req: Any, **_: Any) -> Any:
         d = self.d

@@ -138,6 +138,11 @@ class DaemonProc:
         self._channels.append(ch)
         return ch
 
+    def subscribe(self, topics: list[str], **kw: Any) -> channel.Subscription:
+        """Events on ``topics``, returned once the subscription has reached the daemon (the echo handshake,
+        ``Subscription.confirm``), so the test may submit at once and miss nothing."""
+        return self.channel(**kw).subscribe(topics, confirm=STALL_S)
+
     def kill9(self) -> None:
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGKILL)

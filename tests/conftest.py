@@ -21,10 +21,12 @@ def model_fixture_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def golden(model_fixture_dir):
-    """The original code's outputs on the golden tiny model (golden.npz), loaded once per run."""
+    """The original code's outputs on the golden tiny model (golden.npz), read once per run (a dict of
+    arrays: an open NpzFile would unzip an array again at every lookup)."""
     import numpy as np
 
-    return np.load(model_fixture_dir / "golden.npz")
+    with np.load(model_fixture_dir / "golden.npz") as npz:
+        return {name: npz[name] for name in npz.files}
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _client_harness import CLI, Daemon, cli, ffprobe, make_env, make_reference_speech, make_video, wait_progress  # noqa: E402
+from _content import check_audio, check_sidecar  # noqa: E402
 
 # A last resort against a hang: the waits inside fail when the daemon stops making progress.
 pytestmark = pytest.mark.timeout(1800)
@@ -66,7 +67,9 @@ def test_music_writes_the_requested_format(env, work):
     again = cli(env, "music", "calm piano", "--seconds", "0.5", "-o", str(out), "--channels", "2",
                 "--progress", "always").ok()
     assert ffprobe(out)["channels"] == 2 and not (work / "cue-2.wav").exists()
-    assert (work / "cue.json").is_file()
+    check_audio(out, seconds=0.5, channels=2)
+    side = check_sidecar(out, task="music")  # the sidecar was replaced with the file: it describes the new take
+    assert side["request"]["spec"]["length"]["seconds"] == 0.5 and side["request"]["output"]["channels"] == 2
     assert "100%" in again.err and "100%" not in again.out and str(out) in again.out
 
 
@@ -151,7 +154,9 @@ def test_no_wait_then_jobs_ls_and_wait_from_another_process(env, work):
     listed = cli(env, "jobs", "ls", "--json").ok().json()  # a second client process
     assert any(j["job_id"] == job_id and j["tag"] == "nowait-1" for j in listed)
     done = cli(env, "jobs", "wait", job_id, "--json").ok().json()
-    assert done["job_id"] == job_id and Path(done["path"]).is_file()
+    assert done["job_id"] == job_id
+    check_audio(done["path"], seconds=0.5)
+    assert check_sidecar(done["path"], job_id=job_id, task="music")["request"]["tag"] == "nowait-1"
     assert job_id in cli(env, "jobs", "ls", "--state", "done").ok().out
 
 

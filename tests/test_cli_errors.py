@@ -13,6 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _client_harness import Daemon, cli, make_reference_speech, make_video  # noqa: E402
+from _content import check_audio, check_sidecar  # noqa: E402
 
 pytestmark = pytest.mark.timeout(1800)  # last resort: the waits inside follow progress
 
@@ -66,7 +67,8 @@ def test_refused_output_creates_no_folder(env, roots):
 def test_accepted_output_in_a_new_folder_is_created_by_the_daemon(env, roots):
     target = roots / "inside" / "made" / "by" / "daemon" / "cue.wav"
     cli(env, "music", "x", "--seconds", "0.5", "-o", str(target)).ok()
-    assert target.is_file()
+    check_audio(target, seconds=0.5)
+    assert check_sidecar(target, task="music")["request"]["spec"]["caption"] == "x"
 
 
 def test_output_under_a_file_is_refused_at_submit(env, roots):

@@ -75,7 +75,12 @@ def test_models_import_ls_rm_roundtrip(env, tmp_path):
     r = cli(env, "models", "import", str(src), "--name", "mine", "--json").ok().json()
     assert r["check"]["ok"] and r["check"]["shards"] == 2 and r["check"]["parameters"] == 40
     dest = tmp_path / "home" / "data" / "models" / "mine"
-    assert (dest / "model.safetensors.index.json").is_file()
+    # the imported copy is whole: its index maps every tensor to a shard that came along, byte for byte
+    index = json.loads((dest / "model.safetensors.index.json").read_text())
+    assert index["weight_map"] == {"a.weight": "model-00001-of-00002.safetensors",
+                                   "b.bias": "model-00002-of-00002.safetensors"}
+    for shard in set(index["weight_map"].values()):
+        assert (dest / shard).read_bytes() == (src / shard).read_bytes(), shard
     listing = cli(env, "models", "ls", "--json").ok().json()
     names = {m["name"]: m for m in listing["models"]}
     assert names["mine"]["ok"] and names["tiny"]["builtin"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -40,19 +39,13 @@ def test_models_import_quant_stores_quantized_weights(tmp_path, tiny_src):
     assert json.loads((dest / "config.json").read_text())["unimoe_audio_quant"]["method"] == "int8"
 
 
-def _sub(d):
-    s = d.channel().subscribe(["job.", "daemon"])
-    time.sleep(0.3)  # ZeroMQ slow joiner
-    return s
-
-
 def test_daemon_serves_quantized_model_and_reports_it(tmp_path, tiny_src):
     home = tmp_path / "home"
     env = make_env(home)
     r = cli(env, "models", "import", str(tiny_src), "--name", "tq4", "--quant", "int4", "--json", timeout=300).ok().json()
     d = DaemonProc(home, model="tq4", models_dir=Path(r["path"]).parent, keep_alive=0, dtype="float32").start()
     try:
-        ch, sub = d.channel(timeout=30), _sub(d)
+        ch, sub = d.channel(timeout=30), d.subscribe(["job.", "daemon"])
         job = ch.request("submit", music(0.5, spec={"task": "music", "caption": "calm", "length": {"seconds": 0.5},
                                                     "sampling": {"seed": 1}}))
         final, _ = wait_final(sub, job["job_id"], timeout=300)
@@ -79,7 +72,7 @@ def test_daemon_refuses_a_model_over_the_memory_budget(tmp_path):
     (tmp_path / "home").mkdir()
     d = DaemonProc(tmp_path / "home", keep_alive=0, memory_budget=0.01, dtype="float32").start()
     try:
-        ch, sub = d.channel(timeout=30), _sub(d)
+        ch, sub = d.channel(timeout=30), d.subscribe(["job.", "daemon"])
         job = ch.request("submit", music(0.5))
         final, _ = wait_final(sub, job["job_id"], timeout=300)
         assert final.msg_type == "failed", final.content

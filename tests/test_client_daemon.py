@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _client_harness import CLI, Daemon, cli, ffprobe, make_env, wait_for, wait_progress  # noqa: E402
+from _content import check_audio  # noqa: E402
 
 from unimoe_audio.client.client import (  # noqa: E402
     Client,
@@ -76,7 +77,9 @@ def test_stream_partial_audio(client, tmp_path):
     assert parts, "no partial audio was streamed"
     assert all(p.job_id == job.id for p in parts)
     assert [p.seconds for p in parts] == sorted(p.seconds for p in parts)
-    assert Path(job.wait(timeout=30).path).is_file()
+    res = job.wait(timeout=30)  # (the previews are gone with the job: the final take is what is left)
+    assert res.path == str(tmp_path / "s.wav")
+    check_audio(res.path, seconds=1.0, sample_rate=res.sample_rate, channels=res.channels)
 
 
 def test_cancel_a_running_job(client, daemon, tmp_path):
@@ -141,7 +144,7 @@ def test_cli_auto_start_notice_on_stderr(tmp_path):
     r = cli(env, "music", "calm", "--seconds", "0.5", "-o", str(tmp_path / "x.wav"), "--json").ok()
     try:
         assert "starting one in the background" in r.err
-        assert Path(r.json()["path"]).is_file()
+        check_audio(r.json()["path"], seconds=0.5)
         again = cli(env, "status", "--json").ok()
         assert "starting one" not in again.err
     finally:

@@ -31,8 +31,7 @@ def ch(daemon):
 
 @pytest.fixture
 def sub(daemon):
-    s = daemon.channel().subscribe(["job."])
-    time.sleep(0.3)  # ZeroMQ slow joiner
+    s = daemon.subscribe(["job."])
     yield s
     s.close()
 

@@ -19,6 +19,7 @@ import zmq
 from unimoe_audio.client import protocol as P
 from unimoe_audio.client import channel, wire
 
+from _content import check_audio, check_sidecar
 from _daemon_harness import (
     DaemonProc,
     collect,
@@ -26,10 +27,13 @@ from _daemon_harness import (
     job_state,
     music,
     read_json,
+    until,
     visible_wavs,
     wait_final,
     wait_for,
+    wait_jobs,
 )
+from _progress import STALL_S
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +51,7 @@ def ch(daemon):
 
 @pytest.fixture
 def sub(daemon):
-    s = daemon.channel().subscribe(["job.", "daemon"])
-    time.sleep(0.3)  # let the subscription reach the publisher (ZeroMQ slow joiner)
+    s = daemon.subscribe(["job.", "daemon"])
     yield s
     s.close()
 
@@ -77,6 +80,33 @@ def test_ping_and_status_before_load(daemon, ch):
     assert st.memory.rss_bytes and st.memory.rss_bytes > 0
 
 
+def test_ping_echo_is_the_subscription_handshake(daemon, ch):
+    everything = daemon.subscribe([""])  # returns only once its subscriptions reached the daemon
+    try:
+        # ping{echo} answers as ping does, then publishes an echo event on its own topic
+        assert ch.request("ping", {"echo": "hs-1"}, control=True)["pid"] == daemon.proc.pid
+        echo = until(everything, lambda m: m.msg_type == "echo", "the echo event")
+        assert echo.topic == "echo.hs-1" and echo.content == {"echo": "hs-1"}
+        with pytest.raises(wire.RemoteError) as ei:
+            ch.request("ping", {"echo": "not a token!"})
+        assert ei.value.code == "invalid_input" and ei.value.field == "echo"
+        # events that arrive while a subscription confirms are kept, in order, for recv()
+        late = daemon.channel().subscribe(["job."])
+        try:
+            late.confirm(STALL_S)
+            job_id = ch.request("submit", music(0.5))["job_id"]
+            wait_jobs(daemon, lambda: job_state(ch, job_id) == "done", "the job to finish")
+            late.confirm(STALL_S)  # reads the job's whole run off the socket before its echo
+            final, seen = wait_final(late, job_id)
+            assert final.msg_type == "done"
+            assert [m.content["seq"] for m in seen] == list(range(1, len(seen) + 1))
+            assert seen[0].msg_type == "accepted" and not any(m.msg_type == "echo" for m in seen)
+        finally:
+            late.close()
+    finally:
+        everything.close()
+
+
 def test_submit_writes_timeline_wav_and_sidecar(daemon, ch, sub):
     out_dir = daemon.home / "project" / "audio"
     job = ch.request("submit", music(1.5, output={"folder": str(out_dir), "name": "cue 1"}, tag="t-1",
@@ -95,7 +125,8 @@ def test_submit_writes_timeline_wav_and_sidecar(daemon, ch, sub):
     assert side["seed"] == 7 and side["model"]["tiny"] is True and side["model"]["hash"]
     assert side["request"]["spec"]["caption"] == "calm piano"
     assert side["output"]["sample_rate"] == 48000 and side["output"]["bit_depth"] == 24
-    assert "timings" in side
+    timings = side["timings"]
+    assert timings["total"] >= timings["generate"] > 0 and all(v >= 0 for v in timings.values()), timings
     # loudness-normalized with a true-peak ceiling (defaults: -16 LUFS, -1 dBTP)
     from unimoe_audio.model import audio_out
 
@@ -151,7 +182,11 @@ def test_several_clients_at_once(daemon, sub):
     finals = {j: evs[-1] for j, evs in collect(sub, ids).items()}
     assert all(m.msg_type == "done" for m in finals.values()), [m.content for m in finals.values()]
     paths = {m.content["path"] for m in finals.values()}
-    assert len(paths) == len(ids) and all(Path(p).is_file() for p in paths)
+    assert len(paths) == len(ids)
+    for job_id, m in finals.items():  # each file is that job's own take, as long as its done event says
+        check_audio(m.content["path"], seconds=m.content["seconds"], sample_rate=m.content["sample_rate"],
+                    channels=m.content["channels"])
+        check_sidecar(m.content["path"], job_id=job_id, task="music")
 
 
 def test_cancel_queued_and_running(daemon, ch, sub):
@@ -214,10 +249,7 @@ def test_unload_then_next_job_reloads(daemon, ch, sub):
     final, _ = wait_final(sub, job)
     assert final.msg_type == "done"
     # "done" is published as soon as the file is in place; the worker turns "ready" right after.
-    deadline = time.monotonic() + 15
-    while ch.request("status")["state"] != "ready" and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert ch.request("status")["state"] == "ready"
+    wait_jobs(daemon, lambda: ch.request("status")["state"] == "ready", "the daemon to be ready again")
 
 
 def test_jobs_listing_filters(daemon, ch):
@@ -316,6 +348,17 @@ def test_models_lists_the_tiny_model(ch):
 
 
 # -- OSC ------------------------------------------------------------------------------------------------------
+def _udp_port_taken(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def test_osc_request_with_oscsend_and_oscdump(daemon):
     assert shutil.which("oscsend") and shutil.which("oscdump"), "liblo-tools (oscsend/oscdump) must be installed"
     listen = free_port(__import__("socket").SOCK_DGRAM)
@@ -324,7 +367,9 @@ def test_osc_request_with_oscsend_and_oscdump(daemon):
     reader = threading.Thread(target=lambda: [lines.append(line) for line in dump.stdout], daemon=True)
     reader.start()
     try:
-        time.sleep(0.3)
+        # oscdump is ready when its port is taken (liblo binds it before it reads datagrams)
+        wait_for(lambda: _udp_port_taken(listen) or dump.poll() is not None, 60, what="oscdump to listen")
+        assert dump.poll() is None, "".join(lines)
         osc = str(daemon.info.osc_port)
         send = ["oscsend", "127.0.0.1", osc]
         subprocess.run([*send, "/unimoe/ping", "si", "reply_port", str(listen)], check=True)
@@ -335,8 +380,9 @@ def test_osc_request_with_oscsend_and_oscdump(daemon):
         accepted = [ln for ln in lines if "/unimoe/accepted" in ln]
         assert accepted and "clip7" in accepted[0]
         path = next(tok.strip('"') for tok in done.split() if tok.strip('"').endswith(".wav"))
-        assert Path(path).is_file() and sf.info(path).samplerate == 48000
-        assert "clip7" in done
+        check_audio(path, seconds=1.0, sample_rate=48000)
+        side = check_sidecar(path, task="music")
+        assert side["request"]["tag"] == "clip7" and side["seed"] == 3 and "clip7" in done
         # a bad request is answered with /unimoe/error naming the argument, and the daemon carries on
         subprocess.run([*send, "/unimoe/music", "ssssi", "calm", "seconds", "long", "reply_port", str(listen)],
                        check=True)

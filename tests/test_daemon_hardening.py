@@ -209,8 +209,7 @@ def test_done_reports_the_files_loudness(daemon, ch):
     import pyloudnorm
     import soundfile as sf
 
-    sub = daemon.channel().subscribe(["job."])
-    time.sleep(0.3)
+    sub = daemon.subscribe(["job."])
     try:
         job_id = ch.request("submit", music(1.0, output={"loudness_lufs": -20.0}))["job_id"]
         final, _ = wait_final(sub, job_id)
@@ -261,8 +260,7 @@ def test_request_id_survives_a_restart(tmp_path, cache):
     d = DaemonProc(tmp_path, keep_alive=0, cache_dir=cache).start()
     try:
         ch = d.channel(timeout=30)
-        sub = d.channel().subscribe(["job."])
-        time.sleep(0.3)
+        sub = d.subscribe(["job."])
         first = ch.request("submit", music(0.5, request_id="survives-restart-1"))["job_id"]
         assert wait_final(sub, first)[0].msg_type == "done"
         sub.close()
@@ -290,8 +288,7 @@ def test_osc_request_id_makes_a_resent_datagram_one_job(daemon, ch):
 
 # -- cancel of a finished job: ZeroMQ and OSC agree ----------------------------------------------------------------
 def test_cancel_finished_job_agrees_over_zeromq_and_osc(daemon, ch):
-    sub = daemon.channel().subscribe(["job."])
-    time.sleep(0.3)
+    sub = daemon.subscribe(["job."])
     try:
         job_id = ch.request("submit", music(0.5, tag="fin"))["job_id"]
         final, _ = wait_final(sub, job_id)
@@ -340,8 +337,7 @@ def test_stale_temps_removed_and_data_folder_private(tmp_path, cache):
     d = DaemonProc(tmp_path, keep_alive=0, cache_dir=cache).start()
     try:
         ch = d.channel(timeout=30)
-        sub = d.channel().subscribe(["job."])
-        time.sleep(0.3)
+        sub = d.subscribe(["job."])
         job_id = ch.request("submit", music(0.5))["job_id"]
         assert wait_final(sub, job_id)[0].msg_type == "done"
         sub.close()

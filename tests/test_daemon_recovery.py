@@ -30,16 +30,10 @@ def _wait_progress(sub, job_id):
     return until(sub, accept, f"progress of {job_id}")
 
 
-def _subscribe(d):
-    s = d.channel().subscribe(["job.", "daemon"])
-    time.sleep(0.3)
-    return s
-
-
 def test_kill9_mid_job_then_restart_completes_it(tmp_path):
     d = DaemonProc(tmp_path, keep_alive=0).start()
     try:
-        ch, sub = d.channel(timeout=30), _subscribe(d)
+        ch, sub = d.channel(timeout=30), d.subscribe(["job.", "daemon"])
         job = ch.request("submit", music(LONG, output={"name": "survivor"}))["job_id"]
         queued = ch.request("submit", music(1.0, output={"name": "waiting"}))["job_id"]
         _wait_progress(sub, job)
@@ -68,7 +62,7 @@ def test_kill9_mid_job_then_restart_completes_it(tmp_path):
 
 def test_sigterm_requeues_running_job_and_cleans_up(tmp_path):
     d = DaemonProc(tmp_path).start()
-    ch, sub = d.channel(timeout=30), _subscribe(d)
+    ch, sub = d.channel(timeout=30), d.subscribe(["job.", "daemon"])
     job = ch.request("submit", music(LONG))["job_id"]
     _wait_progress(sub, job)
     assert d.terminate(60) == 0
@@ -91,7 +85,7 @@ def test_sigterm_requeues_running_job_and_cleans_up(tmp_path):
 def test_full_queue_answers_busy_and_idle_model_unloads(tmp_path):
     d = DaemonProc(tmp_path, max_queue=2, keep_alive=1).start()
     try:
-        ch, sub = d.channel(timeout=30), _subscribe(d)
+        ch, sub = d.channel(timeout=30), d.subscribe(["job.", "daemon"])
         long = music(LONG)
         long["spec"]["sampling"] = {"cfg_scale": 0}  # without CFG: the CFG jobs below cannot join its batch
         running = ch.request("submit", long)["job_id"]
@@ -118,7 +112,7 @@ def test_load_failure_is_a_clear_error_and_the_daemon_stays_up(tmp_path):
     (broken / "config.json").write_text("{ this is not a config")
     d = DaemonProc(tmp_path, model=str(broken)).start()
     try:
-        ch, sub = d.channel(timeout=30), _subscribe(d)
+        ch, sub = d.channel(timeout=30), d.subscribe(["job.", "daemon"])
         assert ch.request("status")["tiny"] is False
         job = ch.request("submit", music(1.0))["job_id"]
         final, _ = wait_final(sub, job)

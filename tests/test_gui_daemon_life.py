@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from _content import check_audio, check_peaks
 from _daemon_harness import DaemonProc, daemon_env
 from _gui_harness import connected_panel, generate_music, open_panel, wait_done, wait_until
 
@@ -57,7 +58,8 @@ def test_reconnects_by_itself_to_a_new_daemon_and_a_job_completes(qtbot, tmp_pat
             assert panel.backend.client.pid == second.proc.pid != first.proc.pid
             assert panel.generate_button.isEnabled() and not panel.offline_label.isVisible()
             row = wait_done(panel, generate_music(panel, "after the restart", seconds=1.0, seed=4))
-            assert row.path and row.peaks is not None
+            check_audio(row.path, seconds=1.0)
+            check_peaks(row.peaks, row.path, 1.0)
             # Connect makes a fresh client too (the button is there whenever the daemon is not)
             old = panel.backend.client
             panel.connect_daemon()

@@ -12,9 +12,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _daemon_harness import DaemonProc  # noqa: E402
+from _content import check_audio  # noqa: E402
 
 from PySide6.QtCore import Qt  # noqa: E402
-from PySide6.QtGui import QGuiApplication  # noqa: E402
+from PySide6.QtGui import QGuiApplication, QImage  # noqa: E402
 from PySide6.QtTest import QTest  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
@@ -96,8 +97,9 @@ def test_generate_music_until_done(panel, daemon, tmp_path):
     assert r.state == "done", r
     assert r.fraction == 1.0
     p = Path(r.path)
-    assert p.is_file() and p.parent == out.resolve()
+    assert p.parent == out.resolve()
     assert abs(r.seconds - 1.0) < 1e-3
+    check_audio(p, seconds=1.0)
     # reveal / copy path act on the selected row
     panel.select_job(row.job_id)
     assert panel.reveal_button.isEnabled() and panel.copy_button.isEnabled()
@@ -176,5 +178,11 @@ def test_screenshot(panel, tmp_path):
     panel.music.caption.setPlainText("warm strings")
     QTest.qWait(100)
     shot = tmp_path / "panel.png"
-    assert panel.grab().save(str(shot))
-    assert shot.stat().st_size > 5000
+    pixmap = panel.grab()
+    assert pixmap.save(str(shot))
+    # the PNG holds the whole panel at its size, and a drawn one (not one flat colour)
+    img = QImage(str(shot))
+    dpr = pixmap.devicePixelRatio()
+    assert (img.width(), img.height()) == (round(panel.width() * dpr), round(panel.height() * dpr))
+    colours = {img.pixel(x, y) for x in range(0, img.width(), 5) for y in range(0, img.height(), 5)}
+    assert len(colours) > 8, len(colours)

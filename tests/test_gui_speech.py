@@ -7,6 +7,7 @@ import sys
 
 import pytest
 from _client_harness import make_reference_speech
+from _content import check_audio, check_peaks
 from _daemon_harness import DaemonProc
 from _gui_harness import connected_panel, new_job, wait_done, wait_until
 
@@ -71,7 +72,9 @@ def test_drop_a_reference_save_it_as_a_voice_and_speak_with_it(qtbot, daemon):
     before = {r.job_id for r in panel.jobs.rows()}
     panel.generate()
     row = wait_done(panel, new_job(panel, before))
-    assert row.kind == "speech" and row.peaks is not None
+    assert row.kind == "speech"
+    check_audio(row.path, seconds=row.seconds)
+    check_peaks(row.peaks, row.path, row.seconds)
 
     # a voice name that exists is refused with the reason, under the form
     panel.save_voice("narrator", str(ref), "Good evening, and welcome back.")

@@ -20,9 +20,8 @@ def model(model_fixture_dir):
 
 
 @pytest.fixture(scope="module")
-def prompt(model_fixture_dir):
-    g = np.load(model_fixture_dir / "golden.npz")
-    return torch.from_numpy(g["t2m_input_ids"]), torch.from_numpy(g["t2m_attention_mask"])
+def prompt(golden):
+    return torch.from_numpy(golden["t2m_input_ids"]), torch.from_numpy(golden["t2m_attention_mask"])
 
 
 def _frames(rows: int, n: int, seed: int = 0) -> torch.Tensor:

@@ -126,10 +126,10 @@ def test_fast_decode_equals_grouped_decode(tied):
     assert (used >= 2).any()  # multi-expert tokens, not only single picks
 
 
-def test_fast_prefill_with_padding_equals_grouped_on_golden_model(model_fixture_dir):
+def test_fast_prefill_with_padding_equals_grouped_on_golden_model(model_fixture_dir, golden):
     """The golden fixture's prompts (padded: padded tokens get no dynamic slot) through both paths."""
     m = load_model(model_fixture_dir, device="cpu", dtype=torch.float32)
-    g = np.load(model_fixture_dir / "golden.npz")
+    g = golden
     for name in ("t2m", "tts"):
         ids = torch.from_numpy(g[f"{name}_forward_input_ids"])
         mask = torch.from_numpy(g[f"{name}_forward_attention_mask"])

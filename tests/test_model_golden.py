@@ -13,11 +13,6 @@ ATOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def golden(model_fixture_dir):
-    return dict(np.load(model_fixture_dir / "golden.npz"))
-
-
-@pytest.fixture(scope="module")
 def model(model_fixture_dir):
     return load_model(model_fixture_dir, device="cpu", dtype=torch.float32)
 

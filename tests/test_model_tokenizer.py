@@ -16,11 +16,6 @@ def tok(model_fixture_dir):
     return load_tokenizer(model_fixture_dir / "tokenizer")
 
 
-@pytest.fixture(scope="module")
-def meta(model_fixture_dir):
-    return json.loads((model_fixture_dir / "golden_meta.json").read_text())
-
-
 @pytest.mark.parametrize("name,key", [("t2m", ("t2m", "texts")), ("tts", ("tts", "texts")),
                                       ("v2m", ("v2m", "forward_texts")), ("v2m_ref", ("v2m", "reference_template_texts"))])
 def test_ids_equal_golden(tok, meta, model_fixture_dir, name, key):

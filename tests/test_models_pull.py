@@ -20,6 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _client_harness import CLI, Daemon, cli, make_env  # noqa: E402
+from _content import check_audio, check_sidecar  # noqa: E402
 from _hf_hub_server import HubServer  # noqa: E402
 from _progress import Watch  # noqa: E402
 
@@ -286,7 +287,8 @@ def test_the_daemon_serves_the_pulled_model_and_names_it(env, home):
         assert Path(st["model_dir"]) == folder, st
         out = home / "pulled.wav"
         r = cli(d.env, "music", "calm piano", "--seconds", "0.5", "-o", str(out)).ok()
-        assert out.is_file()
+        check_audio(out, seconds=0.5)
+        assert check_sidecar(out, task="music")["model"]["name"] == NAME  # made by the pulled model
         st = cli(d.env, "status", "--json").ok().json()
         # The stand-in hub serves a make-tiny model, whose config flags random weights: tiny, but not the
         # built-in fallback, and the advice is not to pull (that was just done).

@@ -15,6 +15,7 @@ import soundfile as sf
 from _client_harness import CLI
 from _daemon_harness import (DaemonProc, collect, expected_cpu_dtype, free_port, job_state, music, visible_wavs,
                              wait_final, wait_for)
+from _progress import STALL_S
 from _ray_cluster import NODE_START_TIMEOUT, RayCluster
 
 import ray  # noqa: E402,F401 - the test extra installs it; without it this module must fail, not skip
@@ -75,8 +76,7 @@ def test_status_lists_both_actors(daemon):
 def test_sixteen_jobs_across_two_actors(daemon):
     ch = daemon.channel(timeout=60)
     _ready_actors(ch)
-    sub = ch.subscribe(["job."])
-    time.sleep(0.3)
+    sub = ch.subscribe(["job."], confirm=STALL_S)
     out = daemon.home / "sixteen"
     seconds = [0.5 + 0.25 * (i % 4) for i in range(16)]
     ids = [ch.request("submit", music(s, caption=f"cue {i}", output={"folder": str(out)}))["job_id"]
@@ -116,8 +116,7 @@ def test_a_job_joins_a_busy_actors_batch(daemon):
     next step instead of waiting for an actor to free up, and finishes long before the long jobs."""
     ch = daemon.channel(timeout=60)
     _ready_actors(ch)
-    sub = ch.subscribe(["job."])
-    time.sleep(0.3)
+    sub = ch.subscribe(["job."], confirm=STALL_S)
     long_a = ch.request("submit", music(20.0, caption="long a"))["job_id"]
     _until_progress(sub, long_a)
     long_b = ch.request("submit", music(20.0, caption="long b"))["job_id"]
@@ -140,8 +139,7 @@ def test_a_job_joins_a_busy_actors_batch(daemon):
 def test_killed_actor_reruns_its_job_once(daemon):
     ch = daemon.channel(timeout=60)
     _ready_actors(ch)
-    sub = ch.subscribe(["job."])
-    time.sleep(0.3)
+    sub = ch.subscribe(["job."], confirm=STALL_S)
     out = daemon.home / "killed"
     job = ch.request("submit", music(8.0, caption="long cue", output={"folder": str(out)}))["job_id"]
     _until_progress(sub, job)
@@ -165,8 +163,7 @@ def test_killed_actor_reruns_its_job_once(daemon):
 def test_cancel_running_ray_job(daemon):
     ch = daemon.channel(timeout=60)
     _ready_actors(ch)
-    sub = ch.subscribe(["job."])
-    time.sleep(0.3)
+    sub = ch.subscribe(["job."], confirm=STALL_S)
     job = ch.request("submit", music(20.0, caption="to cancel"))["job_id"]
     _until_progress(sub, job)
     ch.request("cancel", {"job_id": job})
@@ -199,8 +196,7 @@ def test_restarted_daemon_reattaches_to_the_same_actors(daemon, cluster):
         ch2 = d2.channel(timeout=60)
         after = {a["name"]: a["pid"] for a in _ready_actors(ch2)["backend"]["actors"]}
         assert after == before, "the same actor processes, models still loaded"
-        sub = ch2.subscribe(["job."])
-        time.sleep(0.3)
+        sub = ch2.subscribe(["job."], confirm=STALL_S)
         job = ch2.request("submit", music(0.5))["job_id"]
         final, _ = wait_final(sub, job, timeout=600)
         assert final.msg_type == "done"
@@ -214,8 +210,7 @@ def test_unreachable_cluster_is_backend_unavailable(tmp_path):
     d = DaemonProc(tmp_path, backend="ray", ray_address=f"127.0.0.1:{port}", ray_unavailable_s=0).start()
     try:
         ch = d.channel(timeout=60)
-        sub = ch.subscribe(["job."])
-        time.sleep(0.3)
+        sub = ch.subscribe(["job."], confirm=STALL_S)
         job = ch.request("submit", music(0.5))["job_id"]
         final, _ = wait_final(sub, job, timeout=120)
         assert final.msg_type == "failed"
@@ -245,8 +240,7 @@ def test_a_node_that_joins_gets_an_actor_and_one_that_leaves_loses_it(cluster):
         assert st["backend"]["wanted"] == 3
         new = set(_actors(ch)) - before
         assert len(new) == 1, _actors(ch)
-        sub = ch.subscribe(["job."])
-        time.sleep(0.3)
+        sub = ch.subscribe(["job."], confirm=STALL_S)
         ids = [ch.request("submit", music(2.0, caption=f"spread {i}"))["job_id"] for i in range(3)]
         events = collect(sub, ids, timeout=900)
         used = {m.content.get("actor") for j in ids for m in events[j] if m.msg_type == "started"}
@@ -270,8 +264,7 @@ def test_with_every_node_gone_a_job_waits_and_runs_once_when_a_node_returns(clus
             cluster.kill_worker(node)
         wait_for(lambda: _status(ch)["backend"]["state"] == "waiting", NODE_START_TIMEOUT, 1.0,
                  "the daemon to wait for Ray capacity")
-        sub = ch.subscribe(["job."])
-        time.sleep(0.3)
+        sub = ch.subscribe(["job."], confirm=STALL_S)
         out = d.home / "waited"
         job = ch.request("submit", music(0.5, caption="waits", output={"folder": str(out)}))["job_id"]
         # it stays queued, spending no attempt, while no node is there (checked over several refreshes)

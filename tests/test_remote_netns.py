@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from _content import check_audio
 from _daemon_harness import daemon_env
 
 CLI = [sys.executable, "-m", "unimoe_audio.client"]
@@ -158,7 +159,9 @@ def test_workstation_generates_and_gets_the_wav(host):
     with wave.open(str(target)) as w:
         assert (w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()) == (48000, 2, 3, 48000)
     sidecar = json.loads(target.with_suffix(".json").read_text())
-    assert sidecar  # the sidecar came along
+    # the sidecar came along and describes this take (the host's file: same bytes)
+    assert sidecar["job_id"] == res["job_id"] and sidecar["output"]["path"] == res["host_path"]
+    assert (sidecar["output"]["samples"], sidecar["output"]["channels"]) == (48000, 2)
     assert not list(target.parent.glob(".*.part"))  # no temporary file left behind
 
     # A job waited on later (no -o) lands in the workstation's own output folder.
@@ -168,7 +171,7 @@ def test_workstation_generates_and_gets_the_wav(host):
     r = cli(NS_WS, ws, "--host", "studio", "jobs", "wait", job_id, "--json", timeout=600)
     assert r.returncode == 0, r.stderr
     local = next((ws / "data" / "outputs").glob("*.wav"))
-    assert local.is_file() and local.stat().st_size > 44
+    check_audio(local, seconds=0.5)
 
 
 def test_previews_stream_to_the_workstation(host):

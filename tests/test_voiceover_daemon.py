@@ -107,7 +107,11 @@ def test_srt_to_a_stem_then_only_one_cue_again(daemon, work):
         assert c["start_sample"] == round(c["start"] * 48000)
     stem = check_stem(rep)
     assert Path(rep["report"]).is_file() and json.loads(Path(rep["report"]).read_text())["cues"][0]["index"] == 1
-    assert (work / "dlg.spoken.vtt").is_file()
+    # the WebVTT says what was spoken, by whom, at the SRT's (the stem's) times
+    vtt = pysubs2.load(str(work / "dlg.spoken.vtt"))
+    assert [e.plaintext for e in vtt] == ["NARRATOR: It was a quiet night.", "Then the phone rang.",
+                                          "ALICE: Hello? Who is this?"]
+    assert [(e.start, e.end) for e in vtt] == [(e.start, e.end) for e in pysubs2.load(rep["subtitles"][0])]
 
     # --only 2: a new take of cue 2 only (new seed, new job); the others' files stay byte for byte
     before = {i: Path(by[i]["file"]).read_bytes() for i in (1, 4)}

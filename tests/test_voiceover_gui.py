@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from _content import check_audio
 from _daemon_harness import start_with_voice
 from _gui_harness import connected_panel, wait_until
 
@@ -49,7 +50,8 @@ def test_script_tab_voices_auditions_and_regenerates(qtbot, daemon):
     rep = first.args[0]
     assert rep is not None and rep.state == "done", tab.notes.text()
     assert [tab.table.item(r, 5).text() for r in range(3)] == ["done"] * 3
-    assert Path(rep.output).is_file() and tab.progress.value() == 1000
+    assert tab.progress.value() == 1000
+    check_audio(rep.output, seconds=6.6, sample_rate=48000)  # the stem runs to the last cue's end (6.6 s)
     assert "3/3 cues" in tab.notes.text()
 
     tab.table.selectRow(1)  # cue 2
