@@ -107,18 +107,33 @@ class StaticRows:
         return self.dec.shape_for(n, end)
 
     def _move(self, shape: tuple[int, int]) -> None:
-        """Copy the live rows into the pooled batch of ``shape`` (rows 0..n-1, same slots)."""
+        """Bring the live rows into the pooled batch of ``shape`` (rows 0..n-1, same slots)."""
         new = self.dec.batch(*shape, owner=self)
         old = self.batch
         ids = sorted(self.phys, key=self.phys.get)
-        new.cache.valid.zero_()
-        if old is not None and ids:
-            src = torch.tensor([self.phys[i] for i in ids], dtype=torch.long, device=new.cache.k.device)
-            n = len(ids)
-            span = min(old.capacity, new.capacity, max(self.slot[i] for i in ids))
-            new.cache.k[:, :n, :, :span] = old.cache.k[:, src, :, :span]
-            new.cache.v[:, :n, :, :span] = old.cache.v[:, src, :, :span]
-            new.cache.valid[:n, :span] = old.cache.valid[src, :span]
+        src = [self.phys[i] for i in ids]
+        n = len(ids)
+        span = min(old.capacity, new.capacity, max(self.slot[i] for i in ids)) if old is not None and ids else 0
+        nc = new.cache
+        if old is not None and n and old.cache.shares_memory_with(nc):
+            # both are views of the decoder's arena: a row's keys are already in place; rows that
+            # must close up move down one at a time in ascending order (a source is never a row
+            # already written), which needs no copy of the whole live set
+            oc = old.cache  # a source row may lie past the new view's rows
+            for k, r in enumerate(src):
+                if r != k:
+                    nc.k[:, k, :, :span] = oc.k[:, r, :, :span]
+                    nc.v[:, k, :, :span] = oc.v[:, r, :, :span]
+                    nc.valid[k, :span] = oc.valid[r, :span]
+            nc.valid[n:] = False
+            nc.valid[:n, span:] = False
+        else:
+            nc.valid.zero_()
+            if old is not None and n:
+                idx = torch.tensor(src, dtype=torch.long, device=nc.k.device)
+                nc.k[:, :n, :, :span] = old.cache.k[:, idx, :, :span]
+                nc.v[:, :n, :, :span] = old.cache.v[:, idx, :, :span]
+                nc.valid[:n, :span] = old.cache.valid[idx, :span]
         self.phys = {i: k for k, i in enumerate(ids)}
         self.dec.give_back(old, self)
         self.batch = new

@@ -251,9 +251,12 @@ class StaticBatch:
     (it attends to its own slot only; its logits are ignored). ``cache.length`` is not used.
     """
 
-    def __init__(self, model: "UniMoEAudioModel", rows: int, capacity: int, use_graph: bool, pool=None):
+    def __init__(self, model: "UniMoEAudioModel", rows: int, capacity: int, use_graph: bool, pool=None,
+                 arena: KVCache | None = None):
         self.model = model
-        self.cache = model.new_cache(rows, capacity)
+        # a view of the decoder's KV arena (shared by the buckets), or a cache of its own
+        self.shared = arena is not None
+        self.cache = KVCache.view_of(arena, rows, capacity) if arena is not None else model.new_cache(rows, capacity)
         dev = self.cache.k.device
         self.emb = torch.zeros((rows, 1, model.hidden_size), dtype=model.dtype, device=dev)
         self.pos = torch.zeros((rows, 1), dtype=torch.long, device=dev)
@@ -337,9 +340,12 @@ class StaticBatch:
         return self.run()
 
     def nbytes(self) -> int:
-        """What this bucket keeps: KV cache and mask, static inputs, the logits its graph writes."""
-        ts = (self.cache.valid, self.emb, self.pos, self.slots, self._rows, self._true, self._arange)
-        n = self.cache.nbytes() + sum(t.numel() * t.element_size() for t in ts)
+        """What this bucket keeps: KV cache and mask (unless they are the shared arena's), static
+        inputs, the logits its graph writes."""
+        ts = [self.emb, self.pos, self.slots, self._rows, self._true, self._arange]
+        if not self.shared:
+            ts.append(self.cache.valid)
+        n = (0 if self.shared else self.cache.nbytes()) + sum(t.numel() * t.element_size() for t in ts)
         return n + (self.out.numel() * self.out.element_size() if self.out is not None else 0)
 
     def release(self) -> None:
@@ -361,16 +367,27 @@ class StaticDecoder:
     :meth:`warmup`, then reused by every later generation of that shape. Graphs share one memory
     pool (only one replays at a time; outputs are cloned).
 
-    ``budget_bytes`` (None: no limit) caps what the pooled buckets keep together (memory.py's
-    :func:`~.memory.bucket_bytes` each): before a new bucket is made, buckets no session holds are
-    released, least recently used first, until it fits. Held buckets are never released; the row
-    cap of the session (``max_rows``) is what keeps the held ones within the plan."""
+    The pooled buckets share one KV arena of ``arena_rows`` x ``arena_slots`` (each bucket is a view
+    of its first rows and slots, made with the first bucket): only one steps at a time, so a KV cache
+    per bucket would hold the same keys many times over (12 warm buckets at full size: 4 GB of KV
+    instead of 1.2). Rows keep their place and slots when a session moves to a bucket of another
+    shape, so a move copies nothing. A bucket larger than the arena has a cache of its own; so does
+    one asked for while another session holds arena buckets (it is not pooled).
+
+    ``budget_bytes`` (None: no limit) caps what the pooled buckets keep together, the arena
+    included (memory.py's :func:`~.memory.bucket_extra_bytes` each, :func:`~.memory.arena_bytes`
+    once): before a new bucket is made, buckets no session holds are released, least recently used
+    first, until it fits. Held buckets are never released; the row cap of the session
+    (``max_rows``) is what keeps the held ones within the plan."""
 
     def __init__(self, model: "UniMoEAudioModel", use_graph: bool | None = None,
-                 row_buckets: tuple[int, ...] = ROW_BUCKETS, budget_bytes: int | None = None):
-        from .memory import Dims
+                 row_buckets: tuple[int, ...] = ROW_BUCKETS, budget_bytes: int | None = None,
+                 arena: tuple[int, int] | None = None):
+        from .memory import KV_TOKENS, Dims
 
         self.model = model
+        self.arena_rows, self.arena_slots = arena or (max(row_buckets), length_bucket(KV_TOKENS))
+        self._arena: KVCache | None = None
         self.use_graph = model.device.type == "cuda" if use_graph is None else bool(use_graph)
         self.row_buckets = tuple(row_buckets)
         self.budget_bytes = budget_bytes
@@ -387,11 +404,33 @@ class StaticDecoder:
     def shape_for(self, rows: int, length: int) -> tuple[int, int]:
         return row_bucket(rows, self.row_buckets), length_bucket(length)
 
-    def cost(self, rows: int, slots: int) -> int:
-        """Bytes a (rows, slots) bucket keeps (the estimate's figure: before it exists)."""
-        from .memory import bucket_bytes
+    def set_arena(self, rows: int, slots: int) -> None:
+        """Size the shared KV arena (the memory plan's row cap x the longest length bucket); a
+        different size releases every bucket first (their views point into the old arena)."""
+        if (rows, slots) != (self.arena_rows, self.arena_slots):
+            self.release()
+            self.arena_rows, self.arena_slots = int(rows), int(slots)
 
-        return bucket_bytes(self._dims, rows, slots, self.model.dtype.itemsize)
+    def fits_arena(self, rows: int, slots: int) -> bool:
+        return rows <= self.arena_rows and slots <= self.arena_slots
+
+    def cost(self, rows: int, slots: int) -> int:
+        """Bytes a new (rows, slots) bucket adds (the estimate's figures, before it exists): a view
+        of the arena adds its extras (and the arena itself when none is made yet)."""
+        from .memory import arena_bytes, bucket_bytes, bucket_extra_bytes
+
+        wb = self.model.dtype.itemsize
+        if not self.fits_arena(rows, slots):
+            return bucket_bytes(self._dims, rows, slots, wb)
+        extra = bucket_extra_bytes(self._dims, rows, slots, wb)
+        return extra + (0 if self._arena is not None else arena_bytes(self._dims, self.arena_rows, self.arena_slots, wb))
+
+    def arena_nbytes(self) -> int:
+        return 0 if self._arena is None else self._arena.nbytes() + self._arena.valid.numel()
+
+    def _arena_holder(self) -> object:
+        """The session holding arena buckets now (None: free)."""
+        return next((b.owner for b in self.pool.values() if b.shared and b.owner is not None), None)
 
     def _touch(self, key: tuple[int, int]) -> None:
         self._tick += 1
@@ -415,21 +454,30 @@ class StaticDecoder:
         b.release()
         self.evictions += 1
 
-    def _new(self, key: tuple[int, int]) -> StaticBatch:
-        return StaticBatch(self.model, key[0], key[1], self.use_graph, self._mempool)
+    def _new(self, key: tuple[int, int], pooled: bool = True) -> StaticBatch:
+        arena = None
+        if pooled and self.fits_arena(*key):
+            if self._arena is None:
+                self._arena = self.model.new_cache(self.arena_rows, self.arena_slots)
+            arena = self._arena
+        return StaticBatch(self.model, key[0], key[1], self.use_graph, self._mempool, arena=arena)
 
     def batch(self, rows: int, length: int, owner: object = None) -> StaticBatch:
         """The pooled batch for at least ``rows`` rows and ``length`` KV slots, held by ``owner``
-        until :meth:`give_back` (another owner meanwhile gets a batch of its own, not pooled)."""
+        until :meth:`give_back` (another owner meanwhile gets a batch of its own, not pooled: also
+        when the pooled one is a view of the arena another owner's rows live in)."""
         key = self.shape_for(rows, length)
         b = self.pool.get(key)
+        arena_busy = owner is not None and self.fits_arena(*key) and self._arena_holder() not in (None, owner)
+        if arena_busy or (owner is not None and b is not None and b.owner not in (None, owner)):
+            fresh = self._new(key, pooled=False)
+            fresh.owner = owner
+            return fresh
         if b is None:
             self._make_room(self.cost(*key))  # over budget even so: made anyway (the step needs it)
             b = self.pool[key] = self._new(key)
         self._touch(key)
         if owner is not None:
-            if b.owner is not None and b.owner is not owner:
-                b = self._new(key)
             b.owner = owner
         return b
 
@@ -466,8 +514,15 @@ class StaticDecoder:
         return sum(b.captures for b in self.pool.values())
 
     def nbytes(self) -> int:
-        """What the pooled buckets keep now (a bucket not yet run counts its logits by the formula)."""
-        return sum(b.nbytes() if b.out is not None else self.cost(b.rows, b.capacity) for b in self.pool.values())
+        """What the pooled buckets keep now, their arena included (a bucket not yet run counts its
+        logits by the formula)."""
+        from .memory import bucket_bytes, bucket_extra_bytes
+
+        def formula(b: StaticBatch) -> int:
+            f = bucket_extra_bytes if b.shared else bucket_bytes
+            return f(self._dims, b.rows, b.capacity, self.model.dtype.itemsize)
+
+        return self.arena_nbytes() + sum(b.nbytes() if b.out is not None else formula(b) for b in self.pool.values())
 
     def stats(self) -> dict:
         """For status: the buckets held, their bytes, the budget and how many were released."""
@@ -478,6 +533,7 @@ class StaticDecoder:
         for key in list(self.pool):
             self.evict(key)
         self.evictions = 0
+        self._arena = None
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.bfloat16,

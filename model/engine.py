@@ -243,7 +243,10 @@ class Engine:
         self.max_rows = plan.max_rows
         self.info["max_rows"] = plan.max_rows
         if self.static and hasattr(self.lm, "static_decoder"):
-            self.lm.static_decoder().budget_bytes = plan.budget_bytes
+            dec = self.lm.static_decoder()
+            dec.budget_bytes = plan.budget_bytes
+            if plan.arena is not None:
+                dec.set_arena(*plan.arena)
 
     def warmup(self, lengths: tuple[int, ...] | None = None) -> int:
         """Capture the static decode graphs now, so no request pays for a capture: the buckets of

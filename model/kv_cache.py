@@ -23,6 +23,25 @@ class KVCache:
         self.length = 0  # slots in use (the same for every row)
         self.has_padding = False  # any invalid slot among the used ones
 
+    @classmethod
+    def view_of(cls, arena: "KVCache", rows: int, capacity: int) -> "KVCache":
+        """The first ``rows`` x ``capacity`` of ``arena`` as a cache of that shape, sharing its memory
+        (the static decoder's buckets: one KV arena for all of them, since one steps at a time).
+        The row and slot strides are the arena's, so a row keeps its keys when a session moves to a
+        bucket of another shape."""
+        if rows > arena.rows or capacity > arena.capacity:
+            raise ValueError(f"a {rows} x {capacity} view does not fit a {arena.rows} x {arena.capacity} arena")
+        out = cls.__new__(cls)
+        out.k = arena.k[:, :rows, :, :capacity]
+        out.v = arena.v[:, :rows, :, :capacity]
+        out.valid = arena.valid[:rows, :capacity]
+        out.length = 0
+        out.has_padding = False
+        return out
+
+    def shares_memory_with(self, other: "KVCache") -> bool:
+        return self.k.untyped_storage().data_ptr() == other.k.untyped_storage().data_ptr()
+
     # -- shape ------------------------------------------------------------------------------------------
     @property
     def rows(self) -> int:

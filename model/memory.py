@@ -14,9 +14,10 @@ daemon can refuse a load that would be killed by the OOM killer and say what wou
 
 What running keeps (``runtime_bytes``), part by part (``Estimate.parts``):
 
-* ``buckets`` (static decode, the CUDA default): every :class:`~.decoder.StaticBatch` that warm-up
-  captures, each ``rows x slots`` of KV cache plus its static inputs and the logits its graph keeps
-  (:func:`bucket_bytes`). Warm-up captures only the buckets that fit the memory left after the
+* ``buckets`` (static decode, the CUDA default): the KV arena of ``max_rows x slots`` that every
+  :class:`~.decoder.StaticBatch` is a view of (:func:`arena_bytes`: one at a time steps, so they
+  share it, as vLLM's blocks or gpt-fast's one static cache do), plus each bucket warm-up captures:
+  its static inputs and the logits its graph keeps (:func:`bucket_extra_bytes`). Warm-up captures only the buckets that fit the memory left after the
   weights (:func:`plan_decode`); buckets made later are released least-recently-used when the
   budget is reached (``StaticDecoder``).
 * ``kv_cache`` (eager decode, the CPU default): the packed cache of ``max_rows`` rows x
@@ -105,11 +106,21 @@ class Dims:
         return 2 * self.layers * rows * self.kv_heads * slots * self.head_dim * wb + rows * slots
 
 
-def bucket_bytes(d: Dims, rows: int, slots: int, wb: int) -> int:
-    """What one static decode bucket keeps: its KV cache, its static inputs and (captured) the fp32
+def bucket_extra_bytes(d: Dims, rows: int, slots: int, wb: int) -> int:
+    """What a static decode bucket keeps beside its KV: its static inputs and (captured) the fp32
     logits its graph writes, which live in the graph pool."""
     static_inputs = rows * d.hidden * wb + 3 * rows * 8 + rows + slots * 8  # emb, pos/slots/rows, true, arange
-    return d.kv_bytes(rows, slots, wb) + static_inputs + rows * d.codebooks * d.vocab * 4
+    return static_inputs + rows * d.codebooks * d.vocab * 4
+
+
+def bucket_bytes(d: Dims, rows: int, slots: int, wb: int) -> int:
+    """A bucket with a KV cache of its own (one that does not fit the arena): KV + the rest."""
+    return d.kv_bytes(rows, slots, wb) + bucket_extra_bytes(d, rows, slots, wb)
+
+
+def arena_bytes(d: Dims, rows: int, slots: int, wb: int) -> int:
+    """The KV arena the buckets share (``StaticDecoder``): ``rows`` x ``slots`` once, for all of them."""
+    return d.kv_bytes(rows, slots, wb)
 
 
 def step_workspace_bytes(d: Dims, rows: int, slots: int, wb: int) -> int:
@@ -152,6 +163,7 @@ class DecodePlan:
     kv_bytes: int = 0  # eager: the packed cache (and the copy a join makes)
     workspace_bytes: int = 0  # one decode step's activations
     prefill_bytes: int = 0  # one prefill's activations
+    arena: tuple[int, int] | None = None  # static: (rows, slots) of the KV arena the buckets share
 
     @property
     def total_bytes(self) -> int:
@@ -177,9 +189,10 @@ def plan_decode(d: Dims, wb: int, *, static: bool, room: int | None, lengths: tu
     def need(r: int) -> tuple[int, int, int]:
         ws = step_workspace_bytes(d, r, top, wb)
         pf = prefill_workspace_bytes(d, r, prefill_tokens, wb)
-        if static:
+        if static:  # the arena of r rows, the biggest bucket's extras and the next smaller's (rows move)
             smaller = max([b for b in rows_opts if b < r], default=0)
-            core = bucket_bytes(d, r, top, wb) + (bucket_bytes(d, smaller, top, wb) if smaller else 0)
+            core = arena_bytes(d, r, top, wb) + bucket_extra_bytes(d, r, top, wb) + (
+                bucket_extra_bytes(d, smaller, top, wb) if smaller else 0)
         else:
             core = 2 * d.kv_bytes(r, kv_tokens, wb)
         return core, ws, pf
@@ -194,10 +207,11 @@ def plan_decode(d: Dims, wb: int, *, static: bool, room: int | None, lengths: tu
         plan.kv_bytes = core
         return plan
     plan.budget_bytes = None if room is None else max(room - ws - pf, core)
-    used = 0
+    plan.arena = (cap, top)
+    used = arena_bytes(d, cap, top, wb)  # made with the first bucket; every warm bucket is a view of it
     for r in (r for r in rows_opts if r <= cap):
         for L in lengths:
-            b = bucket_bytes(d, r, L, wb)
+            b = bucket_extra_bytes(d, r, L, wb)
             if plan.budget_bytes is not None and used + b > plan.budget_bytes:
                 continue
             plan.warm.append((r, L))

@@ -46,19 +46,29 @@ def test_full_size_estimate_counts_every_warm_up_bucket():
     assert plan.warm == [(r, L) for r in (2, 4, 8, 16) for L in (512, 1024, 2048)]
     d = M.Dims.from_config(config_dict("full"))
     assert d.kv_bytes(1, 1, 2) - 1 == GIB_KV_PER_TOKEN_FULL
-    kv = sum(d.kv_bytes(r, L, 2) for r, L in plan.warm)
-    assert kv > 3.9e9  # what the 12 warm-up buckets keep (the "about 4 GB")
-    assert est.parts["buckets"] == plan.bucket_bytes == sum(M.bucket_bytes(d, r, L, 2) for r, L in plan.warm)
-    assert est.runtime_bytes >= kv + est.parts["codec"] + est.parts["framework"]
+    separate = sum(d.kv_bytes(r, L, 2) for r, L in plan.warm)
+    assert separate > 3.9e9  # what 12 buckets with a KV cache each would keep (the "about 4 GB")
+    # they share one arena of the largest shape instead: 16 rows x 2048 slots, 1.2 GB
+    assert plan.arena == (16, 2048)
+    arena = M.arena_bytes(d, 16, 2048, 2)
+    assert 1.2e9 < arena < 1.22e9
+    extras = sum(M.bucket_extra_bytes(d, r, L, 2) for r, L in plan.warm)
+    assert est.parts["buckets"] == plan.bucket_bytes == arena + extras
+    assert est.runtime_bytes >= arena + est.parts["codec"] + est.parts["framework"]
     assert est.total_bytes == est.weights_bytes + max(est.transient_bytes, est.runtime_bytes)
 
 
 def test_a_smaller_card_gets_fewer_buckets_and_fewer_rows():
     big = _full()
     base = big.weights_bytes + 300_000_000 + int(M._RUNTIME_OVERHEAD["cuda"])
-    mid = _full(avail=base + 3_000_000_000)
+    d = M.Dims.from_config(config_dict("full"))
+    plan = big.decode
+    # room for the 16-row arena, the workspaces and the extras of only a few buckets
+    core = M.arena_bytes(d, 16, 2048, 2) + M.bucket_extra_bytes(d, 16, 2048, 2) + M.bucket_extra_bytes(d, 8, 2048, 2)
+    mid_avail = base + core + plan.workspace_bytes + plan.prefill_bytes + 3 * M.bucket_extra_bytes(d, 2, 2048, 2)
+    mid = _full(avail=mid_avail)
     assert mid.decode.max_rows == 16 and 0 < len(mid.decode.warm) < len(big.decode.warm)
-    assert mid.parts["buckets"] <= mid.decode.budget_bytes and mid.total_bytes <= base + 3_000_000_000
+    assert mid.parts["buckets"] <= mid.decode.budget_bytes and mid.total_bytes <= mid_avail
     small = _full(avail=base + 400_000_000)
     assert small.decode.max_rows < 16
     assert all(r <= small.decode.max_rows for r, _ in small.decode.warm)
@@ -95,18 +105,29 @@ def test_bucket_accounting_matches_what_a_bucket_holds(monkeypatch):
     monkeypatch.setattr(StaticBatch, "capture", _fake_capture)
     m = random_model("tiny", seed=0, vision=False, lm_head=False)
     dec = StaticDecoder(m, use_graph=True)
+    d, wb = M.Dims.of(m.config), m.dtype.itemsize
+    arena = M.arena_bytes(d, dec.arena_rows, dec.arena_slots, wb)
+    assert dec.cost(2, 64) == arena + M.bucket_extra_bytes(d, 2, 64, wb)  # the first bucket makes the arena
     assert dec.warmup([(2, 64), (4, 128)]) == 2
+    assert dec.arena_nbytes() == arena  # what the estimate's formula says the arena holds
     for key, b in dec.pool.items():
         _step(b)
-        assert b.nbytes() == dec.cost(*key), key  # the estimate's formula is what the bucket holds
-    assert dec.nbytes() == dec.cost(2, 64) + dec.cost(4, 128)
+        assert b.shared and b.nbytes() == dec.cost(*key), key  # a view adds its extras only
+    assert dec.nbytes() == arena + dec.cost(2, 64) + dec.cost(4, 128)
+    a, b = dec.pool[(2, 64)].cache, dec.pool[(4, 128)].cache
+    assert a.shares_memory_with(b) and a.k.data_ptr() == b.k.data_ptr()  # one arena, not a cache each
+    # a bucket past the arena has a cache of its own, counted whole
+    big = dec.batch(dec.arena_rows * 2, 64)
+    assert not big.shared and dec.cost(*dec.shape_for(dec.arena_rows * 2, 64)) == M.bucket_bytes(d, 32, 64, wb)
 
 
 def test_warm_up_captures_only_what_fits_and_buckets_are_released_lru(monkeypatch):
     monkeypatch.setattr(StaticBatch, "capture", _fake_capture)
     m = random_model("tiny", seed=0, vision=False, lm_head=False)
     dec = StaticDecoder(m, use_graph=True)
-    dec.budget_bytes = dec.cost(2, 64) + dec.cost(2, 128) + dec.cost(4, 64)
+    d, wb = M.Dims.of(m.config), m.dtype.itemsize
+    dec.budget_bytes = M.arena_bytes(d, dec.arena_rows, dec.arena_slots, wb) + sum(
+        M.bucket_extra_bytes(d, r, L, wb) for r, L in ((2, 64), (2, 128), (4, 64)))
     n = dec.warmup([(2, 64), (2, 128), (4, 1024), (4, 64)])
     assert n == 3 and sorted(dec.pool) == [(2, 64), (2, 128), (4, 64)]  # (4, 1024) did not fit
     assert dec.nbytes() <= dec.budget_bytes
@@ -179,3 +200,27 @@ def test_measured_peak_on_cpu_is_the_process_peak():
     big = torch.ones(64 * 2**20, dtype=torch.uint8)  # 64 MiB touched
     after, _ = M.measured_peak("cpu")
     assert how == "process peak RSS" and after >= peak > 0 and after >= big.numel()
+
+
+def test_buckets_share_one_arena_and_a_second_session_gets_a_cache_of_its_own():
+    m = random_model("tiny", seed=0, vision=False, lm_head=False)
+    dec = StaticDecoder(m, use_graph=False)
+    first, second = object(), object()
+    a = dec.batch(2, 64, owner=first)
+    b = dec.batch(4, 128, owner=first)  # the same session moving up: the same memory, nothing copied
+    assert a.shared and b.shared and a.cache.shares_memory_with(b.cache)
+    c = dec.batch(2, 64, owner=second)  # another session while the first holds the arena
+    assert not c.shared and not c.cache.shares_memory_with(a.cache) and dec.pool[(2, 64)] is a
+    dec.give_back(a, first)
+    dec.give_back(b, first)
+    d = dec.batch(2, 64, owner=second)  # the arena is free again: the pooled view
+    assert d is a and d.owner is second
+
+
+def test_a_full_size_int8_and_int4_plan_fits_the_card_targets():
+    # the targets (one H100, bf16 activations, full warm-up): <= 10 GB with int8, <= 7 GB with int4;
+    # the estimate, not a measurement (no GPU lent): weights + the arena + prefill, codec, framework
+    for quant, target in (("int8", 10e9), ("int4", 7e9)):
+        est = _full(avail=80_000_000_000, quant=quant)
+        assert len(est.decode.warm) == 12 and est.decode.max_rows == 16, quant
+        assert est.total_bytes <= target, (quant, est.total_bytes)
