@@ -39,10 +39,11 @@ from types import SimpleNamespace
 from typing import Any, Iterator
 
 from ..client import tasks
-from ..client.protocol import ActorInfo, BackendInfo, ErrorReply, SubmitRequest
+from ..client.protocol import ActorInfo, BackendInfo, ErrorReply
 from ..client.settings import Settings
+from .executor import Internal, Rerun, Slot
 from .logs import get_logger
-from .worker import Worker
+from ..model.errors import Cancelled
 
 log = get_logger("ray")
 
@@ -468,6 +469,13 @@ class RayPool:
                     and (model_hash is None or a.info.get("model_hash") in (None, model_hash))]
             return min(free, key=lambda a: a.started) if free else None
 
+    def idle_actors(self, model_hash: str | None = None) -> list[_Actor]:
+        """Every usable actor with nothing in flight, least loaded first (as :meth:`idle` picks them)."""
+        with self._lock:
+            free = [a for a in self.actors if not a.busy and a.usable
+                    and (model_hash is None or a.info.get("model_hash") in (None, model_hash))]
+            return sorted(free, key=lambda a: a.started)
+
     def joinable(self, max_batch: int) -> list[_Actor]:
         """Busy actors whose batch has room, least loaded first (a compatible job may join them)."""
         with self._lock:
@@ -513,15 +521,23 @@ class RayPool:
                                 f" ({tiny[0].get('tiny_reason') or 'no weights on that node'})") if tiny else None}
 
 
-# -- the worker that feeds the pool ----------------------------------------------------------------------
-class RayWorker(Worker):
-    """The daemon's worker with generation on Ray: it claims jobs as actors free up and runs one dispatch
-    thread per batch in flight. Validation, progress events, cancel and file writing are the local worker's."""
+# -- the executor that feeds the pool ---------------------------------------------------------------------
+class RayExecutor:
+    """The worker's jobs on Ray (daemon/executor.py's ``JobExecutor``): each usable engine actor is a slot (an
+    idle one takes a new batch, a busy one whose batch has room a compatible job); a batch placed on an actor
+    is followed by a dispatch thread of its own, which passes the actor's progress and results to the
+    worker's callbacks. Validation, events, cancel and file writing stay the worker's."""
 
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.pool = RayPool(self.settings)
+    exclusive = False  # voice encoding goes to an actor while others generate
+
+    def __init__(self, settings: Settings, host: Any):
+        self.settings = settings
+        self.host = host
+        self.pool = RayPool(settings)
         self._threads: list[threading.Thread] = []
+        self._jobs: dict[str, _Actor] = {}  # job id -> its actor, until its on_done
+        self._lock = threading.Lock()
+        self._news = threading.Event()  # a result arrived (a dispatch thread ended, an actor has room)
         self._next_connect = 0.0
         self._next_refresh = 0.0
         self._unreachable_since: float | None = None
@@ -530,9 +546,7 @@ class RayWorker(Worker):
         h = self.host
         h.tiny, h.tiny_reason, h.model_dir, h.model_hash, h.model_id = False, None, None, None, None
 
-    def backend_status(self) -> BackendInfo:
-        return self.pool.status()
-
+    # -- connection and the cluster's nodes -----------------------------------------------------------
     def _connected(self) -> bool:
         if self.pool.state in ("ready", "waiting"):
             self._unreachable_since = None
@@ -579,178 +593,162 @@ class RayWorker(Worker):
             return
         self._mirror_host()
 
-    def run(self) -> None:
-        while True:
-            self._run_ops()
-            self._threads = [t for t in self._threads if t.is_alive()]
-            if self._stopping.is_set():
-                break
-            if not self._connected():
-                # Jobs wait for the cluster (a restarting head, a network blip) up to ray_unavailable_s, then fail.
-                if self._unreachable_since is not None and \
-                        time.monotonic() - self._unreachable_since >= self.settings.ray_unavailable_s:
-                    self._fail_queued_unavailable()
-                self._wake.wait(1.0)
-                self._wake.clear()
-                continue
-            if time.monotonic() >= self._next_refresh:
-                self._next_refresh = time.monotonic() + REFRESH_EVERY_S
-                self._follow_cluster()
-            if self._place():
-                continue
-            self._wake.wait(0.5)
-            self._wake.clear()
-        for job_id in list(self.running):
-            self._cancel_on_actor(job_id)
-        for t in self._threads:
-            t.join(timeout=30)
-        self._run_ops()
+    # -- JobExecutor ------------------------------------------------------------------------------------
+    def start(self) -> None:
+        pass  # the actors load their models themselves
 
-    def _place(self) -> bool:
-        """Give work to an actor: compatible queued jobs to an idle one (least loaded first), else the
-        queue's head to a busy actor whose batch it may join (continuous batching, as the local worker
-        does; priority stays strict). False when nothing could be placed."""
+    def status(self) -> BackendInfo:
+        return self.pool.status()
+
+    def slots(self, max_batch: int) -> list[Slot]:
+        """Idle actors first (least loaded; each takes the queue's head and its compatible jobs), then busy
+        actors whose batch has room (the head joins one if it is compatible: continuous batching, as the local
+        worker does). None while the cluster cannot be reached, or with no usable actor (every node gone):
+        nothing is claimed, so queued jobs wait for capacity without spending attempts."""
+        self._threads = [t for t in self._threads if t.is_alive()]
+        if not self._connected():
+            return []
+        if time.monotonic() >= self._next_refresh:
+            self._next_refresh = time.monotonic() + REFRESH_EVERY_S
+            self._follow_cluster()
         # With actors serving different models, work goes only to those of the model most of them serve, so no
         # request's variations mix models (status warns; the operator fixes the odd node).
         main_hash = self.pool.main_hash()
-        # No usable actor (every node gone): nothing is claimed, so queued jobs wait for capacity without
-        # spending attempts, and run when a node returns.
-        actor, joined = self.pool.idle(main_hash), False
-        rows = self.store.claim(self.settings.max_batch) if actor is not None else []
-        if not rows:
-            for actor in self.pool.joinable(self.settings.max_batch):
-                if main_hash is not None and actor.info.get("model_hash") not in (None, main_hash):
-                    continue
-                row = self.store.claim_next(actor.key)
-                if row is not None:
-                    rows, joined = [row], True
-                    break
-        if not rows:
-            return False
-        size = self.pool.reserve(actor, [r["id"] for r in rows], rows[0]["batch_key"])
-        t = threading.Thread(target=self._dispatch, args=(rows, actor, size, joined), name=f"ray-{actor.name}",
-                             daemon=True)
+        out = [Slot(key=None, room=max(1, max_batch), gather=True, target=a, started={"actor": a.name, "joined": False})
+               for a in self.pool.idle_actors(main_hash)]
+        for a in self.pool.joinable(max_batch):
+            if main_hash is not None and a.info.get("model_hash") not in (None, main_hash):
+                continue
+            out.append(Slot(key=a.key, room=1, in_flight=len(a.busy), target=a,
+                            started={"actor": a.name, "joined": True}))
+        return out
+
+    def queue_refusal(self) -> ErrorReply | None:
+        """Jobs wait for the cluster (a restarting head, a network blip) up to ``ray_unavailable_s``, then fail."""
+        if self._unreachable_since is None or \
+                time.monotonic() - self._unreachable_since < self.settings.ray_unavailable_s:
+            return None
+        return self.pool.error or ErrorReply(code="backend_unavailable", message="the Ray cluster cannot be reached")
+
+    def pack(self, job_id: str, request: Any) -> dict[str, Any]:
+        """The job as the actor takes it: its input files travel as bytes (the node may not see this disk)."""
+        return {"job_id": job_id, "request": request, "inputs": _inputs_of(request)}
+
+    def load(self) -> None:
+        pass  # each actor has loaded (or is loading) its model
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._jobs)
+
+    def add(self, slot: Slot, key: str, jobs: list[tuple[Any, Any, Any]]) -> None:
+        actor: _Actor = slot.target
+        ids = [packed["job_id"] for packed, _, _ in jobs]
+        self.pool.reserve(actor, ids, key)
+        with self._lock:
+            self._jobs.update({i: actor for i in ids})
+        t = threading.Thread(target=self._dispatch, args=(actor, jobs), name=f"ray-{actor.name}", daemon=True)
         self._threads.append(t)
         t.start()
-        return True
 
-    def _fail_queued_unavailable(self) -> None:
-        err = self.pool.error or ErrorReply(code="backend_unavailable", message="the Ray cluster cannot be reached")
-        while True:
-            rows = self.store.claim(1)
-            if not rows:
-                return
-            self._fail(rows[0], err)
+    def step(self, wake: threading.Event) -> None:
+        """The jobs run on the actors: wait for a result (an actor with room again) or for the worker's wake."""
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline and not wake.is_set() and not self._news.is_set():
+            wake.wait(0.05)
+        self._news.clear()
+        wake.clear()
+
+    def abort(self, exc: BaseException) -> None:
+        with self._lock:
+            ids = list(self._jobs)
+        for job_id in ids:
+            self.cancel(job_id)  # the dispatch threads report each job's end
 
     def cancel(self, job_id: str) -> None:
-        super().cancel(job_id)
-        self._cancel_on_actor(job_id)
-
-    def _cancel_on_actor(self, job_id: str) -> None:
-        for a in self.pool.actors:
-            if job_id in a.busy:
-                try:
-                    a.handle.cancel.remote([job_id])
-                except Exception:  # noqa: BLE001 - a dead actor stops anyway
-                    pass
-
-    def _dispatch(self, rows: list[dict[str, Any]], actor: _Actor, size: int, joined: bool) -> None:
-        try:
-            self._run_on_actor(rows, actor, size, joined)
-        except Exception:  # noqa: BLE001 - a bug here must not lose jobs
-            log.exception("Ray dispatch failed")
-            for row in rows:
-                if self.store.state(row["id"]) == "running":
-                    self._fail(row, ErrorReply(code="internal", message="unexpected daemon error (logged)"))
-        finally:
-            self.pool.release(actor, [r["id"] for r in rows])
-            for row in rows:
-                self.running.pop(row["id"], None)
-                self._cancel.discard(row["id"])
-            self._wake.set()
-
-    def _run_on_actor(self, rows: list[dict[str, Any]], actor: _Actor, size: int, joined: bool) -> None:
-        import ray
-
-        from ..model.errors import Cancelled
-
-        live = [got for got in map(self._validate, rows) if got is not None]
-        if not live:
-            return
-        jobs = []
-        for row, req, mreq in live:
+        with self._lock:
+            actor = self._jobs.get(job_id)
+        if actor is not None:
             try:
-                inputs = _inputs_of(mreq)
-            except OSError as exc:
-                from .model_host import error_from_exception
+                actor.handle.cancel.remote([job_id])
+            except Exception:  # noqa: BLE001 - a dead actor stops anyway
+                pass
 
-                self._fail(row, error_from_exception(exc))
-                continue
-            jobs.append({"job_id": row["id"], "task": req.spec.task, "request": mreq, "inputs": inputs})
-        live = [x for x in live if any(j["job_id"] == x[0]["id"] for j in jobs)]
-        if not live:
-            return
-        t0 = time.monotonic()
-        for row, _, _ in live:
-            self.running[row["id"]] = t0
-            self.outbox.event("started", {"job_id": row["id"], "tag": row["tag"], "attempt": row["attempts"],
-                                          "batch_size": size, "actor": actor.name, "joined": joined})
-        callbacks = {row["id"]: self._progress_cb(row, req) for row, req, _ in live}
-        results: dict[str, Any] = {}
-        try:
-            for ref in actor.handle.run.remote(jobs):  # a streaming generator: one object per yield
-                kind, job_id, value = ray.get(ref)
-                if kind == "progress":
-                    try:
-                        callbacks[job_id](SimpleNamespace(**value))
-                    except Cancelled:
-                        actor.handle.cancel.remote([job_id])
-                else:
-                    results[job_id] = value.exception() if isinstance(value, RemoteFailure) else value
-                    self.pool.release(actor, [job_id])  # room for a compatible job to join
-                    self._wake.set()
-        except ray.exceptions.RayActorError as exc:
-            # The actor (or its node) died mid-batch: rerun its jobs elsewhere, the attempt counts.
-            log.warning("actor %s died with %d job(s): %s", actor.name, len(live), exc)
-            actor.dead = True
-            for row, _, _ in live:
-                if row["id"] in results:
-                    continue
-                if row["id"] in self._cancel:
-                    self._cancelled(row)
-                else:
-                    self.store.requeue(row["id"], count_attempt=True)
-                    self.outbox.event("requeued", {"job_id": row["id"], "tag": row["tag"],
-                                                   "reason": f"actor {actor.name} died"})
-            live = [x for x in live if x[0]["id"] in results]
-        for row, req, _ in live:
-            self._on_done(row, req, t0, size)(results.get(row["id"], Cancelled("no result")))
-        self.pool.refresh(timeout=1.0)
-        self._mirror_host()
+    def stopping(self, requeue_running: bool) -> None:
+        if requeue_running:  # finish-first stops let them run to the end
+            with self._lock:
+                ids = list(self._jobs)
+            for job_id in ids:
+                self.cancel(job_id)
+
+    def idle(self) -> None:
+        pass
+
+    def close(self) -> None:
+        for t in self._threads:
+            t.join(timeout=30)
 
     def encode_voice(self, audio_path: Path, transcript: str) -> Any:
         import ray
 
-        if not self._connected():
-            from ..client.protocol import ProtocolError
+        from ..client.protocol import ProtocolError
 
+        if not self._connected():
             err = self.pool.error or ErrorReply(code="backend_unavailable", message="the Ray cluster cannot be reached")
             raise ProtocolError(err.code, err.message, wanted=err.wanted)
         actor = self.pool.idle() or next((a for a in self.pool.actors if a.usable), None)
         if actor is None:
-            from ..client.protocol import ProtocolError
-
             raise ProtocolError("backend_unavailable", "no Ray engine actor is alive to encode the voice "
                                 "(every node has left the cluster)", wanted="a node with an engine actor")
         return ray.get(actor.handle.encode_voice.remote(Path(audio_path).read_bytes(), Path(audio_path).suffix,
                                                         transcript))
 
+    # -- one batch on one actor (its own thread) ------------------------------------------------------------
+    def _dispatch(self, actor: _Actor, jobs: list[tuple[dict[str, Any], Any, Any]]) -> None:
+        ids = [packed["job_id"] for packed, _, _ in jobs]
+        callbacks = {packed["job_id"]: (progress, on_done) for packed, progress, on_done in jobs}
+        try:
+            self._run_on_actor(actor, [packed for packed, _, _ in jobs], callbacks)
+        except Exception:  # noqa: BLE001 - a bug here must not lose jobs
+            log.exception("Ray dispatch failed")
+            for job_id in ids:
+                self._settle(actor, job_id, callbacks, Internal("unexpected daemon error (logged)"))
+        finally:
+            for job_id in ids:  # every job learns its end exactly once
+                self._settle(actor, job_id, callbacks, Cancelled("no result"))
+            self._news.set()
 
-def make_worker(settings: Settings, *args: Any, **kwargs: Any) -> Worker:
-    """The worker for the configured backend."""
-    if settings.backend == "ray":
-        return RayWorker(settings, *args, **kwargs)
-    return Worker(settings, *args, **kwargs)
+    def _settle(self, actor: _Actor, job_id: str, callbacks: dict[str, Any], res: Any) -> None:
+        with self._lock:
+            if self._jobs.get(job_id) is not actor:
+                return
+            del self._jobs[job_id]
+        self.pool.release(actor, [job_id])  # room for a compatible job to join
+        self._news.set()
+        callbacks[job_id][1](res)
+
+    def _run_on_actor(self, actor: _Actor, jobs: list[dict[str, Any]], callbacks: dict[str, Any]) -> None:
+        import ray
+
+        try:
+            for ref in actor.handle.run.remote(jobs):  # a streaming generator: one object per yield
+                kind, job_id, value = ray.get(ref)
+                if kind == "progress":
+                    try:
+                        callbacks[job_id][0](SimpleNamespace(**value))
+                    except Cancelled:
+                        actor.handle.cancel.remote([job_id])
+                else:
+                    self._settle(actor, job_id, callbacks,
+                                 value.exception() if isinstance(value, RemoteFailure) else value)
+        except ray.exceptions.RayActorError as exc:
+            # The actor (or its node) died mid-batch: rerun its jobs elsewhere, the attempt counts.
+            log.warning("actor %s died with %d job(s): %s", actor.name, len(jobs), exc)
+            actor.dead = True
+            for job in jobs:
+                self._settle(actor, job["job_id"], callbacks, Rerun(f"actor {actor.name} died"))
+        self.pool.refresh(timeout=1.0)
+        self._mirror_host()
 
 
-__all__ = ["EngineActor", "RayPool", "RayWorker", "BackendUnavailable", "make_worker", "SubmitRequest"]
+__all__ = ["EngineActor", "RayPool", "RayExecutor", "BackendUnavailable"]
