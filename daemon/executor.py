@@ -145,9 +145,11 @@ class LocalEngineExecutor:
         if not self.in_flight():
             self.key = key
         for request, progress, on_done in jobs:
-            self._add(request, progress, on_done)
+            self.add_job(request, progress, on_done)
 
-    def _add(self, request: Any, progress: Progress, on_done: OnDone) -> None:
+    def add_job(self, request: Any, progress: Progress, on_done: OnDone) -> None:
+        """Prepare one request and join it to the running batch (also how a Ray engine actor feeds its engine:
+        the daemon sends it only compatible jobs)."""
         try:
             engine = self.host.ensure_loaded()
             job = engine.prepare(request, progress)

@@ -116,7 +116,7 @@ class EngineActor:
             except stdqueue.Empty:
                 return
             self.running.append(job_id)
-            self.executor.add(request, self._progress(job_id, events), self._done(job_id, events))
+            self.executor.add_job(request, self._progress(job_id, events), self._done(job_id, events))
 
     def _progress(self, job_id: str, events: stdqueue.Queue[Any]) -> Any:
         from ..model.errors import Cancelled
