@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 
-
 import ray  # noqa: F401 - the test extra installs it (as tests/test_ray_backend.py); never started here
 
 
