@@ -64,7 +64,8 @@ from unimoe_audio.model import layers as layers_mod  # noqa: E402
 from unimoe_audio.model import moe as moe_mod  # noqa: E402
 from unimoe_audio.model.config import ModelConfig, config_dict  # noqa: E402
 from unimoe_audio.model.decode_rows import StaticRows  # noqa: E402
-from unimoe_audio.model.decoder import StaticDecoder, UniMoEAudioModel, load_model  # noqa: E402
+from unimoe_audio.model.decoder import StaticDecoder, UniMoEAudioModel  # noqa: E402
+from unimoe_audio.model.checkpoint import load_model
 from unimoe_audio.model.generation import backend_for  # noqa: E402
 from unimoe_audio.model.moe import SparseMoE, moe_path  # noqa: E402
 from unimoe_audio.model.rope_index import positions_from_mask  # noqa: E402

@@ -32,6 +32,7 @@ import torch  # noqa: E402
 from bench_model import PROMPT_LEN, _prompt, time_decode  # noqa: E402
 from unimoe_audio.model import memory as M  # noqa: E402
 from unimoe_audio.model import quant as Q  # noqa: E402
+from unimoe_audio.model.convert import convert_folder  # noqa: E402
 from unimoe_audio.model import layers as layers_mod  # noqa: E402
 from unimoe_audio.model import moe as moe_mod  # noqa: E402
 from unimoe_audio.model.moe import moe_path  # noqa: E402
@@ -167,7 +168,7 @@ def memory_peaks(tmp: Path) -> list[dict]:
     from unimoe_audio.model.tiny import make_tiny_checkpoint
 
     src = make_tiny_checkpoint(tmp / "small-bf16", size="small")
-    stored = {q: Q.convert_folder(src, tmp / f"small-{q}", q) for q in ("int8", "int4")}
+    stored = {q: convert_folder(src, tmp / f"small-{q}", q) for q in ("int8", "int4")}
     cases = [("bf16 folder", src, "float32", "none"), ("bf16 folder", src, "bfloat16", "none"),
              ("bf16 folder, quantized while loading", src, "float32", "int8"),
              ("stored int8 folder", stored["int8"], "float32", "none"),

@@ -156,7 +156,7 @@ def parity(dev: torch.device) -> dict:
     import numpy as np
 
     from unimoe_audio.model import prompts
-    from unimoe_audio.model.decoder import load_model
+    from unimoe_audio.model.checkpoint import load_model
     from unimoe_audio.model.engine import load_text_tokenizer
     from unimoe_audio.model.generation import GenItem, Sampling, backend_for, generate
 

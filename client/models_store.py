@@ -322,7 +322,7 @@ def import_model(
     tmp = settings.models_path / f".import-{name}-{uuid.uuid4().hex[:8]}"
     try:
         if quant is not None:
-            proc = subprocess.run([sys.executable, "-m", "unimoe_audio.model.quant", str(src_path), str(tmp),
+            proc = subprocess.run([sys.executable, "-m", "unimoe_audio.model.convert", str(src_path), str(tmp),
                                    "--method", quant], text=True, capture_output=True)
             if proc.returncode != 0:
                 raise ModelStoreError(f"quantizing {src_path} to {quant} failed: {_child_failure(proc)}")

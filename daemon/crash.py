@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import IO
 
-from .logs import get_logger
+from .logs import after_rollover, get_logger
 
 TEST_CRASH_ENV = "UNIMOE_AUDIO_TEST_CRASH"
 _fault_file: IO[str] | None = None
@@ -34,6 +34,7 @@ def enable_fault_log(path: Path) -> None:
     _fault_file = os.fdopen(fd, "a", encoding="utf-8")
     _fault_path = Path(path)
     faulthandler.enable(file=_fault_file, all_threads=True)
+    after_rollover(reopen_fault_log)  # fatal-signal traces follow the log to its new file
     if old is not None:
         old.close()
 

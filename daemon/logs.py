@@ -7,9 +7,18 @@ import logging.handlers
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 LOG_NAME = "daemon.log"
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s [%(threadName)s] %(message)s"
+# Called after daemon.log rotates: crash.py points the fault log at the new file there (registered by it, so
+# logging knows nothing of crash handling and crash.py may log).
+_AFTER_ROLLOVER: list[Callable[[], None]] = []
+
+
+def after_rollover(fn: Callable[[], None]) -> None:
+    if fn not in _AFTER_ROLLOVER:
+        _AFTER_ROLLOVER.append(fn)
 
 
 class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
@@ -23,9 +32,8 @@ class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
 
     def doRollover(self) -> None:
         super().doRollover()
-        from .crash import reopen_fault_log  # fatal-signal traces follow the log to its new file
-
-        reopen_fault_log()
+        for fn in list(_AFTER_ROLLOVER):
+            fn()
 
 
 def setup_logging(log_dir: Path, level: str = "INFO", *, stderr: bool = True,

@@ -347,6 +347,7 @@ def write_output(
     (a continued clip or a loop, model/continuation.py) the audio is built by model/splice.py at the
     output's rate; a continuation gets no loudness normalization (the original keeps its level)."""
     from ..model import audio_out
+    from ..model.length import samples_at
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -358,7 +359,7 @@ def write_output(
     tp = opts.true_peak_db if opts.true_peak_db is not None else defaults.true_peak_db
     target = None
     if opts.fit_length and target_seconds is not None:
-        target = int(round(target_seconds * out_rate))
+        target = samples_at(target_seconds, out_rate)  # model/length.py: the one rounding rule
     if splice is not None:
         x, info = render_splice(audio, splice, out_rate=out_rate, channels=channels, normalize=opts.normalize,
                                 loudness_lufs=lufs, true_peak_db=tp, new_only=new_only)

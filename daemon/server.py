@@ -33,7 +33,7 @@ from .queue import MAX_CRASHES, open_store
 from .transport import HARD_SIZE_FACTOR, StartupError, Transport  # noqa: F401 - re-exported
 from .uploads import UploadStore
 from .voices import VoiceStore
-from .ray_backend import make_worker
+from .worker import make_worker
 
 log = get_logger("server")
 

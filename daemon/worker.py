@@ -1,12 +1,14 @@
-"""The worker: one thread that owns the model. It claims jobs from the SQLite queue, runs them on an
-executor (daemon/executor.py: the local engine, continuously batched), writes the output files, and
-reports every step to the main loop through the outbox (which publishes events; only the main thread
-touches the sockets).
+"""The worker: one thread that owns the job loop. It claims jobs from the SQLite queue, runs them on an
+executor (daemon/executor.py: the local engine, continuously batched; or engine actors on a Ray cluster,
+daemon/ray_backend.py), writes the output files, and reports every step to the main loop through the
+outbox (which publishes events; only the main thread touches the sockets). ``make_worker`` builds it for
+the configured backend.
 
 Scheduling (continuous batching): between two decode steps the worker admits the head of the queue
 (highest priority, then oldest) while it is compatible with the jobs in flight (same ``batch_key``:
 task kind and CFG on/off) and fewer than ``settings.max_batch`` jobs run; the new job's prefill runs
-and its rows join the shared batch. A job leaves as soon as it is done, so a short job submitted
+and its rows join the shared batch. (With Ray, each engine actor is such a batch: the executor's
+``slots`` say which may take jobs.) A job leaves as soon as it is done, so a short job submitted
 while a long one runs finishes long before it. An incompatible head waits until the batch drains
 (priority stays strict), and so do worker operations (voice encoding, unload).
 """
@@ -31,7 +33,7 @@ from ..client import tasks
 from ..client.settings import Settings
 from . import outputs
 from .crash import crash_if_asked
-from .executor import JobExecutor, LocalEngineExecutor
+from .executor import Internal, JobExecutor, LocalEngineExecutor, Rerun, Slot
 from .logs import get_logger
 from .model_host import ModelHost, ModelLoadFailed, error_from_exception
 from .queue import JobStore
@@ -83,10 +85,6 @@ def register_model_task(task: tasks.TaskDef) -> None:
         model_tasks.register_task(task.name, task.request_type, task.prepare, task.sampling_defaults)
 
 
-class _Internal(Exception):
-    """A job given up because of a daemon bug (logged); reported as an ``internal`` error."""
-
-
 class Worker(threading.Thread):
     def __init__(self, settings: Settings, store: JobStore, host: ModelHost, voices: VoiceStore,
                  outbox: Any, version: str = "", executor: JobExecutor | None = None):
@@ -105,18 +103,19 @@ class Worker(threading.Thread):
         self.running: dict[str, float] = {}  # job id -> start time (monotonic)
         self._durations: deque[float] = deque(maxlen=20)  # wall seconds per job, recent
         self.roots = settings.allowed_root_paths()
-        self.executor: JobExecutor = executor if executor is not None else LocalEngineExecutor(host)
-        self._key: str | None = None  # batch_key of the jobs in flight
+        self.executor: JobExecutor = (executor if executor is not None
+                                      else LocalEngineExecutor(host, load_at_start=settings.load_at_start))
 
     # -- called from the main thread -------------------------------------------------------------
     def backend_status(self) -> BackendInfo:
-        return BackendInfo(kind="local", state="ready")
+        return self.executor.status()
 
     def wake(self) -> None:
         self._wake.set()
 
     def cancel(self, job_id: str) -> None:
         self._cancel.add(job_id)
+        self.executor.cancel(job_id)
 
     def submit_op(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the worker thread (voice encoding, unload) before the next job."""
@@ -126,6 +125,7 @@ class Worker(threading.Thread):
     def stop(self, requeue_running: bool = True) -> None:
         self._finish_first = not requeue_running
         self._stopping.set()
+        self.executor.stopping(requeue_running)
         self._wake.set()
 
     def avg_job_seconds(self) -> float | None:
@@ -144,33 +144,28 @@ class Worker(threading.Thread):
 
     # -- the loop --------------------------------------------------------------------------------
     def run(self) -> None:
-        if self.settings.load_at_start:
-            try:
-                self.host.ensure_loaded()
-            except ModelLoadFailed:
-                pass
+        self.executor.start()
         while True:
-            if not self.executor.in_flight():
+            if not (self.executor.exclusive and self.executor.in_flight()):
                 self._run_ops()
-                if self._stopping.is_set():
-                    break
+            if self._stopping.is_set() and not self.executor.in_flight():
+                break
             try:
                 self._admit()
             except Exception:  # noqa: BLE001 - a bug here must not kill the worker
                 log.exception("admitting jobs failed")
             if self.executor.in_flight():
                 try:
-                    self.executor.step()
+                    self.executor.step(self._wake)
                 except Exception:  # noqa: BLE001 - a bug here must not kill the worker
                     log.exception("decode step failed unexpectedly")
-                    self.executor.abort(_Internal("unexpected daemon error (logged)"))
+                    self.executor.abort(Internal("unexpected daemon error (logged)"))
                 continue
-            if self.host.idle_expired():
-                self.host.unload("idle for keep_alive")
+            self.executor.idle()
             self._wake.wait(1.0)
             self._wake.clear()
         self._run_ops()
-        self.host.unload("daemon stopping")
+        self.executor.close()
 
     def _run_ops(self) -> None:
         while True:
@@ -185,28 +180,40 @@ class Worker(threading.Thread):
 
     # -- admission (at a step boundary) ----------------------------------------------------------
     def _admit(self) -> None:
-        """Claim the queue's head while it may join the jobs in flight, then start those jobs."""
-        if self._stopping.is_set() or not self._ops.empty():
+        """Claim queued jobs for the executor's open slots (the queue's head while it may join a slot's jobs),
+        then start them there."""
+        if self._stopping.is_set() or (self.executor.exclusive and not self._ops.empty()):
             return  # stopping, or an operation waits for the batch to drain
-        n = self.executor.in_flight()
-        if not n:
-            self._key = None
-        rows: list[dict[str, Any]] = []
-        while n + len(rows) < self.settings.max_batch or not (n or rows):
+        slots = self.executor.slots(self.settings.max_batch)
+        if not slots:
+            err = self.executor.queue_refusal()
+            if err is not None:
+                self._fail_queued(err)
+            return
+        for slot in slots:
+            rows = self._claim(slot)
+            if rows:
+                self._start(slot, rows)
+
+    def _claim(self, slot: Slot) -> list[dict[str, Any]]:
+        if slot.gather:
+            return self.store.claim(slot.room)
+        key, rows = slot.key, []
+        while len(rows) < slot.room:
             try:
-                row = self.store.claim_next(self._key)
+                row = self.store.claim_next(key)
             except Exception:  # noqa: BLE001
                 log.exception("claiming jobs failed")
                 break
             if row is None:
                 break
-            if self._key is None:
-                self._key = row["batch_key"]
+            key = row["batch_key"] if key is None else key
             rows.append(row)
             if not row["batch_key"]:
-                break
-        if not rows:
-            return
+                break  # never batched
+        return rows
+
+    def _start(self, slot: Slot, rows: list[dict[str, Any]]) -> None:
         live: list[tuple[dict[str, Any], SubmitRequest, Any]] = []
         for row in rows:
             try:
@@ -225,15 +232,24 @@ class Worker(threading.Thread):
             for row, _, _ in live:
                 self._fail(row, exc.error)
             return
-        size = n + len(live)
+        size = slot.in_flight + len(live)
         t0 = time.monotonic()
         for row, _, _ in live:
             self.running[row["id"]] = t0
             self.outbox.event("started", {"job_id": row["id"], "tag": row["tag"], "attempt": row["attempts"],
-                                          "batch_size": size})
-        for row, req, mreq in live:
+                                          "batch_size": size, **slot.started})
+        jobs = []
+        for row, req, packed in live:
             crash_if_asked(row["tag"])  # tests only: a real daemon killed by a real signal
-            self.executor.add(mreq, self._progress_cb(row, req), self._on_done(row, req, t0, size))
+            jobs.append((packed, self._progress_cb(row, req), self._on_done(row, req, t0, size)))
+        self.executor.add(slot, rows[0]["batch_key"], jobs)
+
+    def _fail_queued(self, err: ErrorReply) -> None:
+        while True:
+            rows = self.store.claim(1)
+            if not rows:
+                return
+            self._fail(rows[0], err)
 
     def _validate(self, row: dict[str, Any]) -> tuple[dict[str, Any], SubmitRequest, Any] | None:
         if row["id"] in self._cancel:
@@ -247,14 +263,14 @@ class Worker(threading.Thread):
             req = SubmitRequest.model_validate_json(row["request"])
             # Inputs may have vanished since the job was queued.
             outputs.check_input_files(req.spec, self.roots)
-            mreq = to_model_request(req, self.voices)
+            packed = self.executor.pack(row["id"], to_model_request(req, self.voices))
         except ProtocolError as exc:
             self._fail(row, exc.to_reply())
             return None
         except Exception as exc:  # noqa: BLE001
             self._fail(row, error_from_exception(exc))
             return None
-        return row, req, mreq
+        return row, req, packed
 
     # -- outcomes --------------------------------------------------------------------------------
     def _fail(self, row: dict[str, Any], err: ErrorReply) -> None:
@@ -294,8 +310,16 @@ class Worker(threading.Thread):
         if isinstance(res, ModelLoadFailed):
             self._fail(row, res.error)
             return
-        if isinstance(res, _Internal):
+        if isinstance(res, Internal):
             self._fail(row, ErrorReply(code="internal", message=str(res)))
+            return
+        if isinstance(res, Rerun):
+            if row["id"] in self._cancel:
+                self._cancelled(row)
+            else:
+                self.store.requeue(row["id"], count_attempt=True)
+                log.info("job %s requeued (%s)", row["id"], res)
+                self.outbox.event("requeued", {"job_id": row["id"], "tag": row["tag"], "reason": str(res)})
             return
         if isinstance(res, BaseException):
             if (self._stopping.is_set() and not self._finish_first and row["id"] not in self._cancel
@@ -389,7 +413,16 @@ class Worker(threading.Thread):
 
     # -- voices ------------------------------------------------------------------------------------
     def encode_voice(self, audio_path: Path, transcript: str) -> Any:
-        engine = self.host.ensure_loaded()
-        codes = engine.encode_voice(str(audio_path), transcript)
-        self.host.touch()
-        return codes
+        return self.executor.encode_voice(audio_path, transcript)
+
+
+def make_worker(settings: Settings, store: JobStore, host: ModelHost, voices: VoiceStore, outbox: Any,
+                version: str = "") -> Worker:
+    """The worker for the configured backend: the local engine, or engine actors on a Ray cluster (Ray is
+    imported only then)."""
+    executor: JobExecutor | None = None
+    if settings.backend == "ray":
+        from .ray_backend import RayExecutor
+
+        executor = RayExecutor(settings, host)
+    return Worker(settings, store, host, voices, outbox, version=version, executor=executor)

@@ -18,8 +18,8 @@ import xml.etree.ElementTree as ET
 from fractions import Fraction
 from pathlib import Path
 
-from .layout import Lane, Layout, Placed, first_video_size
-from .mlt import media_lengths, write_xml_atomic
+from .layout import Lane, Layout, Placed, first_video_size, media_lengths
+from .mlt import write_xml_atomic
 
 VERSION = "1.8"
 

@@ -29,8 +29,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from .layout import Lane, Layout, Placed, layout_from_edit, layout_from_otio
+from .layout import Lane, Layout, Placed, layout_from_otio
 from .score_cues import Cue, Edit, require_otio
+from .scored_edit import layout_from_edit, otio_from_layout, otio_timeline
 from .timeline import frames_to_timecode, is_drop_frame_rate, parse_rate
 
 
@@ -106,42 +107,6 @@ def edl_text(layout: Layout) -> str:
     return "\n".join(lines)
 
 
-def otio_from_layout(layout: Layout) -> Any:
-    """An OTIO timeline of a layout (every track; gaps between clips)."""
-    otio = require_otio()
-    ot = otio.opentime
-    rate = float(layout.rate)
-
-    def rt(frames: int) -> Any:
-        return ot.RationalTime(frames, rate)
-
-    tl = otio.schema.Timeline(name=layout.title, global_start_time=rt(layout.start))
-    from .mlt import media_lengths
-
-    lengths = media_lengths(layout)  # the adapters (AAF, FCP XML) want each media's available range
-    for lane in layout.lanes:
-        kind = otio.schema.TrackKind.Audio if lane.kind == "audio" else otio.schema.TrackKind.Video
-        track = otio.schema.Track(name=lane.name, kind=kind)
-        pos = 0
-        for p in sorted(lane.items, key=lambda p: p.record):
-            if p.record < pos:
-                continue
-            if p.record > pos:
-                track.append(otio.schema.Gap(source_range=ot.TimeRange(rt(0), rt(p.record - pos))))
-            if p.path:
-                url = Path(p.path).as_uri() if Path(p.path).is_absolute() else p.path
-                ref = otio.schema.ExternalReference(target_url=url,
-                                                    available_range=ot.TimeRange(rt(0), rt(lengths[p.path])))
-            else:
-                ref = otio.schema.MissingReference()
-            track.append(otio.schema.Clip(name=p.name or (Path(p.path).name if p.path else "offline"), media_reference=ref,
-                                          source_range=ot.TimeRange(rt(p.src_in), rt(p.frames)),
-                                          markers=[otio.schema.Marker(name=m) for m in p.markers]))
-            pos = p.end
-        tl.tracks.append(track)
-    return tl
-
-
 def _write_otio_adapter(tl: Any, fmt: Format, out: Path) -> Path:
     adapter = _adapter(fmt)
     out = out.resolve()  # the bundle adapters (.otiod, .otioz) want absolute paths
@@ -199,8 +164,6 @@ def write_timeline(edit: Edit, cues: list[Cue], out: str | os.PathLike[str]) -> 
     fmt = format_of(out)
     if fmt.own_writer:
         return _write_own(layout_from_edit(edit, cues), fmt, out)
-    from .score_writers import otio_timeline
-
     return _write_otio_adapter(otio_timeline(edit, cues), fmt, out)
 
 

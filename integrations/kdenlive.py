@@ -18,7 +18,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from .layout import Layout, first_video_size
-from .mlt import START_PROPERTY, _prop, media_lengths, profile_element, write_xml_atomic
+from .layout import media_lengths
+from .mlt import START_PROPERTY, _prop, profile_element, write_xml_atomic
 
 DOC_VERSION = "1.04"  # Kdenlive 22.12's document version: no upgrade on open
 _AUDIO_SUFFIXES = {".wav", ".wave", ".bwf", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aif", ".aiff"}

@@ -4,7 +4,7 @@ Every writer of ours turns the same plain structure into its format, so "where d
 a :class:`Layout` has the timeline's exact rate and start timecode (in frames) and its tracks, each a list of
 :class:`Placed` clips at record frames (from the timeline's first frame), showing ``frames`` frames of a media
 file from ``src_in``. Built from a scored edit (:func:`layout_from_edit`: the picture track and the score lanes,
-no OpenTimelineIO needed) or from any OTIO timeline (:func:`layout_from_otio`: every track kept as it is).
+no OpenTimelineIO needed; scored_edit.py) or from any OTIO timeline (:func:`layout_from_otio`: every track kept as it is).
 
 Standard library only, so the EDL -> MLT path runs in Blender's or REAPER's embedded Python.
 """
@@ -19,7 +19,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
-from .score_cues import SCORE_TRACK, Cue, Edit, done_cues, lanes
+from .score_cues import SCORE_TRACK, Edit
 from .timeline import frames_to_timecode, parse_rate, wav_frames
 
 Kind = Literal["video", "audio"]
@@ -95,20 +95,14 @@ def picture_lane(edit: Edit) -> Lane:
     return Lane(name="V1", kind="video", items=items)
 
 
-def layout_from_edit(edit: Edit, cues: list[Cue]) -> Layout:
-    """The scored edit as a layout: its original tracks (every track of an OTIO input, through
-    :func:`layout_from_otio`; the picture track of an EDL) plus the score lanes at the cues' record frames."""
-    if edit.otio is not None:
-        from .score_writers import otio_timeline
-
-        return layout_from_otio(otio_timeline(edit, cues), edit.rate, title=edit.title, start=edit.start,
-                                drop=edit.drop)
-    tracks = [picture_lane(edit)]
-    for n, lane in enumerate(lanes(done_cues(cues)), 1):
-        tracks.append(Lane(name=score_lane_name(n), kind="audio",
-                          items=[Placed(record=c.record_frame, frames=c.frames, path=str(c.result["path"]), name=c.name)
-                                 for c in lane]))
-    return Layout(title=edit.title, rate=edit.rate, start=edit.start, drop=edit.drop, lanes=tracks)
+def media_lengths(layout: Layout) -> dict[str, int]:
+    """Each media file's length in frames (its probed length, at least what the timeline uses of it)."""
+    used: dict[str, int] = {}
+    for lane in layout.lanes:
+        for p in lane.items:
+            if p.path:
+                used[p.path] = max(used.get(p.path, 0), p.src_in + p.frames)
+    return {path: max(n, media_frames(path, layout.rate) or 0) for path, n in used.items()}
 
 
 def _frames(rt: Any, rate: Fraction) -> int:

@@ -26,7 +26,8 @@ import xml.etree.ElementTree as ET
 from fractions import Fraction
 from pathlib import Path
 
-from .layout import Lane, Layout, Placed, first_video_size, layout_from_edit, media_frames
+from .layout import Lane, Layout, Placed, first_video_size, media_lengths
+from .scored_edit import layout_from_edit
 from .score_cues import Cue, Edit
 
 
@@ -43,16 +44,6 @@ def profile_element(root: ET.Element, layout: Layout, size: tuple[int, int], des
                   progressive="1", sample_aspect_num="1", sample_aspect_den="1", display_aspect_num=str(size[0]),
                   display_aspect_den=str(size[1]), frame_rate_num=str(r.numerator), frame_rate_den=str(r.denominator),
                   colorspace="709")
-
-
-def media_lengths(layout: Layout) -> dict[str, int]:
-    """Each media file's length in frames (its probed length, at least what the timeline uses of it)."""
-    used: dict[str, int] = {}
-    for lane in layout.lanes:
-        for p in lane.items:
-            if p.path:
-                used[p.path] = max(used.get(p.path, 0), p.src_in + p.frames)
-    return {path: max(n, media_frames(path, layout.rate) or 0) for path, n in used.items()}
 
 
 def mlt_layout_document(layout: Layout) -> ET.ElementTree:

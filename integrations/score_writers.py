@@ -8,7 +8,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .score_cues import SCORE_TRACK, Cue, Edit, done_cues, lanes, require_otio
+from .score_cues import Cue, Edit, require_otio
+from .scored_edit import otio_timeline
 
 
 def report(cues: list[Cue], skipped: list[dict[str, Any]], **meta: Any) -> dict[str, Any]:
@@ -26,42 +27,6 @@ def write_report(rep: dict[str, Any], path: Path | None) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text + "\n")
     tmp.replace(path)
-
-
-def otio_timeline(edit: Edit, cues: list[Cue]) -> Any:
-    """The edit as an OTIO timeline (a copy of the one read, or one built from the EDL) with the done
-    cues on new audio track(s) named ``unimoe score``, each clip at its shot's exact record range."""
-    otio = require_otio()
-    ot = otio.opentime
-    rate = float(edit.rate)
-
-    def rt(frames: int) -> Any:
-        return ot.RationalTime(frames, rate)
-
-    if edit.otio is not None:
-        tl = edit.otio.deepcopy()
-    else:  # built from an EDL: its picture track first (the same cut edit as every other writer's)
-        from .interchange import otio_from_layout
-        from .layout import Layout, picture_lane
-
-        tl = otio_from_layout(Layout(edit.title, edit.rate, edit.start, edit.drop, [picture_lane(edit)]))
-    for n, lane in enumerate(lanes(done_cues(cues)), 1):
-        track = otio.schema.Track(name=SCORE_TRACK if n == 1 else f"{SCORE_TRACK} {n}", kind=otio.schema.TrackKind.Audio)
-        pos = 0
-        for c in lane:
-            if c.record_frame > pos:
-                track.append(otio.schema.Gap(source_range=ot.TimeRange(rt(0), rt(c.record_frame - pos))))
-            res = c.result
-            ref = otio.schema.ExternalReference(target_url=Path(res["path"]).as_uri(),
-                                                available_range=ot.TimeRange(rt(0), rt(c.frames)))
-            meta = {"unimoe_audio": {"job_id": res.get("job_id"), "samples": res.get("samples"),
-                                     "sample_rate": res.get("sample_rate"), "seed": res.get("seed"),
-                                     "record_in": c.record_in, "fps": c.fps}}
-            track.append(otio.schema.Clip(name=c.name, media_reference=ref, source_range=ot.TimeRange(rt(0), rt(c.frames)),
-                                          metadata=meta))
-            pos = c.record_frame + c.frames
-        tl.tracks.append(track)
-    return tl
 
 
 def write_otio(edit: Edit, cues: list[Cue], out: Path) -> Path:

@@ -13,7 +13,6 @@ and the file; ``visual.*`` and ``lm_head.weight`` are skipped unless asked for.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Iterator
 
@@ -23,26 +22,9 @@ from torch import nn
 from .config import ModelConfig, load_config
 from .decoder import UniMoEAudioModel
 from .errors import CheckpointError
+from .keys import normalize_key, to_disk_key
 
-_RULES = (
-    (re.compile(r"^model\.language_model\."), "language_model."),
-    (re.compile(r"^model\.visual\."), "visual."),
-    (re.compile(r"^model\.(?!language_model\.|visual\.)"), "language_model."),
-)
 PATCH_KEY = "visual.patch_embed.proj.weight"
-
-
-def normalize_key(name: str) -> str:
-    """On-disk name -> in-memory name (``model.layers...`` -> ``language_model.layers...``)."""
-    for pat, repl in _RULES:
-        if pat.match(name):
-            return pat.sub(repl, name, count=1)
-    return name
-
-
-def to_disk_key(name: str) -> str:
-    """In-memory name -> the name ``save_pretrained`` writes."""
-    return "model." + name[len("language_model."):] if name.startswith("language_model.") else name
 
 
 def _fail(msg: str) -> CheckpointError:

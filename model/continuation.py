@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InvalidInput, MediaError, UniMoEError
+from .length import MAX_SECONDS, target_samples_of
 
 SAMPLE_RATE = 16000
 HOP = 320
@@ -187,8 +188,6 @@ class SpliceSetup:
 
 def _exact_seconds(length: Any, field: str = "length") -> Fraction | None:
     """The request's length as exact seconds (seconds, or frames at a rational fps), validated."""
-    from .tasks import target_samples_of
-
     if length is None or target_samples_of(length, field) is None:
         return None
     if length.frames is not None:
@@ -208,8 +207,6 @@ def plan_times(req: Any, duration: float | None) -> SpliceTimes:
     """Validate a continue / loop request's lengths against the clip's ``duration`` (None: no clip) and
     say where the join and the end fall. Pure (no audio read): the daemon runs it at submit
     (daemon/probe.py) and the engine again when it plans the job, so both refuse the same requests."""
-    from .tasks import MAX_SECONDS
-
     field = "continue_audio"
     length = _exact_seconds(req.length)
     bars = None if req.bars is None else Fraction(int(req.bars)) * bar_seconds(req.tempo_bpm)

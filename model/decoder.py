@@ -2,7 +2,8 @@
 
 Public API (what generation and the engine use)::
 
-    from unimoe_audio.model.decoder import load_model, UniMoEAudioModel
+    from unimoe_audio.model.checkpoint import load_model   # the loader lives there (checkpoint.py)
+    from unimoe_audio.model.decoder import UniMoEAudioModel
     model = load_model(path, device="cpu", dtype=torch.float32, load_vision=True)   # or UniMoEAudioModel(cfg)
     cfg = model.config                                    # ModelConfig (config.py)
 
@@ -30,13 +31,13 @@ Decode steps with static shapes (CUDA graphs on CUDA) are :class:`StaticDecoder`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from . import invariant
+from .buckets import ROW_BUCKETS, length_bucket, row_bucket
 from .config import ModelConfig, TextConfig
 from .kv_cache import KVCache
 from .layers import Attention, AttnMask, MRotary, RMSNorm, sdpa_context
@@ -208,27 +209,6 @@ class UniMoEAudioModel(nn.Module):
         if self.lm_head is None:
             raise RuntimeError("model was built without lm_head")
         return self.lm_head(hidden).float()
-
-
-ROW_BUCKETS = (2, 4, 8, 16)  # rows of a static decode batch (a CFG item takes 2)
-MIN_LENGTH_BUCKET = 64
-
-
-def row_bucket(n: int, buckets: tuple[int, ...] = ROW_BUCKETS) -> int:
-    """The smallest row bucket holding ``n`` rows (past the largest: its multiples)."""
-    for b in buckets:
-        if n <= b:
-            return b
-    top = buckets[-1]
-    return -(-n // top) * top
-
-
-def length_bucket(n: int) -> int:
-    """The smallest power of two >= ``n`` (at least MIN_LENGTH_BUCKET): KV slots of a static batch."""
-    b = MIN_LENGTH_BUCKET
-    while b < n:
-        b *= 2
-    return b
 
 
 class _RowSlotCache:
@@ -536,12 +516,4 @@ class StaticDecoder:
         self._arena = None
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.bfloat16,
-               load_vision: bool = True, load_lm_head: bool = False) -> UniMoEAudioModel:
-    """Load a checkpoint folder or a single ``.safetensors`` file (see checkpoint.py)."""
-    from .checkpoint import load_model as _load
-
-    return _load(path, device=device, dtype=dtype, load_vision=load_vision, load_lm_head=load_lm_head)
-
-
-__all__ = ["UniMoEAudioModel", "DecoderOutput", "StaticDecoder", "StaticBatch", "load_model", "positions_from_mask", "KVCache"]
+__all__ = ["UniMoEAudioModel", "DecoderOutput", "StaticDecoder", "StaticBatch", "positions_from_mask", "KVCache"]

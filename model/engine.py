@@ -227,10 +227,10 @@ class Engine:
         eng.info["memory_available_bytes"] = avail
         eng.info["memory_available_source"] = source
         eng.plan(est.decode)
-        from . import kernels
+        from . import kernel_check
 
         # every kernel chosen on the real shapes now, before warm-up captures them in graphs
-        eng.info["kernels"] = kernels.check_model(model, dt)
+        eng.info["kernels"] = kernel_check.check_model(model, dt)
         log.info("kernels: %s", eng.info["kernels"])
         if warmup:
             eng.warmup()
@@ -336,9 +336,11 @@ class Engine:
         return DecodeSession(self.lm, placeholder_id=self.placeholder_id, video_token_id=self.video_token_id,
                              delays=self.delays, static=self.static, max_rows=self.max_rows)
 
-    def job_batch(self) -> JobBatch:
-        """A continuous batch of jobs (model/scheduler.py): ``add(engine.prepare(...))`` between steps."""
-        return JobBatch(self.session(), self.decode_codes, self.fit_length)
+    def job_batch(self, fit: bool = True) -> JobBatch:
+        """A continuous batch of jobs (model/scheduler.py): ``add(engine.prepare(...))`` between steps. ``fit``:
+        the results are trimmed/padded to their exact length at 16 kHz; False for a caller that renders them at
+        another rate and fits there, once (the daemon: ``daemon/outputs.render``)."""
+        return JobBatch(self.session(), self.decode_codes, self.fit_length if fit else None)
 
     def prepare(self, request: Any, progress: ProgressCallback | None = None) -> T.Job:
         """Validate ``request`` and plan it (prompts, lengths, reference encoding): a job for a
@@ -423,7 +425,7 @@ class Engine:
         """Codes [T, 12] of a reference recording, for saved voices (the transcript is checked only)."""
         with self._lock:
             self._check_open()
-            T._text(transcript, "transcript", max_chars=2000)
+            T.check_text(transcript, "transcript", max_chars=2000)
             with torch.inference_mode():
                 return self.encode_reference(audio_path, field="audio_path")
 

@@ -34,7 +34,6 @@ import re
 from typing import Any, Callable, Iterator
 
 import torch
-from torch import nn
 
 INT8_CPU_ALIGN = 16  # bytes: the CPU int8 kernel's vector loads (measured: 8 crashes, 16 runs)
 STORE_ALIGN = 64  # bytes: where stored quantized tensors start (a cache line; torch's CPU allocator too)
@@ -118,32 +117,13 @@ def try_linear(q: Any, kind: str, dtype: torch.dtype) -> bool:
         x = torch.randn((TRIAL_ROWS, q.in_features), generator=g).to(device=dev, dtype=dtype)
         try:
             y = q._call(q._build(kind, dtype), x).float()
-            ref = reference(q, x)
+            ref = q.reference(x)  # quant.QuantLinear.reference: fp32 from the stored codes
             ok = bool(torch.isfinite(y).all()) and bool(torch.allclose(
                 y, ref, rtol=TRIAL_TOL, atol=TRIAL_TOL * float(ref.abs().max().clamp(min=1.0))))
         except (RuntimeError, NotImplementedError, AttributeError):
             ok = False
         _TRIALS[key] = ok
     return ok
-
-
-def reference(q: Any, x: torch.Tensor, block: int = 8) -> torch.Tensor:
-    """``x @ W.T + b`` in fp32 from the stored codes, a few output rows at a time (no full-precision
-    copy of the weight is ever built: a trial at load costs no memory)."""
-    from .quant import dequantize_int4, dequantize_int8
-
-    x32 = x.float()
-    outs = []
-    for r0 in range(0, q.out_features, block):
-        r1 = min(r0 + block, q.out_features)
-        if q.method == "int8":
-            w = dequantize_int8(q.qweight[r0:r1], q.scales[r0:r1], torch.float32)
-        else:
-            w = dequantize_int4(q.qweight[r0:r1], q.scale_zeros[:, r0:r1], q.group_size, torch.float32)
-            w = w[:, : q.in_features]
-        outs.append(x32 @ w.t())
-    y = torch.cat(outs, dim=1)
-    return y if q.bias is None else y + q.bias.float()
 
 
 @contextlib.contextmanager
@@ -235,46 +215,3 @@ def linear_class(name: str) -> str:
         if pat.search(name):
             return label
     return "other"
-
-
-def check_model(model: nn.Module, dtype: torch.dtype | None = None) -> dict[str, Any]:
-    """Choose every kernel of ``model`` now (quantized linears: rules + trials per shape; the
-    experts' matmul: the sync trial), before any graph is captured. Returns :func:`report`."""
-    from .moe import SparseMoE
-    from .quant import QuantLinear
-
-    for m in model.modules():
-        if isinstance(m, QuantLinear):
-            if m.kernel is None:
-                m.prepare(dtype)
-        elif isinstance(m, SparseMoE):
-            m.fast_path(m.gate.weight.device, m.gate.weight.dtype if dtype is None else dtype)
-    return report(model)
-
-
-def report(model: nn.Module) -> dict[str, Any]:
-    """{class of linear: {kernel: count}}, the experts' decode matmul, and how many linears fell back
-    to "dequant" although a fused kernel exists for their method (with the first reasons)."""
-    from .moe import SparseMoE
-    from .quant import QuantLinear
-
-    classes: dict[str, dict[str, int]] = {}
-    fallbacks, reasons = 0, []
-    experts = None  # the experts' matmul of a decode step (1 token a row, the module's own path)
-    for name, m in model.named_modules():
-        if isinstance(m, QuantLinear):
-            kernel = m.kernel or "not prepared"
-            if kernel == "dequant":
-                fallbacks += 1
-                if m.refusal and len(reasons) < 3 and m.refusal not in reasons:
-                    reasons.append(m.refusal)
-        elif type(m) is nn.Linear and linear_class(name) != "other":
-            kernel = f"{str(m.weight.dtype).replace('torch.', '')} linear"
-        else:
-            if isinstance(m, SparseMoE) and experts is None:
-                experts = m.resolve_path(1, m.gate.weight.device, m.gate.weight.dtype)
-            continue
-        c = classes.setdefault(linear_class(name), {})
-        c[kernel] = c.get(kernel, 0) + 1
-    return {"linears": classes, "experts_decode": experts, "fallbacks": fallbacks, "fallback_reasons": reasons,
-            "aligned_copies": int(getattr(model, "aligned_copies", 0))}

@@ -146,7 +146,7 @@ def prefill_workspace_bytes(d: Dims, rows: int, tokens: int, wb: int) -> int:
 
 def default_lengths(window_frames: int = 981) -> tuple[int, ...]:
     """KV-slot buckets warm-up captures: a short request, and a full window with its prompt."""
-    from .decoder import length_bucket
+    from .buckets import length_bucket
 
     return tuple(sorted({length_bucket(512), length_bucket(1024), length_bucket(window_frames + 600)}))
 
@@ -180,7 +180,7 @@ def plan_decode(d: Dims, wb: int, *, static: bool, room: int | None, lengths: tu
     bucket plus the next smaller (rows move between them) plus the workspaces; for eager decode the
     packed cache twice. Warm-up then takes buckets in order (2 rows at every length, then 4, ...)
     while they fit what is left after the workspaces."""
-    from .decoder import ROW_BUCKETS
+    from .buckets import ROW_BUCKETS
 
     lengths = tuple(sorted(lengths or default_lengths()))
     rows_opts = [r for r in ROW_BUCKETS if r <= max_rows] or [ROW_BUCKETS[0]]
@@ -290,7 +290,7 @@ def estimate_specs(specs: list[tuple[str, str, list[int]]], cfg: dict[str, Any],
                    static: bool | None = None, max_rows: int = MAX_ROWS) -> Estimate:
     """:func:`estimate` from tensor specs and a config dict (also for sizes whose weights are absent)."""
     from . import quant as Q
-    from .checkpoint import normalize_key
+    from .keys import normalize_key
 
     method = stored if stored != "none" else Q.check_method(quant)
     wb = _dtype_bytes(dtype)

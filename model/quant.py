@@ -206,6 +206,22 @@ class QuantLinear(nn.Module):
         w = dequantize_int4(self.qweight, self.scale_zeros, self.group_size, dtype)
         return w[: self.out_features, : self.in_features]
 
+    def reference(self, x: torch.Tensor, block: int = 8) -> torch.Tensor:
+        """``x @ W.T + b`` in fp32 from the stored codes, a few output rows at a time (no full-precision
+        copy of the weight is ever built: a kernel's trial at load costs no memory)."""
+        x32 = x.float()
+        outs = []
+        for r0 in range(0, self.out_features, block):
+            r1 = min(r0 + block, self.out_features)
+            if self.method == "int8":
+                w = dequantize_int8(self.qweight[r0:r1], self.scales[r0:r1], torch.float32)
+            else:
+                w = dequantize_int4(self.qweight[r0:r1], self.scale_zeros[:, r0:r1], self.group_size, torch.float32)
+                w = w[:, : self.in_features]
+            outs.append(x32 @ w.t())
+        y = torch.cat(outs, dim=1)
+        return y if self.bias is None else y + self.bias.float()
+
     def _apply(self, fn, recurse=True):
         if self._released:
             run = self._run
@@ -431,7 +447,7 @@ def save_quantized(model: nn.Module, src_dir: str | Path, dest: str | Path, meth
 
     from .safetensors_aligned import save_aligned
 
-    from .checkpoint import to_disk_key
+    from .keys import to_disk_key
 
     src, dest = Path(src_dir), Path(dest)
     if not any(isinstance(m, QuantLinear) for m in model.modules()):
@@ -483,38 +499,3 @@ def folder_quant(folder: str | Path) -> str:
         return "none"
     m = raw.get(MARKER)
     return check_method(m.get("method")) if isinstance(m, dict) else "none"
-
-
-def convert_folder(src: str | Path, dest: str | Path, method: str) -> Path:
-    """Quantize a full-precision model folder into ``dest`` (loads tensor by tensor, quantizing as it
-    goes, so the peak is the quantized model plus one tensor)."""
-    from .checkpoint import load_model
-
-    method = check_method(method)
-    if method == "none":
-        raise ValueError("nothing to do for quantization 'none'")
-    if folder_quant(src) != "none":
-        raise ValueError(f"{src} is already quantized ({folder_quant(src)})")
-    model = load_model(src, device="cpu", dtype=torch.bfloat16, load_vision=True, quant=method, prepare=False)
-    return save_quantized(model, src, dest, method)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m unimoe_audio.model.quant SRC DEST --method int8`` (what ``models import --quant`` runs)."""
-    import argparse
-
-    ap = argparse.ArgumentParser(description="Store a model folder with int8/int4 weights.")
-    ap.add_argument("src")
-    ap.add_argument("dest")
-    ap.add_argument("--method", choices=("int8", "int4"), required=True)
-    a = ap.parse_args(argv)
-    out = convert_folder(a.src, a.dest, a.method)
-    print(out)
-    return 0
-
-
-if __name__ == "__main__":
-    # run the imported module's main: classes defined in __main__ would not be the ones the loader uses
-    from unimoe_audio.model import quant as _self
-
-    raise SystemExit(_self.main())

@@ -63,7 +63,7 @@ class JobBatch:
     """Jobs in flight on one :class:`~.generation.DecodeSession` (see the module docstring)."""
 
     def __init__(self, session: DecodeSession, decode: Callable[[np.ndarray], np.ndarray],
-                 fit_length: Callable[..., np.ndarray]):
+                 fit_length: Callable[..., np.ndarray] | None):
         self.session = session
         self.decode = decode
         self.fit_length = fit_length

@@ -149,7 +149,7 @@ def write_weights(model: torch.nn.Module, folder: Path, shards: int = 2, dtype: 
     """Shards + index with the on-disk (``model.``) names."""
     from safetensors.torch import save_file
 
-    from .checkpoint import to_disk_key
+    from .keys import to_disk_key
 
     items = [(to_disk_key(n), p.detach().to(dtype).contiguous()) for n, p in model.state_dict().items()]
     total = sum(t.numel() * t.element_size() for _, t in items)
@@ -222,7 +222,7 @@ def write_full_weights(cfg: ModelConfig, folder: Path, seed: int = 0, shard_byte
                        size: str = "full", progress=None) -> int:
     """Random bf16 weights of ``cfg`` as safetensors shards + index, streamed tensor by tensor (the model
     is built on the meta device for its names and shapes only). Returns the bytes written."""
-    from .checkpoint import to_disk_key
+    from .keys import to_disk_key
     from .safetensors_stream import write_safetensors
 
     gate_std, norm_jitter = _INIT.get(size, _INIT["small"])

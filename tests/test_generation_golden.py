@@ -21,7 +21,7 @@ PH, VID = 501, 492
 
 @pytest.fixture(scope="module")
 def lm():
-    from unimoe_audio.model.decoder import load_model
+    from unimoe_audio.model.checkpoint import load_model
 
     model = load_model(FIX, device="cpu", dtype=torch.float32)
     return backend_for(model)
@@ -154,7 +154,7 @@ _SUBPROC = r"""
 import json, torch
 from unimoe_audio.model import prompts
 from unimoe_audio.model.generation import GenItem, Sampling, backend_for, generate
-from unimoe_audio.model.decoder import load_model
+from unimoe_audio.model.checkpoint import load_model
 from unimoe_audio.model.engine import load_text_tokenizer
 tok = load_text_tokenizer(__import__("pathlib").Path({fix!r}))
 lm = backend_for(load_model({fix!r}, device="cpu", dtype=torch.float32))
@@ -180,7 +180,7 @@ def test_seeded_sampling_is_identical_across_processes(lm, tok):
 
 def test_vision_mode_prompt_features_and_positions_match_reference(tok, golden, meta):
     """Vision mode: video tokens + vision features + 3-D positions give the reference forward's logits."""
-    from unimoe_audio.model.decoder import load_model
+    from unimoe_audio.model.checkpoint import load_model
     from unimoe_audio.model.generation import _row_embeds
     from unimoe_audio.model.video_preprocess import preprocess_video
 

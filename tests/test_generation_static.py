@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from unimoe_audio.model import prompts
-from unimoe_audio.model.decoder import StaticBatch, length_bucket, load_model, row_bucket
+from unimoe_audio.model.decoder import StaticBatch, length_bucket, row_bucket
+from unimoe_audio.model.checkpoint import load_model
 from unimoe_audio.model.errors import Cancelled
 from unimoe_audio.model.generation import DecodeSession, GenItem, Sampling, backend_for, generate
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from unimoe_audio.model.decoder import load_model
+from unimoe_audio.model.checkpoint import load_model
 from unimoe_audio.model.moe import route
 from unimoe_audio.model.rope_index import positions_from_mask
 from unimoe_audio.model.tiny import random_model

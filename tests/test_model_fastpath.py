@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from unimoe_audio.model.decode_rows import StaticRows
-from unimoe_audio.model.decoder import StaticBatch, StaticDecoder, load_model
+from unimoe_audio.model.decoder import StaticBatch, StaticDecoder
+from unimoe_audio.model.checkpoint import load_model
 from unimoe_audio.model.generation import backend_for
 from unimoe_audio.model.moe import SparseMoE, moe_path, route, set_moe_path
 from unimoe_audio.model.rope_index import positions_from_mask

@@ -18,7 +18,9 @@ import pytest
 import torch
 
 from unimoe_audio.model import kernels as K
+from unimoe_audio.model.kernel_check import check_model
 from unimoe_audio.model import quant as Q
+from unimoe_audio.model.convert import convert_folder
 from unimoe_audio.model.config import ModelConfig, config_dict
 from unimoe_audio.model.decoder import UniMoEAudioModel
 from unimoe_audio.model.tiny import random_model
@@ -68,7 +70,7 @@ def test_int8_rules_on_every_shape_of_the_configs():
 def test_int8_on_the_small_config_falls_back_per_shape_and_runs():
     m = random_model("small", seed=0, vision=False, lm_head=False)
     Q.quantize_model(m, "int8")
-    rep = K.check_model(m, torch.float32)
+    rep = check_model(m, torch.float32)
     lin = rep["linears"]
     assert lin["attention"] == {"int8pack": 32}
     assert lin["shared experts"] == {"dequant": 16, "int8pack": 32}  # 2 shared experts x 8 layers
@@ -89,7 +91,7 @@ def test_trial_reference_builds_no_full_weight_and_matches_dequant():
         q = Q.QuantLinear.from_linear(lin, method)
         x = torch.randn(3, 96)
         ref = torch.nn.functional.linear(x, q.dequantized(torch.float32), q.bias.float())
-        torch.testing.assert_close(K.reference(q, x), ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(q.reference(x), ref, rtol=1e-5, atol=1e-5)
 
 
 def test_grouped_expert_matmul_is_chosen_by_its_trial():
@@ -174,10 +176,10 @@ def test_raw_kernel_crashes_on_an_8_aligned_mapped_weight(tmp_path):
 
 _LOADED = textwrap.dedent("""
     import sys, torch
-    from unimoe_audio.model import kernels as K
     from unimoe_audio.model.checkpoint import load_model
+    from unimoe_audio.model.kernel_check import check_model
     m = load_model(sys.argv[1], device="cpu", dtype=torch.float32)
-    rep = K.check_model(m)
+    rep = check_model(m)
     from unimoe_audio.model.quant import QuantLinear
     qs = [q for q in m.modules() if isinstance(q, QuantLinear)]
     assert all(q.qweight.data_ptr() % 16 == 0 for q in qs)
@@ -222,7 +224,7 @@ def test_stored_int8_is_aligned_on_disk_and_copied_when_not(tmp_path):
     from unimoe_audio.model.tiny_bundle import ensure_tiny_model
 
     src = ensure_tiny_model(tmp_path / "tiny")
-    dest = Q.convert_folder(src, tmp_path / "int8", "int8")
+    dest = convert_folder(src, tmp_path / "int8", "int8")
     # on disk: every stored int8 code tensor starts on a 16-byte file offset (64 where sizes allow)
     for f in dest.glob("*.safetensors"):
         offs = _offsets(f)

@@ -16,7 +16,8 @@ from unimoe_audio.model import memory as M
 from unimoe_audio.model import prompts
 from unimoe_audio.model.checkpoint import to_disk_key
 from unimoe_audio.model.config import ModelConfig, config_dict
-from unimoe_audio.model.decoder import StaticBatch, StaticDecoder, UniMoEAudioModel, _weight_ptrs, load_model
+from unimoe_audio.model.decoder import StaticBatch, StaticDecoder, UniMoEAudioModel, _weight_ptrs
+from unimoe_audio.model.checkpoint import load_model
 from unimoe_audio.model.generation import DecodeSession, GenItem, Sampling, backend_for, generate
 from unimoe_audio.model.tiny import random_model
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from unimoe_audio.model import quant as Q
+from unimoe_audio.model.convert import convert_folder
 from unimoe_audio.model.checkpoint import load_model
 from unimoe_audio.model.decoder import _weight_ptrs
 from unimoe_audio.model.engine import Engine
@@ -125,7 +126,7 @@ class _Shapes(TorchDispatchMode):
 
 @pytest.mark.parametrize("method", ["int8", "int4"])
 def test_stored_quantized_folder_loads_without_full_precision_weights(bundle, tmp_path, method):
-    dest = Q.convert_folder(bundle, tmp_path / method, method)
+    dest = convert_folder(bundle, tmp_path / method, method)
     cfg = json.loads((dest / "config.json").read_text())
     assert cfg[Q.MARKER]["method"] == method and Q.folder_quant(dest) == method
     assert (dest / "tokenizer_config.json").is_file() or (dest / "tokenizer").is_dir()
