@@ -420,7 +420,7 @@ class MemoryInfo(_Loose):
     available_bytes: int | None = Field(None, description="What the device had for it at load time.")
     available_source: str | None = None
     peak_bytes: int | None = Field(None, description="Measured peak since the model loaded (see peak_source).")
-    peak_source: str | None = Field(None, description="cuda max_memory_allocated, or process peak RSS on the CPU.")
+    peak_source: str | None = Field(None, description="cuda max_memory_allocated, or on the CPU the process peak RSS (sampled every 0.1 s; anonymous memory while loading, so the weight files read are not counted).")
     max_rows: int | None = Field(None, description="Decode rows in flight at most (a CFG item takes 2); more wait.")
     buckets: int | None = Field(None, description="Static decode buckets (captured graphs) held now.")
     bucket_bytes: int | None = Field(None, description="What those buckets keep (KV cache, inputs, graph outputs).")

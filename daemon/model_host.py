@@ -277,6 +277,10 @@ class ModelHost:
                 out.update(report())
             except Exception:  # noqa: BLE001 - status must answer even if the engine is mid-change
                 pass
+        rss, peak = out.get("rss_bytes"), out.get("peak_bytes")
+        if isinstance(rss, int) and isinstance(peak, int) and str(out.get("peak_source", "")).startswith("process") \
+                and rss > peak:
+            out["peak_bytes"] = rss  # the sampled peak missed a moment between two samples: at least now
         torch = sys.modules.get("torch")
         if torch is not None and self.engine is not None and (self.device or "").startswith("cuda"):
             try:

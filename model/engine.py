@@ -15,6 +15,7 @@ at load by ``warmup``), ``"eager"`` the ordinary forward; ``"auto"``: static on 
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -217,9 +218,11 @@ class Engine:
         log.info("loading %s: estimated %s (%s; up to %d decode rows), %s available (%s)", model_dir,
                  memory.gb(est.total_bytes), est.quant, est.decode.max_rows,
                  "?" if avail is None else memory.gb(avail), source)
-        model = load_decoder(model_dir, device=dev, dtype=dt, load_vision=load_vision, quant=quant)
-        tok = load_text_tokenizer(model_dir)
-        codec = load_codec(dac_path, device=dev)
+        meter = memory.peak_meter() if dev.type != "cuda" else None  # CUDA: its allocator's own peak
+        with meter.loading() if meter is not None else contextlib.nullcontext():
+            model = load_decoder(model_dir, device=dev, dtype=dt, load_vision=load_vision, quant=quant)
+            tok = load_text_tokenizer(model_dir)
+            codec = load_codec(dac_path, device=dev)
         eng = cls(model, tok, codec, model_dir=model_dir, device=dev, dtype=dt, load_vision=load_vision,
                   window_frames=window_frames, context_frames=context_frames, decode=decode)
         eng.info["quant"] = quant_of(model)

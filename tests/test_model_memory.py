@@ -111,7 +111,7 @@ def test_model_host_refusal_and_status_fields(bundle, tmp_path):
         assert (host2.device, host2.dtype, host2.quant) == ("cpu", "float32", "int8")
         mem2 = host2.memory()
         assert mem2["estimate_bytes"] > 0 and mem2["available_source"] == "system available memory"
-        assert mem2["peak_bytes"] >= mem2["rss_bytes"] > 0 and mem2["peak_source"] == "process peak RSS"
+        assert mem2["peak_bytes"] >= mem2["rss_bytes"] > 0 and mem2["peak_source"].startswith("process peak RSS")
         assert mem2["max_rows"] == 16
     finally:
         host2.unload()

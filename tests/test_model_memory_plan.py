@@ -191,7 +191,7 @@ def test_engine_caps_rows_from_the_plan_and_status_reports_it(tmp_path):
         assert eng.max_rows == eng.info["max_rows"] == eng.decode_plan.max_rows == 16
         assert eng.session().max_rows == 16
         rep = eng.memory_report()
-        assert rep["peak_bytes"] > 0 and rep["peak_source"] == "process peak RSS" and rep["max_rows"] == 16
+        assert rep["peak_bytes"] > 0 and rep["peak_source"].startswith("process peak RSS") and rep["max_rows"] == 16
     finally:
         eng.close()
 
@@ -200,7 +200,7 @@ def test_measured_peak_on_cpu_is_the_process_peak():
     peak, how = M.measured_peak("cpu")
     big = torch.ones(64 * 2**20, dtype=torch.uint8)  # 64 MiB touched
     after, _ = M.measured_peak("cpu")
-    assert how == "process peak RSS" and after >= peak > 0 and after >= big.numel()
+    assert how.startswith("process peak RSS") and after >= peak > 0 and after >= big.numel()
 
 
 def test_buckets_share_one_arena_and_a_second_session_gets_a_cache_of_its_own():
