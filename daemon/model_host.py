@@ -80,9 +80,12 @@ def flagged_tiny(model_dir: Path) -> tuple[bool, str | None]:
 
 
 class ModelHost:
-    def __init__(self, settings: Settings, on_state: Callable[[str, ErrorReply | None], None] | None = None):
+    def __init__(self, settings: Settings, on_state: Callable[[str, ErrorReply | None], None] | None = None,
+                 on_dead_context: Callable[[str], None] | None = None):
         self.settings = settings
         self.on_state = on_state or (lambda s, e: None)
+        # the daemon restarts itself in a fresh process (server.run) when the device context is dead
+        self.on_dead_context = on_dead_context or (lambda why: None)
         self.state = "idle"  # idle | loading | ready | error | unloaded
         self.error: ErrorReply | None = None
         self.engine: Any = None
@@ -245,7 +248,8 @@ class ModelHost:
         drop the engine (its graphs, caches and weights belong to the faulted context) and check the
         device, so the next job loads the model anew in a fresh context. A context that a sticky
         error left unusable (a device-side assert) cannot be renewed inside this process: then the
-        model host stays in ``error`` with a ``device_fault`` that says to restart the daemon."""
+        model host goes to ``error`` with a ``device_fault`` and asks the daemon (``on_dead_context``)
+        to restart itself in a fresh process, where the queued jobs run on a new context."""
         with self._lock:
             self.faults += 1
             self.last_fault = error_from_exception(exc)
@@ -255,8 +259,9 @@ class ModelHost:
             why = _probe_device(self.device)
             if why is not None:
                 self._dead_context = f"the GPU context is unusable after a device fault ({why})"
-                log.error("%s: restart the daemon", self._dead_context)
+                log.error("%s: the daemon restarts in a fresh process", self._dead_context)
                 self._set("error", ErrorReply(code="device_fault", message=self._dead_context))
+                self.on_dead_context(self._dead_context)
 
     def idle_expired(self) -> bool:
         ka = self.settings.keep_alive
@@ -297,6 +302,10 @@ class ModelHost:
 
 def _probe_device(device: str | None) -> str | None:
     """None when ``device`` still runs a kernel after a fault; else what went wrong."""
+    from ..model.scheduler import simulated_dead_context
+
+    if simulated_dead_context():
+        return "a simulated sticky fault (UNIMOE_AUDIO_SIMULATE_DEVICE_FAULT)"
     if not (device or "").startswith("cuda"):
         return None
     try:

@@ -69,6 +69,7 @@ class Daemon:
         self.warnings: list[str] = []  # problems met at start and worked around; shown by ``status``
         self._wake_r: Any = None  # a signal writes a byte here, so the main loop's poll returns at once
         self._wake_w: Any = None
+        self.restart_reason: str | None = None  # set: run() starts the daemon again in a fresh process
 
     @property
     def stopping(self) -> bool:
@@ -137,7 +138,7 @@ class Daemon:
         self.voices = VoiceStore(s.voices_path)
         self.uploads = UploadStore(s.uploads_path, int(s.upload_quota_mb * 2**20), s.upload_keep_days * 86400)
         self.uploads.sweep()
-        self.host = ModelHost(s, on_state=self.outbox.state)
+        self.host = ModelHost(s, on_state=self.outbox.state, on_dead_context=self.restart_fresh)
         self.roots = s.allowed_root_paths()
         self.worker = make_worker(s, self.store, self.host, self.voices, self.outbox, version=self.version)
         self.publisher.restore_osc_targets()
@@ -225,6 +226,15 @@ class Daemon:
     def request_stop(self, requeue_running: bool = True) -> None:
         self._stop_requeue = requeue_running
         self._stop = True
+
+    def restart_fresh(self, why: str) -> None:
+        """Stop as ``stop`` does (the queue is kept) and let :func:`run` start the daemon again in a
+        fresh process: a GPU context a sticky error killed cannot be renewed in this one. Any thread."""
+        self.restart_reason = why
+        self.request_stop(True)
+        if self._wake_w is not None:
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"\0")
 
     def serve_forever(self) -> None:
         poller = zmq.Poller()
@@ -362,4 +372,21 @@ def run(settings: Settings) -> int:
         daemon.serve_forever()
     finally:
         daemon.close()
+    if daemon.restart_reason:
+        _exec_fresh(daemon.restart_reason)
     return 0
+
+
+def _exec_fresh(why: str) -> None:
+    """Replace this process with the same daemon command (same pid, environment and log): a new
+    CUDA context. The queue on disk carries the jobs over; the simulated-fault test hook is dropped
+    so it fires once per daemon."""
+    import logging
+    import sys
+
+    from ..model.scheduler import SIMULATE_FAULT_ENV
+
+    log.warning("restarting in a fresh process (%s): %s", why, " ".join(sys.orig_argv))
+    logging.shutdown()
+    os.environ.pop(SIMULATE_FAULT_ENV, None)
+    os.execv(sys.executable, sys.orig_argv)

@@ -36,17 +36,27 @@ from .tasks import Job
 
 # Test hook for the device-fault path on machines without a GPU: "N" raises torch.AcceleratorError (the
 # type a CUDA fault raises) from the Nth decode step of this process, once. Unset in normal use.
+# Test hook: "N" makes the Nth decode step of the process raise the error type a CUDA fault raises,
+# once; "N:sticky" also leaves the (simulated) context unusable, as a device-side assert does, so the
+# daemon's device probe fails and it restarts in a fresh process (which drops the hook: once per daemon).
 SIMULATE_FAULT_ENV = "UNIMOE_AUDIO_SIMULATE_DEVICE_FAULT"
 _steps_run = 0
+_sticky_fired = False
 
 
 def _maybe_simulated_fault() -> None:
-    global _steps_run
+    global _steps_run, _sticky_fired
     _steps_run += 1
     at = os.environ.get(SIMULATE_FAULT_ENV)
-    if at and _steps_run == int(at):
+    if at and _steps_run == int(at.split(":")[0]):
+        _sticky_fired = at.endswith(":sticky")
         raise torch.AcceleratorError("CUDA error: device-side assert triggered (simulated by "
                                      f"{SIMULATE_FAULT_ENV}={at})")
+
+
+def simulated_dead_context() -> bool:
+    """True once the test hook's sticky fault fired in this process (the device probe then fails)."""
+    return _sticky_fired
 
 OnDone = Callable[[Any], None]  # AudioResult or the exception that stopped the job
 

@@ -42,6 +42,44 @@ def test_device_fault_fails_jobs_in_flight_then_the_model_reloads(tmp_path):
         d.close()
 
 
+def test_a_dead_context_restarts_the_daemon_in_a_fresh_process(tmp_path):
+    # "3:sticky": the fault also leaves the (simulated) context unusable, as a device-side assert does: the
+    # probe fails, so the daemon stops with its queue kept and starts again in a fresh process (same pid)
+    from unimoe_audio.client import connection
+
+    d = DaemonProc(tmp_path, keep_alive=0, max_batch=2, simulate_device_fault="3:sticky").start()
+    try:
+        first = d.info
+        ch = d.channel(timeout=60)
+        sub = d.subscribe(["job."])
+        failing = ch.request("submit", music(2.0, caption="in flight"))["job_id"]
+        final, _ = wait_final(sub, failing, timeout=300)
+        assert final.msg_type == "failed" and final.content["error"]["code"] == "device_fault"
+
+        def restarted():
+            try:
+                info = connection.read_connection_file(d.settings.connection_file)
+            except Exception:  # noqa: BLE001 - between the two processes there is no file
+                return None
+            return info if info.started != first.started else None
+
+        again = d.watch().wait(restarted, "the daemon to restart in a fresh process")
+        assert again.pid == first.pid == d.proc.pid and d.proc.poll() is None  # exec: the same process id
+        d.info = again
+        ch2 = d.channel(timeout=60)
+        st = ch2.request("status", {})
+        assert st["faults"] == 0 and st["state"] != "error"  # a new process: a new context, nothing dead
+        sub2 = d.subscribe(["job."])
+        job = ch2.request("submit", music(1.0))["job_id"]
+        done, _ = wait_final(sub2, job, timeout=300)
+        assert done.msg_type == "done", done.content
+        log = d.log()
+        assert "unusable after a device fault" in log and "restarting in a fresh process" in log
+        assert log.count("model loaded from") >= 2
+    finally:
+        d.close()
+
+
 def test_is_device_fault_knows_cuda_errors():
     assert is_device_fault(torch.AcceleratorError("CUDA error: an illegal memory access was encountered"))
     assert is_device_fault(RuntimeError("CUDA error: device-side assert triggered"))
