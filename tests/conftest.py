@@ -55,3 +55,30 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """The tiny random-weight bundle (model/tiny_bundle.py), built once per run; tests only read it."""
+    from unimoe_audio.model.tiny_bundle import ensure_tiny_model
+
+    return ensure_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def tiny_engine(tiny_model_dir):
+    """Load the tiny bundle on CPU in fp32 with a chosen window: ``tiny_engine(window_frames=60)``. Each
+    engine a module loads is closed when the module ends."""
+    from unimoe_audio.model.engine import Engine
+
+    engines = []
+
+    def load(window_frames: int, context_frames: int = 20) -> Engine:
+        e = Engine.load(tiny_model_dir, device="cpu", dtype="fp32", window_frames=window_frames,
+                        context_frames=context_frames)
+        engines.append(e)
+        return e
+
+    yield load
+    for e in engines:
+        e.close()
