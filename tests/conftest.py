@@ -91,12 +91,19 @@ def _home(request, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def daemon(request, tmp_path_factory):
-    """A started daemon on the tiny model with default settings (tests/_daemon_harness.py), one per test
-    module; a module that needs other settings defines its own ``daemon``."""
+def daemon_settings() -> dict:
+    """The settings of the module's ``daemon`` beyond the test defaults (none); a module overrides this
+    fixture to tune its daemon, e.g. ``{"keep_alive": 0, "max_batch": 4}``."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def daemon(request, tmp_path_factory, daemon_settings):
+    """A started daemon on the tiny model (tests/_daemon_harness.py) with ``daemon_settings``, one per
+    test module."""
     from _daemon_harness import DaemonProc
 
-    d = DaemonProc(_home(request, tmp_path_factory)).start()
+    d = DaemonProc(_home(request, tmp_path_factory), **daemon_settings).start()
     yield d
     d.close()
 
