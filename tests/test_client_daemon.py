@@ -28,20 +28,13 @@ pytestmark = pytest.mark.timeout(1800)
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    d = Daemon(tmp_path_factory.mktemp("home"))
-    yield d
-    d.stop()
+def daemon(cli_daemon):
+    return cli_daemon
 
 
 @pytest.fixture
-def client(daemon, monkeypatch):
-    for k, v in daemon.env.items():
-        if k.startswith("UNIMOE_AUDIO_"):
-            monkeypatch.setenv(k, v)
-    c = Client(load_settings(), auto_start=False, timeout=10)
-    yield c
-    c.close()
+def client(daemon, env_client):
+    return env_client(daemon, timeout=10)
 
 
 def test_status_is_typed_and_says_tiny(client, daemon):
@@ -105,13 +98,9 @@ def test_cancel_a_queued_job_is_immediate(client, daemon):
         first.wait(timeout=60)
 
 
-def test_auto_start_says_so_and_a_dead_daemon_is_a_clean_error(tmp_path, monkeypatch):
+def test_auto_start_says_so_and_a_dead_daemon_is_a_clean_error(tmp_path, use_daemon_env):
     env = make_env(tmp_path / "home")
-    for k in [k for k in os.environ if k.startswith("UNIMOE_AUDIO_")]:
-        monkeypatch.delenv(k)
-    for k, v in env.items():
-        if k.startswith("UNIMOE_AUDIO_"):
-            monkeypatch.setenv(k, v)
+    use_daemon_env(env, alone=True)
     notices: list[str] = []
     c = Client(load_settings(), auto_start=True, notice=notices.append, connect_timeout=120, timeout=3)
     try:

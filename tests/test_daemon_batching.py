@@ -12,16 +12,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from _daemon_harness import DaemonProc, music, wait_final
+from _daemon_harness import music, wait_final
 
 FINAL = ("done", "failed", "cancelled")
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    d = DaemonProc(tmp_path_factory.mktemp("home"), keep_alive=0, max_batch=4).start()
-    yield d
-    d.close()
+def daemon_settings():
+    return {"keep_alive": 0, "max_batch": 4}
 
 
 @pytest.fixture

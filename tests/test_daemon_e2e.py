@@ -21,7 +21,6 @@ from unimoe_audio.client import channel, wire
 
 from _content import check_audio, check_sidecar
 from _daemon_harness import (
-    DaemonProc,
     collect,
     free_port,
     job_state,
@@ -37,11 +36,8 @@ from _progress import STALL_S
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    home = tmp_path_factory.mktemp("home")
-    d = DaemonProc(home, keep_alive=0, max_batch=4, max_message_bytes=64 * 1024).start()
-    yield d
-    d.close()
+def daemon_settings():
+    return {"keep_alive": 0, "max_batch": 4, "max_message_bytes": 64 * 1024}
 
 
 @pytest.fixture

@@ -5,20 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile as sf
-from _daemon_harness import DaemonProc
 from _gui_harness import connected_panel, generate_music, new_job, wait_done
 
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 
 from test_music_continue import music_clip
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    d = DaemonProc(tmp_path_factory.mktemp("gui-continue-home")).start()
-    yield d
-    d.close()
 
 
 @pytest.fixture()

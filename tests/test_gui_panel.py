@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -11,8 +10,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _daemon_harness import DaemonProc  # noqa: E402
 from _content import check_audio  # noqa: E402
+from _gui_harness import WAIT, wait_until  # noqa: E402
 
 from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtGui import QGuiApplication, QImage  # noqa: E402
@@ -21,20 +20,10 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from unimoe_audio.gui.panel import Panel  # noqa: E402
 
-WAIT = 180.0
-
 
 @pytest.fixture(scope="module")
 def qapp():
     return QApplication.instance() or QApplication(["test"])
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    home = tmp_path_factory.mktemp("gui-home")
-    d = DaemonProc(home).start()
-    yield d
-    d.close()
 
 
 @pytest.fixture()
@@ -45,20 +34,6 @@ def panel(qapp, daemon):
     wait_until(lambda: p.generate_button.isEnabled(), 30, "the panel to connect", p)
     yield p
     p.close()
-
-
-def wait_until(pred, timeout: float, what: str, panel: Panel | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        QTest.qWait(50)
-    extra = ""
-    if panel is not None:
-        extra = "\nrows: " + repr(panel.jobs.rows()) + "\nstatus: " + panel.status_label.text() + \
-                "\nerror: " + panel.error_label.text()
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}{extra}")
 
 
 def test_status_line_shows_daemon_and_tiny_warning(panel):

@@ -5,22 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
 from _client_harness import make_reference_speech
 from _content import check_audio, check_peaks
-from _daemon_harness import DaemonProc
 from _gui_harness import connected_panel, new_job, wait_done, wait_until
 
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    d = DaemonProc(tmp_path_factory.mktemp("gui-speech-home")).start()
-    yield d
-    d.close()
 
 
 def drop_on(widget, mime: QMimeData) -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile as sf
-from _daemon_harness import DaemonProc
 from _gui_harness import connected_panel, generate_music, new_job, wait_done, wait_until
 
 from PySide6.QtCore import QPoint, Qt
@@ -14,13 +13,6 @@ from PySide6.QtTest import QTest
 
 from unimoe_audio.gui.jobs_model import group_key
 from unimoe_audio.gui.store import PanelStore
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    d = DaemonProc(tmp_path_factory.mktemp("gui-takes-home")).start()
-    yield d
-    d.close()
 
 
 @pytest.fixture()

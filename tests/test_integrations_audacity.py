@@ -15,7 +15,6 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _audacity_host import AudacityHost  # noqa: E402
-from _daemon_harness import start_with_voice  # noqa: E402
 
 from unimoe_audio.client.client import Client  # noqa: E402
 from unimoe_audio.integrations import audacity_unimoe as au  # noqa: E402
@@ -25,10 +24,8 @@ pytestmark = pytest.mark.host
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    d = start_with_voice(tmp_path_factory.mktemp("audacity-home"))
-    yield d
-    d.close()
+def daemon(voice_daemon):
+    return voice_daemon
 
 
 @pytest.fixture(scope="module")

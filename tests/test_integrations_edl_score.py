@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _daemon_harness import DaemonProc  # noqa: E402
 
 from unimoe_audio.integrations.edl_score import cue_for_range, plan_edl  # noqa: E402
 from unimoe_audio.integrations.timeline import wav_frames, write_edl  # noqa: E402
@@ -22,14 +21,6 @@ def make_video(path: Path, seconds: float = 4.0, rate: str = RATE) -> Path:
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc=duration={seconds}:size=96x64:rate={rate}",
                     "-pix_fmt", "yuv420p", str(path)], check=True, capture_output=True)
     return path
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    home = tmp_path_factory.mktemp("edl-home")
-    d = DaemonProc(home).start()
-    yield d
-    d.close()
 
 
 @pytest.fixture(scope="module")

@@ -22,14 +22,6 @@ from unimoe_audio.integrations.hostjob import HostJob, connect  # noqa: E402
 from unimoe_audio.integrations.timeline import wav_frames  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    home = tmp_path_factory.mktemp("hosts-home")
-    d = DaemonProc(home).start()
-    yield d
-    d.close()
-
-
 # -- REAPER (the script run as REAPER runs it: tests/test_integrations_reaper.py) --------------------
 def test_reaper_plan_request():
     p = rs.plan_request("music", 1.0, 3.5, prompt="warm pads", tempo=96.0, project_rate=44100, folder="/p")

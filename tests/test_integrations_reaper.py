@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _daemon_harness import start_with_voice  # noqa: E402
 from _reaper_host import FakeReaper  # noqa: E402
 
 from unimoe_audio.integrations import reaper_unimoe as rs  # noqa: E402
@@ -22,20 +21,14 @@ SCRIPT = Path(rs.__file__)
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    d = start_with_voice(tmp_path_factory.mktemp("reaper-home"))
-    yield d
-    d.close()
+def daemon(voice_daemon):
+    return voice_daemon
 
 
 @pytest.fixture
-def as_daemon_user(daemon, monkeypatch):
+def as_daemon_user(daemon, use_daemon_env):
     """The script finds the daemon as a user's REAPER would: through the environment's settings."""
-    for k in [k for k in list(__import__("os").environ) if k.startswith("UNIMOE_AUDIO_")]:
-        monkeypatch.delenv(k)
-    for k, v in daemon.env.items():
-        if k.startswith("UNIMOE_AUDIO_"):
-            monkeypatch.setenv(k, v)
+    use_daemon_env(daemon.env, alone=True)
     return daemon
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _daemon_harness import DaemonProc  # noqa: E402
 from test_integrations_interchange import make_video  # noqa: E402
 
 from unimoe_audio.integrations.timeline import samples_for_frames, wav_frames  # noqa: E402
@@ -20,13 +19,6 @@ pytestmark = pytest.mark.timeout(900)
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE.parent / "integrations" / "resolve_unimoe.py"
 CLIPS = [(12, 24, 0), (36, 18, 48)]  # record (from the timeline's start), frames, source in
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    d = DaemonProc(tmp_path_factory.mktemp("resolve-home")).start()
-    yield d
-    d.close()
 
 
 def run_in_resolve(daemon, tmp: Path, script: Path, markers: bool = False) -> tuple[subprocess.CompletedProcess, dict]:

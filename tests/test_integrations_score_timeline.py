@@ -14,7 +14,6 @@ import opentimelineio as otio
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _daemon_harness import DaemonProc  # noqa: E402
 
 from unimoe_audio.client import bwf  # noqa: E402
 from unimoe_audio.integrations.score_cues import plan  # noqa: E402
@@ -43,13 +42,6 @@ def max_volume(path: Path, start: float, end: float) -> float:
     m = re.search(r"max_volume: (-?[\d.]+|-inf) dB", out)
     assert m, out[-2000:]
     return float("-inf") if m.group(1) == "-inf" else float(m.group(1))
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    d = DaemonProc(tmp_path_factory.mktemp("timeline-home")).start()
-    yield d
-    d.close()
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,8 @@ import soundfile as sf
 
 from unimoe_audio.model import audio_out, media, splice
 from unimoe_audio.model.continuation import prefix_frames
-from unimoe_audio.model.engine import Engine
 from unimoe_audio.model.errors import InvalidInput
 from unimoe_audio.model.requests import Length, MusicRequest, Progress, SamplingParams
-from unimoe_audio.model.tiny_bundle import ensure_tiny_model
 
 OUT = 48000
 
@@ -43,12 +41,9 @@ def written_ints(audio: np.ndarray, rate: int, bit_depth: int = 24) -> np.ndarra
 
 
 @pytest.fixture(scope="module")
-def eng(tmp_path_factory):
+def eng(tiny_engine):
     # A small window (60 frames, 20 of context) so a 2 s clip is longer than the window.
-    e = Engine.load(ensure_tiny_model(tmp_path_factory.mktemp("models") / "tiny"), device="cpu", dtype="fp32",
-                    window_frames=60, context_frames=20)
-    yield e
-    e.close()
+    return tiny_engine(window_frames=60)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _client_harness import Daemon, cli  # noqa: E402
+from _client_harness import cli  # noqa: E402
 from test_music_continue import music_clip  # noqa: E402
 
 from unimoe_audio.daemon import osc_server  # noqa: E402
@@ -22,10 +22,8 @@ pytestmark = pytest.mark.timeout(1800)
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    d = Daemon(tmp_path_factory.mktemp("home"))
-    yield d
-    d.stop()
+def daemon(cli_daemon):
+    return cli_daemon
 
 
 @pytest.fixture(scope="module")

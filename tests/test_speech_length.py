@@ -9,23 +9,18 @@ import subprocess
 import numpy as np
 import pytest
 
-from unimoe_audio.model.engine import Engine
 from unimoe_audio.model.requests import Length, SamplingParams, SpeechRequest
 from unimoe_audio.model.tasks import SPEECH_PAUSE_SECONDS
 from unimoe_audio.model.text_split import split_text
-from unimoe_audio.model.tiny_bundle import ensure_tiny_model
 
 SR = 16000
 REF_TEXT = "This is my voice, speaking clearly."
 
 
 @pytest.fixture(scope="module")
-def eng(tmp_path_factory):
+def eng(tiny_engine):
     # A 300-frame (6 s) window: long enough that a cap from the speaking rate is visibly shorter.
-    e = Engine.load(ensure_tiny_model(tmp_path_factory.mktemp("models") / "tiny"), device="cpu", dtype="fp32",
-                    window_frames=300, context_frames=20)
-    yield e
-    e.close()
+    return tiny_engine(window_frames=300)
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,10 @@ import soundfile as sf
 import wavinfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _daemon_harness import DaemonProc  # noqa: E402
 
 from unimoe_audio.client import bwf  # noqa: E402
 from unimoe_audio.client import protocol as P  # noqa: E402
-from unimoe_audio.client.client import BadRequest, Client, build_request  # noqa: E402
-from unimoe_audio.client.settings import load_settings  # noqa: E402
+from unimoe_audio.client.client import BadRequest, build_request  # noqa: E402
 from unimoe_audio.integrations.timeline import wav_frames  # noqa: E402
 from unimoe_audio.model.audio_out import insert_chunks, write_wav  # noqa: E402
 
@@ -93,21 +91,9 @@ def test_spot_fields_are_validated():
 # --------------------------------------------------------------------------------------------------
 # the real daemon
 # --------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    d = DaemonProc(tmp_path_factory.mktemp("spot-home")).start()
-    yield d
-    d.close()
-
-
 @pytest.fixture
-def client(daemon, monkeypatch):
-    for k, v in daemon.env.items():
-        if k.startswith("UNIMOE_AUDIO_"):
-            monkeypatch.setenv(k, v)
-    c = Client(load_settings(), auto_start=False, timeout=30)
-    yield c
-    c.close()
+def client(daemon, env_client):
+    return env_client(daemon, timeout=30)
 
 
 @pytest.mark.parametrize("record_in,fps,sr,expected,flag", [

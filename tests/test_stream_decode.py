@@ -5,18 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from unimoe_audio.model.engine import Engine
 from unimoe_audio.model.requests import Length, MusicRequest, Progress, SamplingParams
 from unimoe_audio.model.tasks import STREAM_CONTEXT_FRAMES, IncrementalDecode
-from unimoe_audio.model.tiny_bundle import ensure_tiny_model
 
 
 @pytest.fixture(scope="module")
-def eng(tmp_path_factory):
-    e = Engine.load(ensure_tiny_model(tmp_path_factory.mktemp("models") / "tiny"), device="cpu", dtype="fp32",
-                    window_frames=120, context_frames=20)
-    yield e
-    e.close()
+def eng(tiny_engine):
+    return tiny_engine(window_frames=120)
 
 
 def test_incremental_previews_equal_the_full_decode_at_linear_cost(eng, one_thread):

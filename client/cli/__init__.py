@@ -13,8 +13,8 @@ Layout (one module per job):
 * ``models``      - models ls/pull/import/rm/check/make-tiny
 
 Adding a verb group: write ``client/cli/<group>.py`` with ``register(sub)`` (it calls
-``sub.add_parser(...)``, ``parser.add_common(p)`` and ``p.set_defaults(func=cmd_x)``; a verb that must
-not start a daemon also sets ``auto_start=False``), then add ``"<group>"`` to ``parser.VERB_GROUPS``.
+``parser.add_verb(sub, name, help=...)``, which is ``add_parser`` plus the common options, and
+``p.set_defaults(func=cmd_x)``; a verb that must not start a daemon also sets ``auto_start=False``), then add ``"<group>"`` to ``parser.VERB_GROUPS``.
 Verbs raise ``output.CLIError(message, code)`` for errors and return an exit code.
 
 Exit codes (also in docs/cli.md):

@@ -10,7 +10,7 @@ from typing import Any
 from .. import models_store
 from ..settings import ENV_PREFIX, settings_table
 from .output import EXIT_INTERRUPTED, EXIT_OK, emit_json, jsonable, map_error, note, table, warn_if_tiny
-from .parser import add_common
+from .parser import add_common, add_verb
 from .runner import client_for, settings_for
 
 
@@ -223,16 +223,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ray-address", metavar="auto|HOST:PORT", help="the Ray cluster for --backend ray")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("stop", help="stop the daemon (running jobs run again at next start)")
-    add_common(p)
+    p = add_verb(sub, "stop", help="stop the daemon (running jobs run again at next start)")
     p.add_argument("--finish", action="store_true", help="let the running job finish first")
     p.set_defaults(func=cmd_stop, auto_start=False)
 
     for name in ("status", "ps"):
-        p = sub.add_parser(name, help="daemon status: loaded model, device, memory, queue (and Ray actors)")
-        add_common(p)
+        p = add_verb(sub, name, help="daemon status: loaded model, device, memory, queue (and Ray actors)")
         p.set_defaults(func=cmd_status, auto_start=False)
 
-    p = sub.add_parser("config", help="the settings table: values and environment variables")
-    add_common(p)
+    p = add_verb(sub, "config", help="the settings table: values and environment variables")
     p.set_defaults(func=cmd_config)

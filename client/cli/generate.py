@@ -9,7 +9,7 @@ from typing import Any
 
 from .. import batch as batch_mod
 from .output import EXIT_BAD_INPUT, EXIT_OK, CLIError, emit_json
-from .parser import add_common, add_gen_options
+from .parser import add_verb, add_gen_options
 from .runner import abs_output, audio_options, client_for, run_jobs, settings_for
 
 
@@ -156,8 +156,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("speak", help="speech in a saved voice or a reference voice")
-    add_common(p)
+    p = add_verb(sub, "speak", help="speech in a saved voice or a reference voice")
     p.add_argument("text", help="text to speak ('-' reads stdin)")
     p.add_argument("--voice", help="a saved voice (see 'voices add')")
     p.add_argument("--ref-audio", metavar="FILE", help="reference recording to clone")
@@ -167,8 +166,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_gen_options(p)
     p.set_defaults(func=cmd_speak)
 
-    p = sub.add_parser("music", help="music from a caption")
-    add_common(p)
+    p = add_verb(sub, "music", help="music from a caption")
     p.add_argument("caption")
     p.add_argument("--seconds", type=float, help="length in seconds")
     p.add_argument("--bars", type=int, help="length in bars (needs --tempo)")
@@ -188,8 +186,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_gen_options(p)
     p.set_defaults(func=cmd_music)
 
-    p = sub.add_parser("score", help="music for a video clip")
-    add_common(p)
+    p = add_verb(sub, "score", help="music for a video clip")
     p.add_argument("video")
     p.add_argument("--in", dest="in_", type=float, metavar="S", help="clip start in seconds")
     p.add_argument("--out", type=float, metavar="S", help="clip end in seconds")
@@ -199,8 +196,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_gen_options(p)
     p.set_defaults(func=cmd_score)
 
-    p = sub.add_parser("batch", help="run a JSON or YAML list of requests")
-    add_common(p)
+    p = add_verb(sub, "batch", help="run a JSON or YAML list of requests")
     p.add_argument("file")
     p.add_argument("--output-dir", metavar="DIR", help="folder for items without output_path")
     p.add_argument("--dry-run", action="store_true", help="validate and print the requests, submit nothing")

@@ -14,9 +14,9 @@ from .output import (
     emit_json,
     jsonable,
     map_error,
-    table,
+    print_listing,
 )
-from .parser import add_common
+from .parser import add_action_verb, add_verb
 from .runner import bars, client_for, settings_for
 
 
@@ -29,19 +29,11 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     try:
         if action == "ls":
             jobs = client.jobs(states=args.state or None, limit=args.limit)
-            data = [jsonable(j) for j in jobs]
-            if args.json:
-                emit_json(data)
-                return EXIT_OK
-            if not data:
-                print("no jobs")
-                return EXIT_OK
-            rows = [[d["job_id"], d.get("task", ""), d.get("state", ""),
-                     f"{100 * float(d.get('fraction') or 0):.0f}%", (d.get("result") or {}).get("path", ""),
-                     d.get("tag") or ""]
-                    for d in data]
-            print(table(rows, ["ID", "TASK", "STATE", "DONE", "OUTPUT", "TAG"]))
-            return EXIT_OK
+            return print_listing(args, [jsonable(j) for j in jobs], ["ID", "TASK", "STATE", "DONE", "OUTPUT", "TAG"],
+                                 lambda d: [d["job_id"], d.get("task", ""), d.get("state", ""),
+                                            f"{100 * float(d.get('fraction') or 0):.0f}%",
+                                            (d.get("result") or {}).get("path", ""), d.get("tag") or ""],
+                                 "no jobs")
         if action == "cancel":
             out = []
             for jid in args.ids:
@@ -83,20 +75,14 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("jobs", help="the daemon's jobs: ls, wait, cancel")
-    add_common(p)
-    jsub = p.add_subparsers(dest="jobs_action", metavar="ACTION", required=True)
-    q = jsub.add_parser("ls", help="list jobs, newest first")
-    add_common(q)
+    jsub = add_action_verb(sub, "jobs", "the daemon's jobs: ls, wait, cancel", cmd_jobs, auto_start=False)
+    q = add_verb(jsub, "ls", help="list jobs, newest first")
     q.add_argument("--state", action="append", choices=["queued", "running", "done", "failed", "cancelled"],
                    help="only jobs in this state (repeatable)")
     q.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
-    q = jsub.add_parser("wait", help="wait for jobs to finish")
-    add_common(q)
+    q = add_verb(jsub, "wait", help="wait for jobs to finish")
     q.add_argument("ids", nargs="+", metavar="ID")
     q.add_argument("--timeout", type=float, metavar="S",
                    help="give up after S seconds with exit 5 (the job keeps running)")
-    q = jsub.add_parser("cancel", help="cancel jobs")
-    add_common(q)
+    q = add_verb(jsub, "cancel", help="cancel jobs")
     q.add_argument("ids", nargs="+", metavar="ID")
-    p.set_defaults(func=cmd_jobs, auto_start=False)

@@ -10,7 +10,7 @@ from typing import Callable
 from .. import model_pull, models_store
 from ..settings import Settings
 from .output import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, CLIError, emit_json, note, table
-from .parser import add_common
+from .parser import add_action_verb, add_verb
 from .runner import settings_for
 
 
@@ -125,20 +125,15 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="installed models: ls, pull, import, rm, check, make-tiny")
-    add_common(p)
-    msub = p.add_subparsers(dest="models_action", metavar="ACTION", required=True)
-    q = msub.add_parser("ls", help="list installed models")
-    add_common(q)
-    q = msub.add_parser("pull", help="download from the Hugging Face hub (resumes)")
-    add_common(q)
+    msub = add_action_verb(sub, "models", "installed models: ls, pull, import, rm, check, make-tiny", cmd_models)
+    q = add_verb(msub, "ls", help="list installed models")
+    q = add_verb(msub, "pull", help="download from the Hugging Face hub (resumes)")
     q.add_argument("repo", nargs="?", help="repo id (default: setting hf_repo)")
     q.add_argument("--name", help="folder name under the models folder (default: the repo's name)")
     q.add_argument("--revision", help="branch, tag or commit")
     q.add_argument("--dac-repo", metavar="REPO", help="where the DAC codec comes from when the model repo has "
                    "none (default descript/dac_16khz)")
-    q = msub.add_parser("import", help="validate a checkpoint folder and copy it in")
-    add_common(q)
+    q = add_verb(msub, "import", help="validate a checkpoint folder and copy it in")
     q.add_argument("dir")
     q.add_argument("--name", help="name in the models folder (default: the folder's name)")
     q.add_argument("--link", action="store_true", help="symlink instead of copying")
@@ -148,18 +143,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--quant", choices=["int8", "int4"],
                    help="store the attention and expert weights quantized (int8: about half of bf16, int4: about a "
                         "third); loading then never needs the full-precision peak")
-    q = msub.add_parser("rm", help="delete an installed model")
-    add_common(q)
+    q = add_verb(msub, "rm", help="delete an installed model")
     q.add_argument("name")
-    q = msub.add_parser("check", help="validate a checkpoint folder without importing it")
-    add_common(q)
+    q = add_verb(msub, "check", help="validate a checkpoint folder without importing it")
     q.add_argument("dir")
-    q = msub.add_parser("make-tiny", help="write a random-weight model (tiny, small or full size) as a checkpoint "
+    q = add_verb(msub, "make-tiny", help="write a random-weight model (tiny, small or full size) as a checkpoint "
                         "folder in the published layout")
-    add_common(q)
     q.add_argument("dir", nargs="?", help="target folder (default: <models>/<size>-random)")
     q.add_argument("--size", choices=models_store.MAKE_TINY_SIZES, default="tiny",
                    help="tiny (seconds), small (the CPU benchmark's), full (the published 7.16 B shape, "
                         "bf16, ~14.6 GB on disk, written shard by shard at low memory)")
     q.add_argument("--seed", type=int, default=0, help="the same seed gives byte-identical files")
-    p.set_defaults(func=cmd_models)

@@ -10,7 +10,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -62,6 +62,19 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in cols) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in cols]
     return "\n".join(lines)
+
+
+def print_listing(args: argparse.Namespace, items: list[dict[str, Any]], header: list[str],
+                  row: Callable[[dict[str, Any]], list[str]], empty: str) -> int:
+    """An ``ls`` verb's output: the items as one JSON document with --json, ``empty`` when there are
+    none, else a table of ``row(item)`` under ``header``."""
+    if args.json:
+        emit_json(items)
+    elif not items:
+        print(empty)
+    else:
+        print(table([row(i) for i in items], header))
+    return EXIT_OK
 
 
 def describe_result(r: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from typing import Any, Callable
 
 # One module per verb group, in the order `--help` lists them. Each module has
 # ``register(sub: argparse._SubParsersAction) -> None`` which adds its verbs and sets ``func``.
@@ -36,6 +37,23 @@ def add_common(p: argparse.ArgumentParser, top: bool = False, remote: bool = Tru
     if remote:
         p.add_argument("--host", dest="remote", default=d(None), metavar="NAME",
                        help="use the remote host of this profile ('remote add'); same as UNIMOE_AUDIO_REMOTE")
+
+
+def add_verb(sub: "argparse._SubParsersAction", name: str, help: str, **kw: Any) -> argparse.ArgumentParser:
+    """A verb (or a verb's action) that takes the common options after it too: ``add_parser`` then
+    ``add_common``, the pair every command registers."""
+    p = sub.add_parser(name, help=help, **kw)
+    add_common(p)
+    return p
+
+
+def add_action_verb(sub: "argparse._SubParsersAction", name: str, help: str, func: Callable[..., int],
+                    **defaults: Any) -> "argparse._SubParsersAction":
+    """A verb whose first argument is an action (``jobs ls``, ``voices add``): ``func`` runs every action
+    and reads it from ``args.<name>_action``. Returns the subparsers to add the actions to."""
+    p = add_verb(sub, name, help=help)
+    p.set_defaults(func=func, **defaults)
+    return p.add_subparsers(dest=f"{name}_action", metavar="ACTION", required=True)
 
 
 def parse_loudness(text: str) -> float | str:

@@ -7,8 +7,8 @@ import argparse
 from pathlib import Path
 
 from .. import connection, curve, remote, wire
-from .output import EXIT_BAD_INPUT, EXIT_OK, EXIT_UNAVAILABLE, CLIError, emit_json, table
-from .parser import add_common
+from .output import EXIT_BAD_INPUT, EXIT_OK, EXIT_UNAVAILABLE, CLIError, emit_json, print_listing
+from .parser import add_verb
 from .runner import settings_for
 
 
@@ -80,15 +80,9 @@ def cmd_remote_ls(args: argparse.Namespace) -> int:
     profiles = remote.list_profiles(settings)
     rows = [{"name": p.name, "host": p.host, "ports": [p.request_port, p.control_port, p.events_port],
              "selected": p.name == settings.remote} for p in profiles]
-    if args.json:
-        emit_json(rows)
-        return EXIT_OK
-    if not rows:
-        print("no remote profiles (install one with 'unimoe-audio remote add NAME FILE')")
-        return EXIT_OK
-    print(table([[("* " if r["selected"] else "") + r["name"], r["host"], " ".join(map(str, r["ports"]))]
-                 for r in rows], ["NAME", "HOST", "PORTS"]))
-    return EXIT_OK
+    return print_listing(args, rows, ["NAME", "HOST", "PORTS"],
+                         lambda r: [("* " if r["selected"] else "") + r["name"], r["host"], " ".join(map(str, r["ports"]))],
+                         "no remote profiles (install one with 'unimoe-audio remote add NAME FILE')")
 
 
 def cmd_remote_rm(args: argparse.Namespace) -> int:
@@ -107,29 +101,23 @@ def cmd_remote_rm(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("keys", help="this workstation's CurveZMQ client key pair (made if missing); prints the public key")
-    add_common(p)
+    p = add_verb(sub, "keys", help="this workstation's CurveZMQ client key pair (made if missing); prints the public key")
     p.set_defaults(func=cmd_keys)
 
-    p = sub.add_parser("remote", help="connection profiles of remote GPU hosts: export, add, ls, rm")
-    add_common(p)
+    p = add_verb(sub, "remote", help="connection profiles of remote GPU hosts: export, add, ls, rm")
     rsub = p.add_subparsers(dest="remote_verb", metavar="ACTION", required=True)
-    q = rsub.add_parser("export", help="on the host: write a profile of the running network daemon to FILE")
-    add_common(q)
+    q = add_verb(rsub, "export", help="on the host: write a profile of the running network daemon to FILE")
     q.add_argument("file", metavar="FILE")
     q.add_argument("--address", help="the address workstations use to reach this host (needed when the daemon "
                    "listens on 0.0.0.0)")
     q.set_defaults(func=cmd_remote_export)
-    q = rsub.add_parser("add", help="on a workstation: install a profile FILE under NAME")
-    add_common(q)
+    q = add_verb(rsub, "add", help="on a workstation: install a profile FILE under NAME")
     q.add_argument("name", metavar="NAME")
     q.add_argument("file", metavar="FILE")
     q.add_argument("--force", action="store_true", help="replace a profile of the same name")
     q.set_defaults(func=cmd_remote_add)
-    q = rsub.add_parser("ls", help="list installed profiles (* marks the selected one)")
-    add_common(q)
+    q = add_verb(rsub, "ls", help="list installed profiles (* marks the selected one)")
     q.set_defaults(func=cmd_remote_ls)
-    q = rsub.add_parser("rm", help="remove a profile")
-    add_common(q)
+    q = add_verb(rsub, "rm", help="remove a profile")
     q.add_argument("name", metavar="NAME")
     q.set_defaults(func=cmd_remote_rm)

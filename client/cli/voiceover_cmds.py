@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .output import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CLIError, emit_json, note, warn_if_tiny_daemon
-from .parser import add_common
+from .parser import add_verb
 from .runner import bars, client_for, settings_for, timeline_options
 
 
@@ -155,11 +155,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     from ..voiceover.fit import DEFAULT_MAX_STRETCH, OVERFLOW_MODES, STRETCH_LIMIT
     from .parser import add_gen_options
 
-    p = sub.add_parser("voiceover", help="voice a subtitle file or timecoded script into a spotted dialogue stem",
+    p = add_verb(sub, "voiceover", help="voice a subtitle file or timecoded script into a spotted dialogue stem",
                        description="Speak every cue of an SRT, WebVTT, ASS/SSA file or a plain timecoded script at "
                        "its time: one stem as long as the last cue's end, one file per cue, a JSON report and the "
                        "spoken SRT/VTT (docs/cli.md, 'voiceover').")
-    add_common(p)
     p.add_argument("subs", metavar="SUBS", help=".srt, .vtt, .ass/.ssa, or a plain script (START [--> END] [NAME:] text)")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="the stem (.wav), or a timeline with one clip per cue (.otio .edl .xml .fcpxml .aaf .mlt "

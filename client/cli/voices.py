@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .output import EXIT_BAD_INPUT, EXIT_OK, CLIError, emit_json, jsonable, map_error, table
-from .parser import add_common
+from .output import EXIT_BAD_INPUT, EXIT_OK, CLIError, emit_json, jsonable, map_error, print_listing
+from .parser import add_action_verb, add_verb
 from .runner import client_for, settings_for
 
 
@@ -32,16 +32,11 @@ def cmd_voices(args: argparse.Namespace) -> int:
                 print(f"saved voice {args.name}" + (f" ({float(secs):.2f} s of reference audio)" if secs else ""))
             return EXIT_OK
         if action == "ls":
-            voices = [jsonable(v) for v in client.voices()]
-            if args.json:
-                emit_json(voices)
-                return EXIT_OK
-            if not voices:
-                print("no saved voices (add one with 'unimoe-audio voices add NAME --audio FILE --text TRANSCRIPT')")
-                return EXIT_OK
-            rows = [[v.get("name", ""), f"{float(v.get('seconds') or 0):.2f} s", (v.get("transcript") or "")[:60]] for v in voices]
-            print(table(rows, ["NAME", "LENGTH", "TRANSCRIPT"]))
-            return EXIT_OK
+            return print_listing(args, [jsonable(v) for v in client.voices()], ["NAME", "LENGTH", "TRANSCRIPT"],
+                                 lambda v: [v.get("name", ""), f"{float(v.get('seconds') or 0):.2f} s",
+                                            (v.get("transcript") or "")[:60]],
+                                 "no saved voices (add one with 'unimoe-audio voices add NAME --audio FILE --text "
+                                 "TRANSCRIPT')")
         if action == "rm":
             res = client.voice_rm(args.name)
             if args.json:
@@ -55,18 +50,12 @@ def cmd_voices(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("voices", help="saved voices: add, ls, rm")
-    add_common(p)
-    vsub = p.add_subparsers(dest="voices_action", metavar="ACTION", required=True)
-    q = vsub.add_parser("add", help="save a voice from a recording and its transcript")
-    add_common(q)
+    vsub = add_action_verb(sub, "voices", "saved voices: add, ls, rm", cmd_voices)
+    q = add_verb(vsub, "add", help="save a voice from a recording and its transcript")
     q.add_argument("name")
     q.add_argument("--audio", required=True, metavar="FILE")
     q.add_argument("--text", required=True, metavar="TRANSCRIPT")
     q.add_argument("--force", action="store_true", help="replace a voice of the same name")
-    q = vsub.add_parser("ls", help="list saved voices")
-    add_common(q)
-    q = vsub.add_parser("rm", help="delete a saved voice")
-    add_common(q)
+    q = add_verb(vsub, "ls", help="list saved voices")
+    q = add_verb(vsub, "rm", help="delete a saved voice")
     q.add_argument("name")
-    p.set_defaults(func=cmd_voices)
