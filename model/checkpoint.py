@@ -169,9 +169,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
                             f"{list(ref.shape)} ({stored} format version {Q.FORMAT_VERSION})")
             mod_name, _, leaf = name.rpartition(".")
             # a memory-mapped tensor starts wherever the file put it: the kernels need it aligned
-            moved = _owned(t.to(device), t)
+            moved = t.to(device)
             t2 = aligned(moved)
             aligned_copies += t2 is not moved
+            t2 = _owned(t2, t)  # aligned already: still a view of the file's mapping
             qmods[mod_name]._buffers[leaf] = t2
             loaded[name] = f
             continue

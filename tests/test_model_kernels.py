@@ -231,7 +231,7 @@ def test_stored_int8_is_aligned_on_disk_and_copied_when_not(tmp_path):
         assert offs and all(o % 16 == 0 for o in offs.values()), offs
     r = _run(_LOADED, str(dest))
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "copies 0 " in r.stdout  # aligned files load zero-copy
+    assert "copies 0 " in r.stdout  # aligned files need no alignment copy
     # the same weights written without alignment: some land 8 bytes off; the loader copies those
     plain = tmp_path / "plain"
     _reshard_plain(dest, plain)
