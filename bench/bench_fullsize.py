@@ -9,10 +9,11 @@ layout, ~14 GB), ``models import`` three ways (linked bf16, ``--quant int8``, ``
 for each a fresh daemon (``serve --detach``) generates ``--seconds`` of music with a fixed seed and
 ``status`` is read. Needs ~30 GB of disk and ~14 GB of free memory (bf16).
 
-The measured peak is the daemon's peak *anonymous* memory (RssAnon + RssShmem, sampled every 0.1 s
-from /proc/PID/status from outside): what the process owns and the system cannot drop. The kernel's
-high-water mark (VmHWM, also printed) adds the pages of the memory-mapped weight files the loader
-touched, which are page cache the system reclaims under pressure. Random weights: the speed is that of
+The measured peak is the daemon's, sampled every 0.1 s from /proc/PID/status from outside by
+``memory.PeakMeter`` (what ``status`` reports from inside): anonymous memory (RssAnon + RssShmem) until
+the log says the model is loaded, since the weight files read meanwhile are page cache the system
+reclaims under pressure; the whole resident set after. The kernel's high-water mark (VmHWM, also
+recorded) counts those file pages too. Random weights: the speed is that of
 the real model (same shapes, same experts per token on average), the audio is noise.
 """
 from __future__ import annotations
@@ -25,7 +26,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,52 +33,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "unimoe_audio.client"]
 GB = 1e9
-
-
-class PeakSampler(threading.Thread):
-    """Peak memory of a process, sampled from /proc/PID/status until stopped, in two phases: while
-    the model loads, what the process owns (RssAnon + RssShmem: the weight files it maps then are
-    page cache being read, dropped under pressure); once ``loaded()`` is true, its whole resident
-    set (stored int8/int4 and bf16 weights stay memory-mapped: those pages are the model)."""
-
-    def __init__(self, pid: int, loaded, every: float = 0.1):
-        super().__init__(daemon=True)
-        self.pid, self.loaded, self.every = pid, loaded, every
-        self.peak_load_anon = 0
-        self.peak_running_rss = 0
-        self.hwm = 0
-        self._halt = threading.Event()
-
-    def _read(self) -> dict[str, int]:
-        out = {}
-        with open(f"/proc/{self.pid}/status") as fh:
-            for line in fh:
-                key, _, rest = line.partition(":")
-                if key in ("RssAnon", "RssFile", "RssShmem", "VmHWM"):
-                    out[key] = int(rest.split()[0]) * 1024
-        return out
-
-    @property
-    def peak(self) -> int:
-        return max(self.peak_load_anon, self.peak_running_rss)
-
-    def run(self) -> None:
-        while not self._halt.is_set():
-            try:
-                s = self._read()
-            except (OSError, ValueError):
-                return
-            anon = s.get("RssAnon", 0) + s.get("RssShmem", 0)
-            if self.loaded():
-                self.peak_running_rss = max(self.peak_running_rss, anon + s.get("RssFile", 0))
-            else:
-                self.peak_load_anon = max(self.peak_load_anon, anon)
-            self.hwm = max(self.hwm, s.get("VmHWM", 0))
-            self._halt.wait(self.every)
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(5)
 
 
 def log_says_loaded(home: Path, start: int):
@@ -117,8 +71,9 @@ def run_one(env: dict[str, str], name: str, seconds: float, out_dir: Path) -> di
     log = home / "logs" / "daemon.log"
     start = log.stat().st_size if log.exists() else 0
     started = cli(env, "serve", "--detach", "--connect-timeout", "3600")
-    sampler = PeakSampler(int(started["pid"]), log_says_loaded(home, start))
-    sampler.start()
+    from unimoe_audio.model.memory import PeakMeter
+
+    sampler = PeakMeter(pid=int(started["pid"]), loaded=log_says_loaded(home, start))
     try:
         out = out_dir / f"{name}.wav"
         t1 = time.monotonic()
@@ -144,7 +99,7 @@ def run_one(env: dict[str, str], name: str, seconds: float, out_dir: Path) -> di
     return {
         "model": name, "quant": st.get("quant"), "dtype": st.get("dtype"), "device": st.get("device"),
         "estimate_bytes": est, "estimate_2_rows_bytes": at_run, "peak_bytes": peak,
-        "peak_load_anon_bytes": sampler.peak_load_anon, "peak_running_rss_bytes": sampler.peak_running_rss,
+        "peak_load_anon_bytes": sampler.peak_loading, "peak_running_rss_bytes": sampler.peak_running,
         "vmhwm_bytes": sampler.hwm, "status_peak_bytes": mem.get("peak_bytes"),
         "estimate_2_rows_over_peak": round(at_run / peak, 3) if peak else None,
         "estimate_over_peak": round(est / peak, 3) if est and peak else None,

@@ -45,7 +45,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -349,39 +349,57 @@ def estimate_specs(specs: list[tuple[str, str, list[int]]], cfg: dict[str, Any],
 
 
 class PeakMeter:
-    """The process's peak memory, sampled from /proc/self/status every ``every`` seconds by a daemon
-    thread (Linux). While a model loads (:meth:`loading`) it counts anonymous memory only (RssAnon +
-    RssShmem): the weight files the loader maps are page cache being read, which the system drops
-    under pressure and the loader copies out of; otherwise the whole resident set. The kernel's
-    high-water mark (VmHWM) counts those file pages too: at full size 16.9 GB against 14.9 for bf16
-    and 7.0 against 5.5 for int4 (bench/bench_fullsize.py, which samples the daemon the same way
-    from outside)."""
+    """A process's peak memory (``pid``, default this one), sampled from /proc/PID/status every
+    ``every`` seconds by a daemon thread (Linux). While a model loads (:meth:`loading`, or until the
+    ``loaded`` predicate holds, for a process watched from outside) it counts anonymous memory only
+    (RssAnon + RssShmem): the weight files the loader maps are page cache being read, which the
+    system drops under pressure and the loader copies out of; otherwise the whole resident set. The
+    kernel's high-water mark (VmHWM, kept in ``hwm``) counts those file pages too: at full size 16.9 GB
+    against 14.9 for bf16 and 7.0 against 5.5 for int4 (bench/bench_fullsize.py watches its daemons
+    with this meter)."""
 
-    def __init__(self, every: float = 0.1, start: bool = True):
+    def __init__(self, every: float = 0.1, start: bool = True, pid: int | None = None,
+                 loaded: Callable[[], bool] | None = None):
         self.every = every
-        self.peak = 0
+        self.path = f"/proc/{pid or 'self'}/status"
+        self.peak_loading = 0  # anonymous memory while loading
+        self.peak_running = 0  # the resident set otherwise
+        self.hwm = 0
+        self._loaded = loaded
         self._loads = 0
         self._lock = threading.Lock()
+        self._halt = threading.Event()
+        self._thread: threading.Thread | None = None
         if start:
-            threading.Thread(target=self._run, name="peak-meter", daemon=True).start()
+            self._thread = threading.Thread(target=self._run, name="peak-meter", daemon=True)
+            self._thread.start()
 
-    @staticmethod
-    def _status() -> dict[str, int]:
+    @property
+    def peak(self) -> int:
+        return max(self.peak_loading, self.peak_running)
+
+    def _status(self) -> dict[str, int]:
         out: dict[str, int] = {}
-        with open("/proc/self/status") as fh:
+        with open(self.path) as fh:
             for line in fh:
                 key, _, rest = line.partition(":")
-                if key in ("RssAnon", "RssFile", "RssShmem"):
+                if key in ("RssAnon", "RssFile", "RssShmem", "VmHWM"):
                     out[key] = int(rest.split()[0]) * 1024
         return out
 
     def sample(self) -> int:
         """Read the process's memory now, fold it into the peak; returns what counted."""
         s = self._status()
-        now = s.get("RssAnon", 0) + s.get("RssShmem", 0) + (0 if self._loads else s.get("RssFile", 0))
+        anon = s.get("RssAnon", 0) + s.get("RssShmem", 0)
+        loading = self._loads > 0 or (self._loaded is not None and not self._loaded())
         with self._lock:
-            self.peak = max(self.peak, now)
-        return now
+            self.hwm = max(self.hwm, s.get("VmHWM", 0))
+            if loading:
+                self.peak_loading = max(self.peak_loading, anon)
+                return anon
+            now = anon + s.get("RssFile", 0)
+            self.peak_running = max(self.peak_running, now)
+            return now
 
     @contextlib.contextmanager
     def loading(self) -> Iterator[None]:
@@ -395,12 +413,17 @@ class PeakMeter:
                 self._loads -= 1
 
     def _run(self) -> None:
-        while True:
+        while not self._halt.is_set():
             try:
                 self.sample()
-            except (OSError, ValueError):
+            except (OSError, ValueError):  # the watched process is gone
                 return
-            time.sleep(self.every)
+            self._halt.wait(self.every)
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self._thread is not None:
+            self._thread.join(5)
 
 
 _meter: PeakMeter | None = None

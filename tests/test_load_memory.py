@@ -86,7 +86,7 @@ def test_the_peak_meter_leaves_out_the_files_a_load_reads(tmp_path):
     with open(f, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         with meter.loading():
             assert sum(mm[i] for i in range(0, len(mm), 4096)) == (64 << 20) // 4096  # every page read
-            st = PeakMeter._status()
+            st = meter._status()
             counted = meter.sample()
             assert abs(counted - st["RssAnon"] - st.get("RssShmem", 0)) < 8 << 20 and st["RssFile"] >= 64 << 20
         during = meter.peak

@@ -7,12 +7,13 @@ byte copy at ``start_sample * block_align``: bit-exact, no float round trip, no 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable, Sequence
+from typing import BinaryIO, Iterable, Iterator, Sequence
 
 __all__ = ["WavInfo", "WavError", "read_info", "read_pcm", "write_pcm", "write_stem", "MAX_DATA_BYTES"]
 
@@ -106,13 +107,23 @@ def _header(info: WavInfo, data_bytes: int, chunks: Sequence[tuple[bytes, bytes]
     return b"RIFF" + struct.pack("<I", riff) + b"WAVE" + body + b"data" + struct.pack("<I", data_bytes)
 
 
-def _atomic(dst: Path) -> tuple[BinaryIO, str]:
+@contextlib.contextmanager
+def _atomic(dst: Path) -> Iterator[BinaryIO]:
+    """A temp file beside ``dst`` to write; on success synced and renamed onto ``dst``, else removed."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=".tmp.wav", dir=dst.parent)
     mask = os.umask(0)
     os.umask(mask)
     os.fchmod(fd, 0o666 & ~mask)
-    return os.fdopen(fd, "wb"), tmp
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def write_pcm(dst: str | Path, info: WavInfo, pcm: bytes, chunks: Sequence[tuple[bytes, bytes]] = ()) -> WavInfo:
@@ -121,19 +132,11 @@ def write_pcm(dst: str | Path, info: WavInfo, pcm: bytes, chunks: Sequence[tuple
     frames = len(pcm) // info.block_align
     pcm = pcm[: frames * info.block_align]
     head = _header(info, len(pcm), chunks)
-    fh, tmp = _atomic(dst)
-    try:
-        with fh:
-            fh.write(head)
-            fh.write(pcm)
-            if len(pcm) & 1:
-                fh.write(b"\x00")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _atomic(dst) as fh:
+        fh.write(head)
+        fh.write(pcm)
+        if len(pcm) & 1:
+            fh.write(b"\x00")
     return WavInfo(info.rate, info.channels, info.bits, info.format_tag, frames, len(head), info.block_align)
 
 
@@ -149,23 +152,15 @@ def write_stem(dst: str | Path, fmt: WavInfo, frames: int, placements: Sequence[
             raise WavError(f"{f0} ({s0}+{n0}) overlaps {f1} (from {s1}) in the stem")
     data = frames * fmt.block_align
     head = _header(fmt, data, chunks)
-    fh, tmp = _atomic(dst)
-    try:
-        with fh:
-            fh.write(head)
-            fh.truncate(len(head) + data + (data & 1))  # zeros: silence in integer and float PCM alike
-            for start, path, n in order:
-                info = read_info(path)
-                if not info.same_format(fmt):
-                    raise WavError(f"{path}: {info.rate} Hz {info.channels} ch {info.bits}-bit differs from the "
-                                   f"stem's {fmt.rate} Hz {fmt.channels} ch {fmt.bits}-bit")
-                n = max(0, min(n, info.frames, frames - start))
-                fh.seek(len(head) + start * fmt.block_align)
-                fh.write(read_pcm(path, info)[: n * fmt.block_align])
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _atomic(dst) as fh:
+        fh.write(head)
+        fh.truncate(len(head) + data + (data & 1))  # zeros: silence in integer and float PCM alike
+        for start, path, n in order:
+            info = read_info(path)
+            if not info.same_format(fmt):
+                raise WavError(f"{path}: {info.rate} Hz {info.channels} ch {info.bits}-bit differs from the "
+                               f"stem's {fmt.rate} Hz {fmt.channels} ch {fmt.bits}-bit")
+            n = max(0, min(n, info.frames, frames - start))
+            fh.seek(len(head) + start * fmt.block_align)
+            fh.write(read_pcm(path, info)[: n * fmt.block_align])
     return WavInfo(fmt.rate, fmt.channels, fmt.bits, fmt.format_tag, frames, len(head), fmt.block_align)
