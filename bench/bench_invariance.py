@@ -10,6 +10,8 @@
    ``DecodeSession.step``) with invariant steps off and on: two sessions of the same items stepped
    in turns, one step each, median step time per mode, median over rounds, per dtype; the ratio is
    what counts (target: on >= 0.9 x off), and alternating steps keeps it fair on a busy machine.
+3. **Row classes**: what the kernels did with each matmul shape (model/row_classes.py), and the row
+   counts each call site then runs (model/invariant.py's plans).
 
 Prints both tables; writes bench/results/invariance-<device>.json. Random weights: the codes are
 noise, the numbers and timings are what count.
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from unimoe_audio.model import prompts
+from unimoe_audio.model import invariant, prompts, row_classes
 from unimoe_audio.model.generation import DecodeSession, GenItem, Sampling, backend_for
 from unimoe_audio.model.layers import Attention, RMSNorm
 from unimoe_audio.model.moe import SparseMoE
@@ -35,10 +37,13 @@ from unimoe_audio.model.tiny import random_model
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _item(seed: int, start: int, n: int, frames: int) -> GenItem:
+def _item(seed: int, start: int, n: int, frames: int, stop_at: int | None = None) -> GenItem:
+    """A seeded CFG item of ``frames`` frames (default sampling); ``stop_at``: cancelled after that many."""
     ids = list(range(start, start + n))
     p = prompts.Prompt(uncond=prompts.PromptRow(ids=ids), cond=prompts.PromptRow(ids=ids + [7, 8]))
-    return GenItem(prompt=p, sampling=Sampling(cfg_scale=3.0), max_frames=frames, min_frames=frames, seed=seed)
+    cb = None if stop_at is None else (lambda done, total: done < stop_at)
+    return GenItem(prompt=p, sampling=Sampling(cfg_scale=3.0), max_frames=frames, min_frames=frames, seed=seed,
+                   callback=cb)
 
 
 def per_layer(lm, static: bool, invariant: bool) -> list[dict]:
@@ -79,10 +84,11 @@ def per_layer(lm, static: bool, invariant: bool) -> list[dict]:
     return rows
 
 
-def paired_throughput(lm, n_items: int, steps: int, static: bool) -> tuple[float, float]:
+def paired_throughput(lm, n_items: int, steps: int, static: bool, placeholder_id: int = 501) -> tuple[float, float]:
     """(plain, invariant) steps/s of two sessions of the same items stepped in turns, one step each,
     so whatever else the machine runs slows both alike; each mode's median step time counts."""
-    sessions = {inv: DecodeSession(lm, placeholder_id=501, static=static, invariant=inv) for inv in (False, True)}
+    sessions = {inv: DecodeSession(lm, placeholder_id=placeholder_id, static=static, invariant=inv)
+                for inv in (False, True)}
     times: dict[bool, list[float]] = {False: [], True: []}
     with torch.inference_mode():
         for s in sessions.values():
@@ -139,6 +145,10 @@ def main() -> int:
             out["cost"].append(row)
             print(f"{dn:9s} {n} items ({2 * n} rows): plain {best_off:7.2f} steps/s, invariant {best_on:7.2f} "
                   f"steps/s, ratio {row['ratio']:.3f}", flush=True)
+    out["row_classes"] = row_classes.measured()  # what the kernels did, per matmul shape (row_classes.py)
+    out["row_plans"] = invariant.plans()  # the row counts each call site then uses
+    for k, v in out["row_classes"].items():
+        print(f"row classes {k}: {v}")
     out["loadavg_end"] = os.getloadavg()[0]  # ratios from a busy machine are noise: say so
     path = ROOT / "bench" / "results" / f"invariance-{dev.type}.json"
     path.write_text(json.dumps(out, indent=1) + "\n")

@@ -9,6 +9,9 @@ Sections (each isolated: one that fails is recorded with its error and the other
   test clip) end to end through a real daemon process on the device.
 * ``decode_join``: the decode path ``generate`` uses (captured CUDA graphs on CUDA) with a second job
   joining a running batch; both finish with the right length.
+* ``invariance``: batch-invariant decode (the default) on that same path: a seeded item's codes equal
+  alone, again, and with neighbours joining and one cancelled; and what it costs (steps/s off vs on,
+  4 and 8 items, stepped in turns; target: on >= 0.9 x off).
 * ``moe_agreement``: the chosen-experts MoE path against the all-experts path on the same tokens.
 * ``kernels``: int8 and int4 on every distinct (N, K) the model's quantized linears use: which kernel
   each got, whether it fell back, and its error against the dequantized reference.
@@ -110,6 +113,8 @@ class Plan:
         self.first_audio_seconds = 10.0
         self.join_seconds = (4.0, 2.0) if cuda else (0.6, 0.3)
         self.memory_seconds = 2.0 if cuda else 0.3
+        self.invariance_frames = 40 if cuda else 10
+        self.invariance_steps = 20 if cuda else 6
 
 
 # --- sections ------------------------------------------------------------------------------------------
@@ -238,6 +243,54 @@ def check_moe_agreement(plan: Plan, engine: Any) -> dict[str, Any]:
     tol = 2e-2 if engine.dtype != torch.float32 else 1e-4
     return {"layers": len(layers), "chosen_path_ran_as": resolved, "max_rel_diff": worst, "per_layer": per_layer,
             "tolerance": tol, "ok": worst <= tol}
+
+
+def check_invariance(plan: Plan, engine: Any) -> dict[str, Any]:
+    """Batch-invariant decode, the default, on the engine's own decode path (captured static buckets and the
+    chosen-or-all experts on CUDA): a seeded item's codes alone, again, and with neighbours joining at
+    step 2 and one cancelled after a frame, must be equal bit for bit. Then its cost: steps/s of the same
+    4 and 8 items with invariant steps off and on, stepped in turns (bench/bench_invariance.py)."""
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling script, also when imported
+    from bench_invariance import _item, paired_throughput
+
+    f = plan.invariance_frames
+
+    def codes(joins: dict[int, list]) -> Any:
+        s = engine.session()
+        with torch.inference_mode():
+            (a,) = s.add([_item(11, 10, 20, f)])
+            k = 0
+            while any(st is a for st in s.active):
+                for it in joins.get(k, []):
+                    s.add([it])
+                s.step()
+                k += 1
+            s.close()
+        res = s.result(a)
+        if isinstance(res, BaseException):
+            raise res
+        return res.codes
+
+    solo = codes({})
+    joined = codes({2: [_item(12, 40, 33, f), _item(13, 90, 7, f + 20)], 3: [_item(14, 200, 50, f, stop_at=1)]})
+    again = codes({})
+    cost = []
+    for n in (4, 8):
+        off, on = paired_throughput(engine.lm, n, plan.invariance_steps, engine.static,
+                                    placeholder_id=engine.placeholder_id)
+        cost.append({"items": n, "rows": 2 * n, "plain_steps_s": round(off, 2), "invariant_steps_s": round(on, 2),
+                     "ratio": round(on / off, 3)})
+    from unimoe_audio.model import invariant, row_classes
+
+    report = engine.info.get("kernels") or {}
+    return {"decode": engine.info.get("decode"), "experts_decode_invariant": report.get("experts_decode_invariant"),
+            "row_classes": row_classes.measured(), "row_plans": invariant.plans(),
+            "frames": int(np.asarray(solo).shape[-1]), "joined_equals_solo": bool(np.array_equal(joined, solo)),
+            "again_equals_solo": bool(np.array_equal(again, solo)), "cost": cost,
+            "cost_target_met": all(c["ratio"] >= 0.9 for c in cost),
+            "ok": bool(np.array_equal(joined, solo) and np.array_equal(again, solo))}
 
 
 def kernels_probe(model_dir: str, device: str, dtype: str) -> None:
@@ -453,7 +506,8 @@ def main(argv: list[str] | None = None) -> int:
                     "warmup_s": engine.info.get("warmup_s")}
 
         _section(results, "load", load)
-        for name, fn in (("decode_join", check_decode_join), ("moe_agreement", check_moe_agreement),
+        for name, fn in (("decode_join", check_decode_join), ("invariance", check_invariance),
+                         ("moe_agreement", check_moe_agreement),
                          ("speed", check_speed), ("first_audio", check_first_audio)):
             if engine is None:
                 results[name] = {"ok": False, "error": "the model did not load (see 'load')"}

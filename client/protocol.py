@@ -477,7 +477,8 @@ class StatusReply(_Loose):
     memory: MemoryInfo = Field(default_factory=MemoryInfo)
     kernels: dict[str, Any] | None = Field(None, description=(
         "Kernels chosen at load on the real shapes: linears {class: {kernel: count}}, experts_decode "
-        "(grouped | chosen | all), fallbacks (linears on the slower dequant path) and fallback_reasons."))
+        "(grouped | chosen | all), experts_decode_invariant (the same in batch-invariant steps, the default: "
+        "chosen only where its grouped matmul was measured invariant), fallbacks (linears on the slower dequant path) and fallback_reasons."))
     queue_length: int = 0
     running: list[str] = Field(default_factory=list)
     error: ErrorReply | None = None

@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     load_at_start: bool = Field(False, description="Load the model when the daemon starts instead of on first use.")
     max_batch: int = Field(4, ge=1, le=64, description="Most compatible requests (same task, same CFG on/off) generated together; a new one joins the running batch between steps.")
     decode: Literal["auto", "static", "eager"] = Field("auto", description="Decode steps: static (bucketed shapes, CUDA graphs), eager (plain forward), auto (static on CUDA, eager elsewhere).")
+    batch_invariant: bool = Field(True, description="A take does not depend on the jobs sharing its batch: a seed repeats it exactly whatever else runs. Off: faster batched decode (bench/bench_invariance.py), but a seeded take may change in its last bits when other jobs join.")
 
     # -- scale-out -------------------------------------------------------------------------------
     backend: Literal["local", "ray"] = Field(

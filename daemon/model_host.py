@@ -178,7 +178,8 @@ class ModelHost:
 
                 s = self.settings
                 engine = Engine.load(model_dir, dac=s.dac, device=s.device, dtype=s.dtype, load_vision=True,
-                                     quant=s.quant, memory_budget_gb=s.memory_budget, decode=s.decode)
+                                     quant=s.quant, memory_budget_gb=s.memory_budget, decode=s.decode,
+                                     invariant=s.batch_invariant)
             except BaseException as exc:  # noqa: BLE001 - every failure becomes a clear error, daemon stays up
                 self._note_refusal(exc)
                 err = error_from_exception(exc, default_code="model_error")

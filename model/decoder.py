@@ -466,7 +466,7 @@ class StaticDecoder:
             batch.owner = None
 
     def warmup(self, shapes: list[tuple[int, int]] | tuple[int, ...],
-               rows: tuple[int, ...] | None = None) -> int:
+               rows: tuple[int, ...] | None = None, invariant_steps: bool = True) -> int:
         """Make (and on CUDA capture) these (rows, slots) batches now, in order, so no request pays
         for a capture; a shape that would not fit the budget is skipped (nothing warmed earlier is
         released for it). ``shapes`` may also be KV-slot lengths, crossed with ``rows`` (default:
@@ -483,8 +483,8 @@ class StaticDecoder:
             self._touch(key)
             b = self.pool[key]
             if b.use_graph and b.graph is None:
-                # batch-invariant, as DecodeSession steps by default (model/invariant.py)
-                with torch.inference_mode(), invariant.batch_invariant():
+                # in the decode mode the caller steps in (batch-invariant by default: model/invariant.py)
+                with torch.inference_mode(), invariant.batch_invariant(invariant_steps):
                     b.capture()
                 n += 1
         return n

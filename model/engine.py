@@ -155,6 +155,7 @@ class Engine:
             raise InvalidInput(f"unknown decode mode {decode!r}", field="decode", wanted=" or ".join(DECODE_MODES))
         self.static = default_static(self.lm) if decode == "auto" else decode == "static"
         self.max_rows: int | None = None  # decode rows in flight at most (plan(): from the memory plan)
+        self.invariant = True  # batch-invariant decode steps (load(invariant=...))
         self.decode_plan: Any = None
         self._lock = threading.RLock()
         self._closed = False
@@ -179,7 +180,8 @@ class Engine:
     def load(cls, model_dir: str | Path, *, dac: str | Path | None = None, device: str = "auto",
              dtype: str = "auto", load_vision: bool = True, window_frames: int = DEFAULT_WINDOW_FRAMES,
              context_frames: int = DEFAULT_CONTEXT_FRAMES, quant: str = "none",
-             memory_budget_gb: float | None = None, decode: str = "auto", warmup: bool = True) -> "Engine":
+             memory_budget_gb: float | None = None, decode: str = "auto", warmup: bool = True,
+             invariant: bool = True) -> "Engine":
         """Load a checkpoint folder (config.json, safetensors, tokenizer files) and the DAC.
 
         ``dac`` None looks in ``model_dir/dac/``. device "auto": cuda, then mps, then cpu. dtype
@@ -188,6 +190,8 @@ class Engine:
         is). Before loading, the memory the model needs is estimated from config and safetensors
         headers and compared with what the device has (``memory_budget_gb`` overrides that figure):
         a model that cannot fit is refused with :class:`memory.MemoryTooSmall`, naming what would.
+        ``invariant`` (default True): decode steps are batch-invariant (model/invariant.py), so a seeded
+        take does not depend on the jobs sharing its batch; False trades that for batched throughput.
         """
 
         model_dir = Path(model_dir).expanduser()
@@ -225,6 +229,8 @@ class Engine:
             codec = load_codec(dac_path, device=dev)
         eng = cls(model, tok, codec, model_dir=model_dir, device=dev, dtype=dt, load_vision=load_vision,
                   window_frames=window_frames, context_frames=context_frames, decode=decode)
+        eng.invariant = bool(invariant)
+        eng.info["batch_invariant"] = eng.invariant
         eng.info["quant"] = quant_of(model)
         eng.info["memory_estimate"] = est.to_dict()
         eng.info["memory_available_bytes"] = avail
@@ -267,7 +273,7 @@ class Engine:
             shapes = list(self.decode_plan.warm)
         with self._lock, torch.inference_mode():
             t0 = time.monotonic()
-            n = self.lm.static_decoder().warmup(shapes)
+            n = self.lm.static_decoder().warmup(shapes, invariant_steps=self.invariant)
             self.info["warmup_s"] = round(time.monotonic() - t0, 3)
             self.info["graphs"] = n
             return n
@@ -337,7 +343,8 @@ class Engine:
         """A new continuous decode session on this engine's model (generation.DecodeSession)."""
         self._check_open()
         return DecodeSession(self.lm, placeholder_id=self.placeholder_id, video_token_id=self.video_token_id,
-                             delays=self.delays, static=self.static, max_rows=self.max_rows)
+                             delays=self.delays, static=self.static, max_rows=self.max_rows,
+                             invariant=self.invariant)
 
     def job_batch(self, fit: bool = True) -> JobBatch:
         """A continuous batch of jobs (model/scheduler.py): ``add(engine.prepare(...))`` between steps. ``fit``:

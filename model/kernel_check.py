@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import invariant
 from .kernels import linear_class
 from .moe import SparseMoE
 from .quant import QuantLinear
@@ -21,7 +22,9 @@ def check_model(model: nn.Module, dtype: torch.dtype | None = None) -> dict[str,
             if m.kernel is None:
                 m.prepare(dtype)
         elif isinstance(m, SparseMoE):
-            m.fast_path(m.gate.weight.device, m.gate.weight.dtype if dtype is None else dtype)
+            dev, dt = m.gate.weight.device, m.gate.weight.dtype if dtype is None else dtype
+            if m.fast_path(dev, dt) == "chosen":
+                m.chosen_invariant(dev, dt)  # before any capture: batch-invariant steps ask for it there
     return report(model)
 
 
@@ -30,7 +33,8 @@ def report(model: nn.Module) -> dict[str, Any]:
     to "dequant" although a fused kernel exists for their method (with the first reasons)."""
     classes: dict[str, dict[str, int]] = {}
     fallbacks, reasons = 0, []
-    experts = None  # the experts' matmul of a decode step (1 token a row, the module's own path)
+    experts = experts_invariant = None  # the experts' matmul of a decode step (1 token a row, the module's
+    # own path), plain and in batch-invariant steps (the default)
     for name, m in model.named_modules():
         if isinstance(m, QuantLinear):
             kernel = m.kernel or "not prepared"
@@ -43,8 +47,11 @@ def report(model: nn.Module) -> dict[str, Any]:
         else:
             if isinstance(m, SparseMoE) and experts is None:
                 experts = m.resolve_path(1, m.gate.weight.device, m.gate.weight.dtype)
+                with invariant.batch_invariant():
+                    experts_invariant = m.resolve_path(1, m.gate.weight.device, m.gate.weight.dtype)
             continue
         c = classes.setdefault(linear_class(name), {})
         c[kernel] = c.get(kernel, 0) + 1
-    return {"linears": classes, "experts_decode": experts, "fallbacks": fallbacks, "fallback_reasons": reasons,
+    return {"linears": classes, "experts_decode": experts, "experts_decode_invariant": experts_invariant,
+            "fallbacks": fallbacks, "fallback_reasons": reasons,
             "aligned_copies": int(getattr(model, "aligned_copies", 0))}

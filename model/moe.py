@@ -171,6 +171,14 @@ class _Stacked:
     def valid(self) -> bool:
         return all(p.data_ptr() == q for p, q in zip(self.params, self.ptrs))
 
+    def ops(self, kind: str) -> tuple:
+        """The matmuls of a run over these weights, for batch-invariant row plans (model/row_classes.py):
+        "one" expert (two mms, :func:`_run_one`) or "all" experts at once (two bmms, :func:`_run_stacked`)."""
+        e, n2, h = self.gate_up.shape
+        if kind == "one":
+            return (("mm", h, n2, False), ("mm", self.inner, h, False))
+        return (("bmm", e, h, n2, True), ("bmm", e, self.inner, h, False))
+
 
 def _is_plain(experts: nn.ModuleList) -> bool:
     """Full-precision ``nn.Linear`` experts (stackable), not quantized ones."""
@@ -210,6 +218,14 @@ def _run_stacked(x: torch.Tensor, st: _Stacked) -> torch.Tensor:
     gu = torch.bmm(xe, st.gate_up.transpose(1, 2))  # [E, T, 2I]
     h = F.silu(gu[..., :st.inner]) * gu[..., st.inner:]
     return torch.bmm(h, st.down.transpose(1, 2))
+
+
+def _all_experts(x: torch.Tensor, st: _Stacked) -> torch.Tensor:
+    """:func:`_run_stacked`, in row blocks of one row class of its matmuls when batch-invariant."""
+    if not invariant.enabled():
+        return _run_stacked(x, st)
+    return invariant.rowwise(lambda c: _run_stacked(c, st), x, invariant.plan_for("step", st.ops("all"), x),
+                             out_row_dim=1)
 
 
 class SparseMoE(nn.Module):
@@ -262,7 +278,17 @@ class SparseMoE(nn.Module):
             p = self.fast_path(device, dtype)
         if p == "chosen" and not (_is_plain(self.experts) and hasattr(torch, "_grouped_mm")):
             p = "all"  # quantized experts (or an old torch): every expert in turn, still sync-free
+        if p == "chosen" and invariant.enabled() and not self.chosen_invariant(device, dtype):
+            p = "all"  # batch-invariant steps: "all" gives each expert fixed-size row blocks
         return p
+
+    def chosen_invariant(self, device: torch.device, dtype: torch.dtype) -> bool:
+        """Whether the grouped matmul keeps a pair's bits whatever the routing of the other rows, on this
+        block's real expert shapes (kernels.grouped_mm_invariant; measured at load, cached)."""
+        from .kernels import grouped_mm_invariant
+
+        g = self.experts[0].gate_proj
+        return grouped_mm_invariant(device, dtype, len(self.experts), g.in_features, g.out_features)
 
     def fast_path(self, device: torch.device, dtype: torch.dtype) -> str:
         """What "fast" (the captured decode step's path) runs here: "chosen" where the grouped matmul
@@ -303,7 +329,7 @@ class SparseMoE(nn.Module):
     def _add_shared(self, y: torch.Tensor, x: torch.Tensor, rt: Routing, st: _Stacked | None) -> torch.Tensor:
         nd = self.num_dynamic
         if st is not None:
-            ys = invariant.rowwise(lambda c: _run_stacked(c, st), x, out_row_dim=1)  # both in one bmm
+            ys = _all_experts(x, st)  # both in one bmm
             for f in range(ys.shape[0]):
                 y = y + ys[f] * rt.weights[:, nd + f].unsqueeze(-1)
         else:
@@ -318,7 +344,7 @@ class SparseMoE(nn.Module):
         if nr == 0:
             return torch.zeros(x.shape, dtype=torch.float32, device=x.device)
         if st is not None:
-            ye = invariant.rowwise(lambda c: _run_stacked(c, st), x, out_row_dim=1)  # [E, T, H]
+            ye = _all_experts(x, st)  # [E, T, H]
         else:
             ye = torch.stack([invariant.module(ex, x) for ex in self.experts])
         sel = rt.expert_mask[:, :nr].t().to(torch.bool).unsqueeze(-1)  # [E, T, 1]
@@ -371,11 +397,16 @@ class SparseMoE(nn.Module):
         xs = x.index_select(0, t_idx)
         outs = []
         start = 0
+        plan = invariant.plan_for("expert", st.ops("one"), x) if st is not None and invariant.enabled() else None
         for e, c in enumerate(counts):
             if c:
                 xe = xs[start:start + c]
-                outs.append(invariant.rowwise(lambda c, e=e: _run_one(c, st, e), xe) if st is not None
-                            else invariant.module(self.experts[e], xe))
+                if st is None:
+                    outs.append(invariant.module(self.experts[e], xe, "expert"))
+                elif plan is None:
+                    outs.append(_run_one(xe, st, e))
+                else:
+                    outs.append(invariant.rowwise(lambda c, e=e: _run_one(c, st, e), xe, plan))
                 start += c
         ys = torch.cat(outs) if len(outs) > 1 else outs[0]
         w = (rt.weights[:, :nr] * sel)[t_idx, e_idx]

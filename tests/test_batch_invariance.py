@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unimoe_audio.model import invariant, prompts
+from unimoe_audio.model import invariant, kernels, prompts
 from unimoe_audio.model.config import ModelConfig, config_dict
 from unimoe_audio.model.generation import DecodeSession, GenItem, Sampling, backend_for
 from unimoe_audio.model.tiny import random_model
@@ -107,3 +107,61 @@ def test_rowwise_rows_do_not_depend_on_neighbours():
             mixed = invariant.linear(torch.cat([x[1:m], x[:1]]), w)
             assert torch.equal(mixed[-1], alone[0])
     assert not invariant.enabled()
+
+
+def _per_pair(xs, w, offs):
+    """A grouped matmul computing each (token, expert) pair alone: invariant by construction."""
+    out, start = torch.zeros(xs.shape[0], w.shape[-1], dtype=xs.dtype), 0
+    for e, end in enumerate(offs.tolist()):
+        for r in range(start, end):
+            out[r] = F.linear(xs[r:r + 1], w[e].t())[0]
+        start = end
+    return out
+
+
+def _per_group(xs, w, offs):
+    """One matmul per expert over its rows: a pair's bits follow how many rows share its expert."""
+    out, start = torch.zeros(xs.shape[0], w.shape[-1], dtype=xs.dtype), 0
+    for e, end in enumerate(offs.tolist()):
+        if end > start:
+            out[start:end] = xs[start:end] @ w[e]
+        start = end
+    return out
+
+
+def test_grouped_matmul_invariance_is_measured_not_assumed():
+    cpu = torch.device("cpu")
+    assert kernels.grouped_mm_invariant(cpu, torch.float32, 4, 64, 32, mm=_per_pair)
+    assert not kernels.grouped_mm_invariant(cpu, torch.float32, 4, 64, 32, mm=_per_group)
+    # the CPU build's torch._grouped_mm runs one matmul per group, like _per_group
+    assert not kernels.grouped_mm_invariant(cpu, torch.float32, 4, 64, 32)
+
+
+def test_chosen_experts_give_way_in_invariant_steps_unless_measured_invariant(monkeypatch):
+    moe = random_model("tiny", seed=5, vision=False, lm_head=False).language_model.layers[0].mlp
+    moe.path = "chosen"
+    cpu = torch.device("cpu")
+    assert moe.resolve_path(4, cpu, torch.float32) == "chosen"
+    with invariant.batch_invariant():
+        assert moe.resolve_path(4, cpu, torch.float32) == "all"  # measured: not invariant here
+        monkeypatch.setattr(kernels, "grouped_mm_invariant", lambda *a, **k: True)
+        assert moe.resolve_path(4, cpu, torch.float32) == "chosen"
+
+
+def test_batch_invariant_setting_reaches_the_decode_sessions(tiny_model_dir, tmp_path, monkeypatch):
+    """``batch_invariant`` (default on) from the settings table to the engine's decode sessions."""
+    from unimoe_audio.client.settings import load_settings
+    from unimoe_audio.daemon.model_host import ModelHost
+
+    for env, want in ((None, True), ("0", False)):
+        if env is not None:
+            monkeypatch.setenv("UNIMOE_AUDIO_BATCH_INVARIANT", env)
+        s = load_settings(home=tmp_path, model=str(tiny_model_dir), device="cpu", dtype="float32")
+        assert s.batch_invariant is want
+        host = ModelHost(s)
+        host.ensure_loaded()
+        try:
+            assert host.engine.info["batch_invariant"] is want
+            assert host.engine.session().invariant is want
+        finally:
+            host.unload()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("load", "decode_join", "moe_agreement", "kernels", "speed", "first_audio", "daemon", "memory")
+SECTIONS = ("load", "decode_join", "invariance", "moe_agreement", "kernels", "speed", "first_audio", "daemon", "memory")
 
 
 @pytest.mark.slow
@@ -29,6 +29,10 @@ def test_gpu_check_runs_every_section_on_cpu(tmp_path):
     # a job joined a running batch (more rows after) and both came out at their lengths
     j = r["decode_join"]
     assert j["rows_after_join"] > j["rows_before_join"] and set(j["lengths_s"]) == {"first", "joined"}
+    # a seeded item alone = joined by neighbours (one cancelled) = again; the cost measured at 8 and 16 rows
+    inv = r["invariance"]
+    assert inv["joined_equals_solo"] and inv["again_equals_solo"] and inv["frames"] >= 10
+    assert [c["rows"] for c in inv["cost"]] == [8, 16] and all(c["ratio"] > 0 for c in inv["cost"])
     assert r["moe_agreement"]["layers"] == 8 and r["moe_agreement"]["max_rel_diff"] <= r["moe_agreement"]["tolerance"]
     # every distinct (N, K) of the small config's quantized linears, both methods, kernel named
     k = r["kernels"]

@@ -157,7 +157,9 @@ def _kernels_line(rep: dict | None) -> str:
         return "-"
     parts = [f"{cls} " + ", ".join(f"{k} {n}" for k, n in sorted(ks.items())) for cls, ks in (rep.get("linears") or {}).items()]
     if rep.get("experts_decode"):
-        parts.append(f"experts {rep['experts_decode']}")
+        inv = rep.get("experts_decode_invariant")
+        parts.append(f"experts {rep['experts_decode']}" + (f" ({inv} when batch-invariant)"
+                                                             if inv and inv != rep["experts_decode"] else ""))
     line = "; ".join(parts) or "-"
     if rep.get("fallbacks"):
         reasons = rep.get("fallback_reasons") or []
