@@ -212,9 +212,10 @@ def grouped_mm_invariant(device: torch.device, dtype: torch.dtype, experts: int,
                          max_rows: int = 16, draws: int = 4, mm: GroupedMM | None = None) -> bool:
     """Whether a (token, expert) pair's row of the grouped matmul keeps its bits whatever the other pairs
     are, as batch-invariant decode needs (model/invariant.py) of the "chosen" path, whose group sizes
-    follow the routing of every row: one token's row, run with 1..``max_rows`` tokens, random group
-    sizes and the token at a random place in its group, must give the same bits each time, for
-    ``draws`` tokens (in bf16 most reorderings round away in one try; a miss in any draw is enough).
+    follow the routing of every row: for both projections (gate+up, down), one token's row, run with
+    1..``max_rows`` tokens, random group sizes and the token at a random place in its group, must give
+    the same bits each time, for ``draws`` tokens. The token and the weights are row_classes.py's
+    cancelling ones, so a change of summation order shows even in bf16.
 
     Torch's CUTLASS kernel picks its tile by rows per group and columns (torch's GroupMM.cu), so it
     is expected to hold while a step has at most 128 rows; this measures it instead of trusting it.
@@ -229,33 +230,37 @@ def grouped_mm_invariant(device: torch.device, dtype: torch.dtype, experts: int,
     if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
         return False
     run = mm or _torch_grouped_mm
-    g = torch.Generator(device="cpu").manual_seed(1)
-    w = (torch.randn(experts, 2 * inner, hidden, generator=g) * hidden ** -0.5).to(device=device, dtype=dtype)
-    res = True
     with torch.inference_mode():
-        for d in range(draws):
-            e0 = d % experts
-            x0 = torch.randn(1, hidden, generator=g)
-            ref = None
-            for t in range(1, max_rows + 1):
-                counts = torch.randint(0, t + 1, (experts,), generator=g)
-                counts[e0] = 1 if t == 1 else max(1, int(counts[e0]))
-                start = int(counts[:e0].sum())
-                p0 = start + int(torch.randint(0, int(counts[e0]), (1,), generator=g))
-                xs = torch.randn(t * experts, hidden, generator=g)
-                xs[p0] = x0[0]
-                offs = counts.cumsum(0).to(torch.int32).to(device)
-                row = run(xs.to(device=device, dtype=dtype), w.transpose(1, 2), offs)[p0]
-                if ref is None:
-                    ref = row
-                elif not torch.equal(row, ref):
-                    res = False
-                    break
-            if not res:
-                break
+        res = all(_grouped_rows_invariant(run, device, dtype, experts, k, n, max_rows, draws)
+                  for k, n in ((hidden, 2 * inner), (inner, hidden)))
     if mm is None:
         _GROUPED_INVARIANT[key] = res
     return res
+
+
+def _grouped_rows_invariant(run: GroupedMM, device: torch.device, dtype: torch.dtype, experts: int, k: int,
+                            n: int, max_rows: int, draws: int) -> bool:
+    from .row_classes import _cancelling
+
+    tokens, w = _cancelling(draws, k, n, dtype, seed=experts * 104729 + k * 7919 + n)
+    w = w.unsqueeze(0).expand(experts, n, k).contiguous().to(device=device, dtype=dtype)  # [E, N, K] as stacked
+    g = torch.Generator(device="cpu").manual_seed(1)
+    for d in range(draws):
+        e0 = d % experts
+        ref = None
+        for t in range(1, max_rows + 1):
+            counts = torch.randint(0, t + 1, (experts,), generator=g)
+            counts[e0] = 1 if t == 1 else max(1, int(counts[e0]))
+            p0 = int(counts[:e0].sum()) + int(torch.randint(0, int(counts[e0]), (1,), generator=g))
+            xs = torch.randn(t * experts, k, generator=g)
+            xs[p0] = tokens[d]
+            offs = counts.cumsum(0).to(torch.int32).to(device)
+            row = run(xs.to(device=device, dtype=dtype), w.transpose(1, 2), offs)[p0]
+            if ref is None:
+                ref = row
+            elif not torch.equal(row, ref):
+                return False
+    return True
 
 
 # --- the whole model -------------------------------------------------------------------------------------

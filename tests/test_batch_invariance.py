@@ -131,8 +131,9 @@ def _per_group(xs, w, offs):
 
 def test_grouped_matmul_invariance_is_measured_not_assumed():
     cpu = torch.device("cpu")
-    assert kernels.grouped_mm_invariant(cpu, torch.float32, 4, 64, 32, mm=_per_pair)
-    assert not kernels.grouped_mm_invariant(cpu, torch.float32, 4, 64, 32, mm=_per_group)
+    for dtype in (torch.float32, torch.bfloat16):  # bf16: the cancelling inputs keep the order visible
+        assert kernels.grouped_mm_invariant(cpu, dtype, 4, 64, 32, mm=_per_pair)
+        assert not kernels.grouped_mm_invariant(cpu, dtype, 4, 64, 32, mm=_per_group)
     # the CPU build's torch._grouped_mm runs one matmul per group, like _per_group
     assert not kernels.grouped_mm_invariant(cpu, torch.float32, 4, 64, 32)
 
