@@ -258,15 +258,16 @@ def check_invariance(plan: Plan, engine: Any) -> dict[str, Any]:
     f = plan.invariance_frames
 
     def codes(joins: dict[int, list]) -> Any:
+        """Item A's codes, stepping until every item is done; ``joins``: {step: items added before it}."""
         s = engine.session()
         with torch.inference_mode():
             (a,) = s.add([_item(11, 10, 20, f)])
-            k = 0
-            while any(st is a for st in s.active):
-                for it in joins.get(k, []):
-                    s.add([it])
+            step = 0
+            while s.active or s.waiting:
+                if step in joins:
+                    s.add(joins[step])
                 s.step()
-                k += 1
+                step += 1
             s.close()
         res = s.result(a)
         if isinstance(res, BaseException):
