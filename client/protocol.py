@@ -422,6 +422,8 @@ class MemoryInfo(_Loose):
     peak_bytes: int | None = Field(None, description="Measured peak since the model loaded (see peak_source).")
     peak_source: str | None = Field(None, description="cuda max_memory_allocated, or on the CPU the process peak RSS (sampled every 0.1 s; anonymous memory while loading, so the weight files read are not counted).")
     max_rows: int | None = Field(None, description="Decode rows in flight at most (a CFG item takes 2); more wait.")
+    batch_invariant: bool | None = Field(None, description="Decode steps are batch-invariant (the batch_invariant "
+                                         "setting): a seeded take does not depend on the jobs sharing its batch.")
     buckets: int | None = Field(None, description="Static decode buckets (captured graphs) held now.")
     bucket_bytes: int | None = Field(None, description="What those buckets keep (KV cache, inputs, graph outputs).")
     bucket_budget_bytes: int | None = Field(None, description="Buckets past this are released, least recently used first.")

@@ -280,12 +280,13 @@ class Engine:
 
     def memory_report(self) -> dict[str, Any]:
         """For status (any thread): the measured peak (CUDA ``max_memory_allocated``, else the
-        process peak RSS), the row cap, and on the static path the buckets held, their bytes,
+        process peak RSS), the row cap, whether steps are batch-invariant, and on the static path the buckets held, their bytes,
         their budget and how many were released under pressure."""
         from . import memory
 
         peak, how = memory.measured_peak(self.device)
-        out: dict[str, Any] = {"peak_bytes": peak, "peak_source": how, "max_rows": self.max_rows}
+        out: dict[str, Any] = {"peak_bytes": peak, "peak_source": how, "max_rows": self.max_rows,
+                               "batch_invariant": self.invariant}
         lm = self.lm
         if self.static and lm is not None and hasattr(lm, "static_decoder"):
             try:

@@ -164,5 +164,6 @@ def test_batch_invariant_setting_reaches_the_decode_sessions(tiny_model_dir, tmp
         try:
             assert host.engine.info["batch_invariant"] is want
             assert host.engine.session().invariant is want
+            assert host.memory()["batch_invariant"] is want  # status's memory.batch_invariant
         finally:
             host.unload()

@@ -58,11 +58,11 @@ def test_daemon_serves_quantized_model_and_reports_it(tmp_path, tiny_src):
         assert st.model_dir == str(Path(r["path"]).resolve()) and "model =" not in (st.tiny_reason or "")
         assert st.memory.estimate_bytes and st.memory.available_bytes and st.memory.available_source
         assert st.memory.peak_bytes >= st.memory.rss_bytes > 0 and st.memory.peak_source.startswith("process peak RSS")
-        assert st.memory.max_rows == 16
+        assert st.memory.max_rows == 16 and st.memory.batch_invariant is True
         assert st.kernels["linears"]["attention"] == {"int4pack_cpu": 8} and st.kernels["fallbacks"] == 0
         human = cli(dict(env, UNIMOE_AUDIO_MODELS_DIR=str(Path(r["path"]).parent)), "status").ok().out
         assert "quant int4" in human and "model estimate" in human
-        assert "process peak RSS" in human and "up to 16 rows" in human and "attention int4pack_cpu 8" in human
+        assert "process peak RSS" in human and "up to 16 rows, batch-invariant" in human and "attention int4pack_cpu 8" in human
         sub.close()
     finally:
         d.close()

@@ -105,6 +105,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                       if mem.get("available_bytes") else "")),
         ("memory peak", f"{hb(mem['peak_bytes'])} ({mem.get('peak_source')})" if mem.get("peak_bytes") else "-"),
         ("decode", (f"up to {mem['max_rows']} rows" if mem.get("max_rows") else "-")
+                   + {True: ", batch-invariant", False: ", not batch-invariant"}.get(mem.get("batch_invariant"), "")
                    + (f", {mem['buckets']} buckets ({hb(mem['bucket_bytes'] or 0)}"
                       + (f" of {hb(mem['bucket_budget_bytes'])}" if mem.get("bucket_budget_bytes") else "")
                       + f", {mem.get('bucket_evictions') or 0} released)" if mem.get("buckets") is not None else "")),
