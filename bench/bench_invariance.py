@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from unimoe_audio.model import invariant, prompts, row_classes
+from unimoe_audio.model import allocator, invariant, prompts, row_classes
 from unimoe_audio.model.generation import DecodeSession, GenItem, Sampling, backend_for
 from unimoe_audio.model.layers import Attention, RMSNorm
 from unimoe_audio.model.moe import SparseMoE
@@ -120,6 +120,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="alternating off/on measurements per case")
     ap.add_argument("--no-layers", action="store_true", help="skip the per-layer part (cost only)")
     args = ap.parse_args()
+    allocator.fix_mmap_threshold()  # as load_model does in the daemon: the allocator regime the product runs in
     dev = torch.device(args.device)
     static = dev.type == "cuda"
     out = {"device": args.device, "size": args.size, "static": static, "random_weights": True,

@@ -184,6 +184,32 @@ def module(mod: torch.nn.Module, x: torch.Tensor, site: str = "step") -> torch.T
     return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
+_scratch = threading.local()
+
+
+def _chunk_of(x: torch.Tensor, anchor: str, which: str) -> torch.Tensor:
+    """x [rows, kvh, part, d] (part < CHUNK) as one CHUNK-slot chunk, zeros on the side away from the
+    anchor. On the CPU it is written into a buffer kept per shape and thread: a fresh tensor of a MiB
+    or more is a new mapping there (allocator.py pins glibc's mmap threshold at 1 MiB), and faulting
+    its pages in cost more than the rest of the attention."""
+    rows, kvh, part, d = x.shape
+    side = (0, 0, 0, CHUNK - part) if anchor == "left" else (0, 0, CHUNK - part, 0)
+    if x.device.type != "cpu":
+        return F.pad(x, side)
+    bufs = getattr(_scratch, "bufs", None)
+    if bufs is None:
+        bufs = _scratch.bufs = {}
+    key = (which, rows, kvh, d, x.dtype, torch.is_inference_mode_enabled())
+    buf = bufs.get(key)
+    if buf is None:
+        buf = bufs[key] = torch.zeros((rows, kvh, CHUNK, d), dtype=x.dtype)
+    live, pad = (slice(0, part), slice(part, CHUNK)) if anchor == "left" else (slice(CHUNK - part, CHUNK),
+                                                                                 slice(0, CHUNK - part))
+    buf[:, :, live].copy_(x)
+    buf[:, :, pad].zero_()  # masked, but 0 * a stale NaN would still be NaN
+    return buf
+
+
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_valid: torch.Tensor | None,
                      scale: float, anchor: str) -> torch.Tensor:
     """One-query attention, invariant to the padding around each row's keys.
@@ -219,9 +245,9 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_vali
                             key_valid[:, sl].unflatten(1, (full, CHUNK))))
     if part:
         sl = slice(p0, p0 + part)
-        side = (0, 0, 0, CHUNK - part) if anchor == "left" else (0, 0, CHUNK - part, 0)
         mside = (0, CHUNK - part) if anchor == "left" else (CHUNK - part, 0)
-        groups.append(stats(F.pad(k[:, :, sl], side).unsqueeze(2), F.pad(v[:, :, sl], side).unsqueeze(2),
+        groups.append(stats(_chunk_of(k[:, :, sl], anchor, "k").unsqueeze(2),
+                            _chunk_of(v[:, :, sl], anchor, "v").unsqueeze(2),
                             F.pad(key_valid[:, sl], mside, value=False).unsqueeze(1)))
     m, l, o = (torch.cat(t, dim=2) if len(t) > 1 else t[0] for t in zip(*groups))
     if anchor != "left":  # chunk 0 must be the one holding the row's anchor (its last keys): reorder
