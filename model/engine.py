@@ -134,7 +134,7 @@ class Engine:
 
     def __init__(self, model: Any, tokenizer: Any, codec: Any, *, model_dir: Path, device: torch.device,
                  dtype: torch.dtype, load_vision: bool, window_frames: int = DEFAULT_WINDOW_FRAMES,
-                 context_frames: int = DEFAULT_CONTEXT_FRAMES, decode: str = "auto"):
+                 context_frames: int = DEFAULT_CONTEXT_FRAMES, decode: str = "auto", invariant: bool = True):
 
         self.model = model
         self.tok = tokenizer
@@ -155,7 +155,7 @@ class Engine:
             raise InvalidInput(f"unknown decode mode {decode!r}", field="decode", wanted=" or ".join(DECODE_MODES))
         self.static = default_static(self.lm) if decode == "auto" else decode == "static"
         self.max_rows: int | None = None  # decode rows in flight at most (plan(): from the memory plan)
-        self.invariant = True  # batch-invariant decode steps (load(invariant=...))
+        self.invariant = bool(invariant)  # batch-invariant decode steps (model/invariant.py)
         self.decode_plan: Any = None
         self._lock = threading.RLock()
         self._closed = False
@@ -173,6 +173,7 @@ class Engine:
             "sample_rate": T.SAMPLE_RATE,
             "window_frames": self.window_frames,
             "decode": "static" if self.static else "eager",
+            "batch_invariant": self.invariant,
         }
 
     # -- loading ----------------------------------------------------------------------------------
@@ -228,9 +229,7 @@ class Engine:
             tok = load_text_tokenizer(model_dir)
             codec = load_codec(dac_path, device=dev)
         eng = cls(model, tok, codec, model_dir=model_dir, device=dev, dtype=dt, load_vision=load_vision,
-                  window_frames=window_frames, context_frames=context_frames, decode=decode)
-        eng.invariant = bool(invariant)
-        eng.info["batch_invariant"] = eng.invariant
+                  window_frames=window_frames, context_frames=context_frames, decode=decode, invariant=invariant)
         eng.info["quant"] = quant_of(model)
         eng.info["memory_estimate"] = est.to_dict()
         eng.info["memory_available_bytes"] = avail

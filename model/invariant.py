@@ -114,11 +114,14 @@ class RowPlan:
         return min(plans, key=lambda p: (p.cost(SITES[site], pad), min(p.sizes)))
 
 
+_FIXED_PLANS = {site: RowPlan.fixed(rows) for site, rows in FIXED_ROWS.items()}
+
+
 def plan_for(site: str, ops: tuple[row_classes.Op, ...] | None, x: torch.Tensor) -> RowPlan:
     """The :class:`RowPlan` of a block running ``ops`` (its matmuls, row_classes.Op) at ``site`` for x's
     dtype and device; ``ops`` None (a kernel that is not measured): fixed blocks."""
     if ops is None:
-        return RowPlan.fixed(FIXED_ROWS[site])
+        return _FIXED_PLANS[site]
     key = (site, ops, x.dtype, str(x.device), torch.get_num_threads())
     plan = _plans.get(key)
     if plan is None:

@@ -35,6 +35,8 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from .row_classes import cancelling
+
 INT8_CPU_ALIGN = 16  # bytes: the CPU int8 kernel's vector loads (measured: 8 crashes, 16 runs)
 STORE_ALIGN = 64  # bytes: where stored quantized tensors start (a cache line; torch's CPU allocator too)
 INT4_INNER_K_TILES = (8, 4, 2)
@@ -240,9 +242,7 @@ def grouped_mm_invariant(device: torch.device, dtype: torch.dtype, experts: int,
 
 def _grouped_rows_invariant(run: GroupedMM, device: torch.device, dtype: torch.dtype, experts: int, k: int,
                             n: int, max_rows: int, draws: int) -> bool:
-    from .row_classes import _cancelling
-
-    tokens, w = _cancelling(draws, k, n, dtype, seed=experts * 104729 + k * 7919 + n)
+    tokens, w = cancelling(draws, k, n, dtype, seed=experts * 104729 + k * 7919 + n)
     w = w.unsqueeze(0).expand(experts, n, k).contiguous().to(device=device, dtype=dtype)  # [E, N, K] as stacked
     g = torch.Generator(device="cpu").manual_seed(1)
     for d in range(draws):

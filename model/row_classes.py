@@ -38,7 +38,7 @@ _cache: dict[tuple, Partition] = {}
 _lock = threading.Lock()
 
 
-def _cancelling(rows: int, k: int, n: int, dtype: torch.dtype, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def cancelling(rows: int, k: int, n: int, dtype: torch.dtype, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """x [rows, k] and w [n, k] (fp32 holding values exact in ``dtype``) with every x_r . w_c == 0 exactly
     for the adversarial columns, whose fp32 sums leave an order-dependent residue."""
     g = torch.Generator().manual_seed(seed)
@@ -66,13 +66,13 @@ def _runner(op: Op, dtype: torch.dtype, device: torch.device) -> tuple[torch.Ten
     kind = op[0]
     if kind == "mm":
         _, k, n, bias = op
-        x, w = _cancelling(PROBE_ROWS + 1, k, n, dtype, seed=k * 7919 + n)
+        x, w = cancelling(PROBE_ROWS + 1, k, n, dtype, seed=k * 7919 + n)
         w = w.to(device=device, dtype=dtype)
         b = torch.zeros(n, device=device, dtype=dtype) if bias else None  # addmm, as with a bias
         return x.to(device=device, dtype=dtype), lambda c: F.linear(c, w, b)
     if kind == "bmm":
         _, e, k, n, expanded = op
-        x, w = _cancelling(PROBE_ROWS + 1, k, n, dtype, seed=e * 104729 + k * 7919 + n)
+        x, w = cancelling(PROBE_ROWS + 1, k, n, dtype, seed=e * 104729 + k * 7919 + n)
         we = w.to(device=device, dtype=dtype).unsqueeze(0).expand(e, n, k).contiguous()  # [E, N, K] like stacked
 
         def run(c: torch.Tensor) -> torch.Tensor:

@@ -19,12 +19,12 @@ def _sizes(part):
 
 def test_the_probe_inputs_cancel_exactly_and_leave_an_order_dependent_residue():
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
-        x, w = row_classes._cancelling(5, 96, 300, dtype, seed=3)
+        x, w = row_classes.cancelling(5, 96, 300, dtype, seed=3)
         assert torch.equal(x.to(dtype).float(), x) and torch.equal(w.to(dtype).float(), w)  # exact in dtype
         for r in range(5):  # summed exactly (fsum): every output is 0
             for c in range(0, 300, 37):
                 assert math.fsum((x[r].double() * w[c].double()).tolist()) == 0.0
-    x, w = row_classes._cancelling(1, 512, 256, torch.bfloat16, seed=1)
+    x, w = row_classes.cancelling(1, 512, 256, torch.bfloat16, seed=1)
     fwd = x @ w.t()  # fp32 sums in one order ...
     perm = torch.randperm(512, generator=torch.Generator().manual_seed(0))
     other = x[:, perm] @ w[:, perm].t()  # ... and in another: residues differ in most outputs
@@ -38,7 +38,7 @@ def _seq(c, w):
 
 
 def test_partition_finds_kernel_switches_and_place_dependence():
-    x, w = row_classes._cancelling(P + 1, 64, 32, torch.float32, seed=2)
+    x, w = row_classes.cancelling(P + 1, 64, 32, torch.float32, seed=2)
     assert _sizes(row_classes.partition(lambda c: _seq(c, w), x)) == [list(range(1, P + 1))]
 
     def switches_at_4(c):  # another summation order from 4 rows on (as a library switching kernels)
